@@ -1,0 +1,3 @@
+from strop.cli.main import main
+
+main()

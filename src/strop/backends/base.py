@@ -1,0 +1,317 @@
+"""The backend contract: one parameter type, one result shape, one base class.
+
+Methods (power sampling, RC, best-of-n, training rollouts) talk to models only
+through ``Backend``. They ask for capabilities by name (``backend.require``),
+never for a particular backend class, so a method written against the toy
+model runs unchanged on llama.cpp, transformers or a remote server.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from strop.backends.chat import Message, render_chat
+from strop.backends.logits import Draw, draw
+from strop.errors import CapabilityError, ConfigError, ContextOverflowError
+
+FinishReason = Literal["eos", "length", "stop"]
+
+# Capability names. Methods call ``backend.require(...)`` with these.
+LOGPROBS = "logprobs"  # base and proposal log-probs of sampled tokens
+ENTROPY = "entropy"  # base next-token entropy at each sampled position
+SCORE = "score"  # log-probs (and entropies) of a continuation we supply
+PREFIX_CACHE = "prefix_cache"  # continuing a prefix does not recompute it
+EXACT_LOGPROBS = "exact_logprobs"  # proposal log-probs/entropies are exact, not top-k estimates
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to draw one completion.
+
+    Attributes:
+        max_tokens: most tokens to generate (>= 1).
+        temperature: 0 means greedy (argmax); otherwise logits are divided by it.
+        top_k: keep only the k most likely tokens; None keeps all.
+        top_p: keep the smallest set of tokens whose mass reaches top_p (1.0 keeps all).
+        stop: strings that end generation; the completion's text is cut before
+            the first one, its tokens keep the token that completed it.
+        return_entropy: also report the base model's next-token entropy at
+            every generated position (needed by the entropy cut).
+    """
+
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    return_entropy: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ConfigError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            raise ConfigError(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
+        if not (isinstance(self.top_p, (int, float)) and 0.0 < self.top_p <= 1.0):
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
+            raise ConfigError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
+        object.__setattr__(self, "temperature", float(self.temperature))
+        object.__setattr__(self, "top_p", float(self.top_p))
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+
+@dataclass(frozen=True, eq=False)
+class Generation:
+    """One completion, the same shape from every backend.
+
+    Arrays have one entry per generated token (length ``n = completion_tokens``):
+
+    - ``base_logprobs[i]``: log p(token_i | prompt, tokens_<i) under the model
+      at temperature 1 with no truncation;
+    - ``proposal_logprobs[i]``: the same under the distribution the token was
+      actually drawn from (temperature, top-k, top-p); 0 for greedy tokens;
+    - ``entropies[i]``: entropy of the base next-token distribution at i,
+      present only when ``SamplingParams.return_entropy`` was set.
+
+    ``approximations`` names every quantity that is an estimate rather than
+    exact (e.g. entropies from a server's top-k log-probs).
+    """
+
+    token_ids: tuple[int, ...]
+    text: str
+    base_logprobs: np.ndarray
+    proposal_logprobs: np.ndarray
+    entropies: np.ndarray | None
+    finish_reason: FinishReason
+    prompt_tokens: int
+    cached_prompt_tokens: int = 0
+    elapsed_s: float = 0.0
+    approximations: tuple[str, ...] = ()
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "token_ids": list(self.token_ids),
+            "base_logprobs": self.base_logprobs.tolist(),
+            "proposal_logprobs": self.proposal_logprobs.tolist(),
+            "entropies": None if self.entropies is None else self.entropies.tolist(),
+            "finish_reason": self.finish_reason,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
+            "elapsed_s": self.elapsed_s,
+            "approximations": list(self.approximations),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Scored:
+    """Log-probs (temperature 1) of a supplied continuation; shapes (n,)."""
+
+    logprobs: np.ndarray
+    entropies: np.ndarray | None
+    cached_prompt_tokens: int = 0
+    approximations: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> float:
+        return float(np.sum(self.logprobs))
+
+
+@dataclass
+class _Trace:
+    tokens: list[int] = field(default_factory=list)
+    base: list[float] = field(default_factory=list)
+    proposal: list[float] = field(default_factory=list)
+    entropy: list[float] = field(default_factory=list)
+
+    def add(self, d: Draw) -> None:
+        self.tokens.append(d.token)
+        self.base.append(d.base_logprob)
+        self.proposal.append(d.proposal_logprob)
+        self.entropy.append(d.entropy)
+
+
+class Backend(ABC):
+    """A language model that strop's methods can sample from and score with.
+
+    Token-level API: prompts and continuations are lists of token ids, so that
+    samplers can cut and resample sequences exactly. ``chat_prompt`` turns chat
+    messages into ids with the model's own template.
+    """
+
+    name: ClassVar[str]
+    capabilities: frozenset[str] = frozenset()
+    #: whether ``generate_batch`` runs prompts together (else it loops)
+    batches: ClassVar[bool] = False
+
+    #: a human-readable id of the loaded model (a path or hub id)
+    model_id: str
+    #: token ids that end a completion
+    eos_token_ids: frozenset[int]
+    #: tokens the model can attend to (prompt + completion)
+    context_length: int
+    #: the model's chat template (jinja2), or None if it has none
+    chat_template: str | None = None
+    bos_token: str = ""
+    eos_token: str = ""
+
+    # ----------------------------------------------------------- tokenizer
+    @abstractmethod
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text``, special tokens parsed, no BOS added."""
+
+    @abstractmethod
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Text of ``ids``; special tokens render as their text."""
+
+    def chat_prompt(self, messages: Sequence[Message] | str) -> list[int]:
+        """Prompt ids for a chat, rendered with the model's own template."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        text = render_chat(self.chat_template, messages, bos_token=self.bos_token, eos_token=self.eos_token)
+        return self.tokenize(text)
+
+    # ------------------------------------------------------------ sampling
+    @abstractmethod
+    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator) -> Generation:
+        """Draw one completion of ``prompt_ids``.
+
+        ``rng`` is the only source of randomness: the same rng state and the
+        same prompt give the same tokens. Backends with ``prefix_cache`` reuse
+        the longest cached prefix of ``prompt_ids``, so resampling a suffix
+        (``prompt + kept_tokens``) costs only the new tokens.
+        """
+
+    def generate_batch(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, rngs: Sequence[np.random.Generator]
+    ) -> list[Generation]:
+        """One completion per prompt, each with its own rng. Backends that can batch override this."""
+        if len(prompts) != len(rngs):
+            raise ConfigError(f"generate_batch needs one rng per prompt, got {len(prompts)} prompts and {len(rngs)} rngs")
+        return [self.generate(p, params, r) for p, r in zip(prompts, rngs)]
+
+    def score(self, prompt_ids: Sequence[int], continuation_ids: Sequence[int], *, entropies: bool = False) -> Scored:
+        """Base log-probs (and entropies) of ``continuation_ids`` after ``prompt_ids``."""
+        raise CapabilityError(self.name, SCORE)
+
+    # ----------------------------------------------------------- utilities
+    def require(self, *capabilities: str) -> None:
+        """Raise ``CapabilityError`` naming the first capability this backend lacks."""
+        for cap in capabilities:
+            if cap not in self.capabilities:
+                raise CapabilityError(self.name, cap)
+
+    def close(self) -> None:
+        """Release the model. Idempotent."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_fits(self, prompt_len: int, extra: int = 1) -> None:
+        if prompt_len == 0:
+            raise ContextOverflowError("the prompt is empty: give at least one token")
+        if prompt_len + extra > self.context_length:
+            raise ContextOverflowError(
+                f"the prompt has {prompt_len} tokens but the model's context holds {self.context_length}"
+                f" (needs room for {extra} more); shorten the prompt"
+            )
+
+    def _decode(
+        self,
+        first_logits: np.ndarray,
+        feed: Callable[[int], np.ndarray],
+        prompt_len: int,
+        params: SamplingParams,
+        rng: np.random.Generator,
+    ) -> tuple[_Trace, FinishReason, str]:
+        """The shared single-sequence sampling loop.
+
+        ``first_logits`` predict the first completion token; ``feed(token)``
+        appends a token to the model's context and returns the logits that
+        follow it. Generation stops at EOS, a stop string, ``max_tokens`` or
+        the end of the context window.
+        """
+        budget = min(params.max_tokens, self.context_length - prompt_len)
+        trace = _Trace()
+        logits = first_logits
+        while True:
+            trace.add(draw(
+                logits,
+                temperature=params.temperature,
+                top_k=params.top_k,
+                top_p=params.top_p,
+                rng=rng,
+                want_entropy=params.return_entropy,
+            ))
+            end = self._finished(trace, params, budget)
+            if end is not None:
+                return trace, end[0], end[1]
+            logits = feed(trace.tokens[-1])
+
+    def _finished(self, trace: _Trace, params: SamplingParams, budget: int) -> tuple[FinishReason, str] | None:
+        """(finish reason, text) if the sequence in ``trace`` has ended, else None."""
+        if trace.tokens[-1] in self.eos_token_ids:
+            # EOS is a control token: it belongs to the token ids, not to the text.
+            return "eos", self.detokenize(trace.tokens[:-1])
+        if params.stop:
+            text = self.detokenize(trace.tokens)
+            cut = _first_stop(text, params.stop)
+            if cut is not None:
+                return "stop", text[:cut]
+        if len(trace.tokens) >= budget:
+            return "length", self.detokenize(trace.tokens)
+        return None
+
+    def _result(
+        self,
+        trace: _Trace,
+        finish: FinishReason,
+        text: str,
+        prompt_len: int,
+        cached: int,
+        started: float,
+        params: SamplingParams,
+        elapsed_s: float | None = None,
+    ) -> Generation:
+        return Generation(
+            token_ids=tuple(trace.tokens),
+            text=text,
+            base_logprobs=np.asarray(trace.base, dtype=np.float64),
+            proposal_logprobs=np.asarray(trace.proposal, dtype=np.float64),
+            entropies=np.asarray(trace.entropy, dtype=np.float64) if params.return_entropy else None,
+            finish_reason=finish,
+            prompt_tokens=prompt_len,
+            cached_prompt_tokens=cached,
+            elapsed_s=time.perf_counter() - started if elapsed_s is None else elapsed_s,
+        )
+
+
+def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else None
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token sequences."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

@@ -1,0 +1,66 @@
+"""Chat templates: one renderer for every backend.
+
+All backends render chats with the model's own jinja2 template through this
+function, so that the same messages become the same token ids on llama.cpp,
+transformers and a remote server (the cross-backend log-prob checks rely on
+it). The sandboxed environment mirrors what transformers uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import TypedDict
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from strop.errors import ConfigError
+
+
+class Message(TypedDict):
+    role: str
+    content: str
+
+
+# Used only for models that ship no template (base models, toy models).
+PLAIN_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+    "{% elif m['role'] == 'user' %}Question: {{ m['content'] }}\n"
+    "{% else %}Answer: {{ m['content'] }}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}Answer:{% endif %}"
+)
+
+
+def _raise(message: str) -> None:
+    raise jinja2.TemplateError(message)
+
+
+@lru_cache(maxsize=16)
+def _compile(template: str) -> jinja2.Template:
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = _raise
+    return env.from_string(template)
+
+
+def render_chat(
+    template: str | None,
+    messages: Sequence[Message],
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
+    add_generation_prompt: bool = True,
+) -> str:
+    """Render ``messages`` with ``template`` (or a plain Q/A format if None)."""
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise ConfigError(f"message {i} must have string 'role' and 'content', got {m!r}")
+    try:
+        return _compile(template or PLAIN_TEMPLATE).render(
+            messages=list(messages),
+            bos_token=bos_token,
+            eos_token=eos_token,
+            add_generation_prompt=add_generation_prompt,
+        )
+    except jinja2.TemplateError as e:
+        raise ConfigError(f"the model's chat template failed on these messages: {e}") from e

@@ -1,0 +1,252 @@
+"""Hugging Face transformers + torch backend: batched, and the one training uses.
+
+Loads a local HF model folder, a hub id (when online), or a GGUF file. A GGUF
+is dequantised by transformers (through the ``gguf`` package), which takes
+~40 s for the embedded model, so the result is saved once as safetensors under
+the user's cache directory and loaded from there afterwards.
+
+Sampling goes through the same numpy kernel as every other local backend
+(``strop.backends.logits.draw``); torch only computes logits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from strop.backends.base import (
+    ENTROPY,
+    EXACT_LOGPROBS,
+    LOGPROBS,
+    PREFIX_CACHE,
+    SCORE,
+    Backend,
+    FinishReason,
+    Generation,
+    SamplingParams,
+    Scored,
+    _Trace,
+    common_prefix_len,
+)
+from strop.backends.logits import draw, score_rows
+from strop.errors import ConfigError, ModelLoadError
+from strop.models import check_gguf, is_gguf_spec
+
+log = logging.getLogger(__name__)
+
+
+def cache_root() -> Path:
+    """Where converted weights live: $STROP_CACHE, else $XDG_CACHE_HOME/strop, else ~/.cache/strop."""
+    if env := os.environ.get("STROP_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "strop"
+
+
+def _gguf_key(path: Path) -> str:
+    # Content-addressed on size + head + tail: cheap for a 100 MB file, and a
+    # different file at the same path never reuses a stale conversion.
+    st = path.stat()
+    h = hashlib.sha256(str(st.st_size).encode())
+    with path.open("rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, st.st_size - (1 << 20)))
+        h.update(f.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+def converted_gguf_dir(path: Path) -> Path:
+    """Folder of HF weights converted from ``path``, converting on first use."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_root() / "hf-from-gguf" / f"{path.stem}-{_gguf_key(path)}"
+    if (target / "config.json").is_file():
+        return target
+    log.info("dequantising %s for transformers (once; cached in %s)", path, target)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        # The tensors are already dequantised to float32; transformers still
+        # tags the model as "gguf-quantised" and refuses to save it, so drop the tag.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tok.save_pretrained(tmp)
+        model.save_pretrained(tmp)
+    except Exception as e:  # transformers raises many types for unsupported files
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelLoadError(f"transformers could not load GGUF {path}: {e}") from e
+    tmp.replace(target) if not target.exists() else shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+class HFBackend(Backend):
+    """A causal LM run by transformers on CPU or GPU.
+
+    Args:
+        model: GGUF file, local model folder, or hub id.
+        device: torch device string; default cuda if available, else cpu.
+        dtype: torch dtype name for the weights (float32 default on CPU).
+    """
+
+    name = "hf"
+    batches = True
+    capabilities = frozenset({LOGPROBS, ENTROPY, SCORE, PREFIX_CACHE, EXACT_LOGPROBS})
+
+    def __init__(self, model: str, *, device: str | None = None, dtype: str | None = None, context_length: int | None = None) -> None:
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as e:
+            raise ModelLoadError("the hf backend needs torch and transformers: pip install 'strop[hf]'") from e
+        self.torch = torch
+        self.model_id = model
+        source = model
+        if is_gguf_spec(model):
+            source = str(converted_gguf_dir(check_gguf(Path(model))))
+        elif os.path.sep in model and not Path(model).exists():
+            raise ModelLoadError(f"model folder not found: {model}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch_dtype = getattr(torch, dtype) if dtype else (torch.float32 if self.device.type == "cpu" else torch.bfloat16)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype).to(self.device).eval()
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"could not load '{model}' with transformers: {str(e).splitlines()[0]}") from e
+        cfg = self.model.config
+        self.context_length = context_length or int(getattr(cfg, "max_position_embeddings", 2048))
+        self.chat_template = getattr(self.tokenizer, "chat_template", None)
+        self.bos_token = self.tokenizer.bos_token or ""
+        self.eos_token = self.tokenizer.eos_token or ""
+        eos = {self.tokenizer.eos_token_id}
+        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        eos |= set(gen_eos) if isinstance(gen_eos, list) else {gen_eos}
+        self.eos_token_ids = frozenset(int(e) for e in eos if e is not None)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_token_ids)
+        # One-sequence KV cache for prefix reuse: ids it holds and the cache.
+        self._ids: list[int] = []
+        self._kv = None
+
+    # ----------------------------------------------------------- tokenizer
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    # --------------------------------------------------------------- model
+    def _forward(self, new_ids: Sequence[int]) -> np.ndarray:
+        """Append ``new_ids`` to the cached sequence; return logits (len(new_ids), V)."""
+        torch = self.torch
+        from transformers import DynamicCache
+
+        if self._kv is None:
+            self._kv = DynamicCache()
+        x = torch.tensor([list(new_ids)], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            out = self.model(input_ids=x, past_key_values=self._kv, use_cache=True)
+        self._kv = out.past_key_values
+        self._ids.extend(int(t) for t in new_ids)
+        return out.logits[0].float().cpu().numpy()
+
+    def _prefill(self, ids: Sequence[int], limit: int) -> tuple[np.ndarray, int]:
+        """Bring the cache to ``ids``, reusing at most ``limit`` tokens of the cached prefix.
+
+        Returns (logits for positions from the first recomputed one, how many
+        tokens were reused). ``limit`` < len(ids), so the logits we need are
+        always recomputed.
+        """
+        keep = min(common_prefix_len(self._ids, ids), limit)
+        if keep == 0 or self._kv is None:
+            self._ids, self._kv, keep = [], None, 0
+        elif keep < len(self._ids):
+            self._kv.crop(keep - len(self._ids))  # transformers 5 takes "tokens to remove" as a negative count
+            del self._ids[keep:]
+        return self._forward(ids[keep:]), keep
+
+    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator) -> Generation:
+        started = time.perf_counter()
+        ids = [int(t) for t in prompt_ids]
+        self._check_fits(len(ids))
+        logits, cached = self._prefill(ids, len(ids) - 1)
+        trace, finish, text = self._decode(logits[-1], lambda t: self._forward([t])[-1], len(ids), params, rng)
+        return self._result(trace, finish, text, len(ids), cached, started, params)
+
+    def score(self, prompt_ids: Sequence[int], continuation_ids: Sequence[int], *, entropies: bool = False) -> Scored:
+        ids = [int(t) for t in prompt_ids] + [int(t) for t in continuation_ids]
+        self._check_fits(len(ids), 0)
+        if not continuation_ids:
+            return Scored(np.zeros(0), np.zeros(0) if entropies else None)
+        if not prompt_ids:
+            raise ConfigError("score needs a non-empty prompt (the first token has no prediction)")
+        logits, cached = self._prefill(ids, len(prompt_ids) - 1)
+        # Row r of ``logits`` predicts ids[cached + r + 1]; keep those predicting the continuation.
+        first = len(prompt_ids) - 1 - cached
+        rows = logits[first : first + len(continuation_ids)]
+        lp, ent = score_rows(rows, np.asarray(continuation_ids), entropies)
+        return Scored(lp, ent, cached)
+
+    def generate_batch(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, rngs: Sequence[np.random.Generator]
+    ) -> list[Generation]:
+        """All prompts in one left-padded batch; each row draws from its own rng."""
+        if len(prompts) != len(rngs):
+            raise ConfigError(f"generate_batch needs one rng per prompt, got {len(prompts)} prompts and {len(rngs)} rngs")
+        if len(prompts) <= 1:
+            return [self.generate(p, params, r) for p, r in zip(prompts, rngs)]
+        torch = self.torch
+        started = time.perf_counter()
+        for p in prompts:
+            self._check_fits(len(p))
+        width = max(len(p) for p in prompts)
+        n = len(prompts)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(list(p))
+            mask[i, width - len(p) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        budget = [min(params.max_tokens, self.context_length - len(p)) for p in prompts]
+        traces = [_Trace() for _ in prompts]
+        finish: list[FinishReason | None] = [None] * n
+        texts: list[str] = [""] * n
+        kv = None
+        step_ids = ids
+        with torch.inference_mode():
+            while True:
+                pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
+                out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=pos, past_key_values=kv, use_cache=True)
+                kv = out.past_key_values
+                last = out.logits[:, -1].float().cpu().numpy()
+                nxt = []
+                for i in range(n):
+                    if finish[i] is not None:
+                        nxt.append(self.pad_id)
+                        continue
+                    traces[i].add(draw(last[i], temperature=params.temperature, top_k=params.top_k, top_p=params.top_p, rng=rngs[i], want_entropy=params.return_entropy))
+                    nxt.append(traces[i].tokens[-1])
+                    end = self._finished(traces[i], params, budget[i])
+                    if end is not None:
+                        finish[i], texts[i] = end
+                if all(f is not None for f in finish):
+                    break
+                step_ids = torch.tensor(nxt, dtype=torch.long, device=self.device)[:, None]
+                alive = torch.tensor([f is None for f in finish], dtype=torch.long, device=self.device)[:, None]
+                mask = torch.cat([mask, alive], dim=1)
+        # Rows share one forward pass, so each is charged the batch's wall time.
+        elapsed = time.perf_counter() - started
+        return [self._result(t, f, txt, len(p), 0, started, params, elapsed) for t, f, txt, p in zip(traces, finish, texts, prompts)]
+
+    def close(self) -> None:
+        self._kv = None
+        self._ids = []
+

@@ -1,0 +1,153 @@
+"""Pure kernels from one row of next-token logits to a sampled token.
+
+Every local backend (llama.cpp, transformers, toy) sends its logits through
+``draw`` so that "log-probability under the base model" and "under the
+proposal distribution" mean exactly the same thing everywhere. Power
+sampling's acceptance ratio needs both, exactly, for every token.
+
+Conventions:
+- base distribution = softmax(logits), i.e. temperature 1, no truncation;
+- proposal distribution = softmax(logits / temperature) restricted to the
+  top-k tokens and then to the top-p nucleus, renormalised;
+- temperature 0 means argmax; its proposal log-prob is 0 (a point mass).
+
+All arithmetic is float64 so that sums of thousands of log-probs stay exact
+to well below the tolerances the samplers rely on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# Top-p needs the sorted head of the distribution. Sorting the whole vocabulary
+# (49k entries for SmolLM2) costs ~2 ms a token; the nucleus almost always lies
+# inside the top few hundred tokens, so sort only those and fall back to a full
+# sort when their mass falls short.
+_TOP_P_HEAD = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Draw:
+    """One sampled token and what the samplers need to know about it."""
+
+    token: int
+    base_logprob: float
+    proposal_logprob: float
+    entropy: float  # entropy of the base distribution (nats); nan if not asked
+
+
+def log_normalizer(logits: np.ndarray) -> float:
+    """log sum exp(logits), stable. ``logits``: (V,)."""
+    m = float(np.max(logits))
+    return m + float(np.log(np.sum(np.exp(logits - m))))
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float64. ``logits``: (..., V) -> (..., V)."""
+    x = np.asarray(logits, dtype=np.float64)
+    m = np.max(x, axis=-1, keepdims=True)
+    return x - (m + np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True)))
+
+
+def entropy(logits: np.ndarray) -> np.ndarray:
+    """Entropy (nats) of softmax(logits), row-wise. ``logits``: (..., V) -> (...)."""
+    lp = log_softmax(logits)
+    return -np.sum(_plogp(lp), axis=-1)
+
+
+def _plogp(lp: np.ndarray) -> np.ndarray:
+    """p * log p elementwise, with 0 * log 0 = 0 (tokens with logit -inf)."""
+    return np.where(np.isfinite(lp), np.exp(lp) * np.where(np.isfinite(lp), lp, 0.0), 0.0)
+
+
+def score_rows(logits: np.ndarray, tokens: np.ndarray, want_entropy: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Base log-probs of ``tokens`` under each logits row, and optionally entropies.
+
+    ``logits``: (n, V), row i predicting ``tokens[i]``; returns ((n,), (n,) | None).
+    """
+    lp = log_softmax(logits)
+    picked = lp[np.arange(len(tokens)), np.asarray(tokens, dtype=np.int64)]
+    ent = -np.sum(_plogp(lp), axis=-1) if want_entropy else None
+    return picked, ent
+
+
+def _nucleus(order_vals: np.ndarray, log_z: float, top_p: float) -> int:
+    """How many of the descending ``order_vals`` form the top-p nucleus.
+
+    Keeps the smallest prefix whose mass reaches ``top_p`` (the token that
+    crosses the threshold is kept). Returns len(order_vals) + 1 if the prefix
+    given is too short to reach it.
+    """
+    cum = np.cumsum(np.exp(order_vals - log_z))
+    # Tiny slack so that top_p=1.0 never drops tokens to float round-off.
+    idx = int(np.searchsorted(cum, top_p - 1e-12, side="left"))
+    return idx + 1 if idx < len(order_vals) else len(order_vals) + 1
+
+
+def proposal_support(
+    logits: np.ndarray, temperature: float, top_k: int | None, top_p: float
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """The proposal distribution as (support ids or None for all, log-probs over it).
+
+    ``logits``: (V,) float64. Requires temperature > 0.
+    """
+    scaled = logits / temperature if temperature != 1.0 else logits
+    vocab = scaled.shape[0]
+    ids: np.ndarray | None = None
+    vals = scaled
+    if top_k is not None and top_k < vocab:
+        ids = np.argpartition(-scaled, top_k - 1)[:top_k]
+        vals = scaled[ids]
+    if top_p < 1.0:
+        log_z = log_normalizer(vals)
+        n = vals.shape[0]
+        head = min(n, _TOP_P_HEAD)
+        part = np.argpartition(-vals, head - 1)[:head] if head < n else np.arange(n)
+        order = part[np.argsort(-vals[part], kind="stable")]
+        keep = _nucleus(vals[order], log_z, top_p)
+        if keep > head:  # the nucleus is wider than the head: sort everything
+            order = np.argsort(-vals, kind="stable")
+            keep = min(_nucleus(vals[order], log_z, top_p), n)
+        order = order[:keep]
+        ids = order if ids is None else ids[order]
+        vals = vals[order]
+    return ids, vals - log_normalizer(vals)
+
+
+def draw(
+    logits: np.ndarray,
+    *,
+    temperature: float,
+    top_k: int | None,
+    top_p: float,
+    rng: np.random.Generator,
+    want_entropy: bool,
+) -> Draw:
+    """Sample one token from a logits row and report its base/proposal log-probs.
+
+    ``logits``: (V,), any float dtype. Consumes exactly one uniform from ``rng``
+    unless temperature is 0 (then none), so seeded runs are reproducible
+    across backends that produce the same logits.
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    log_z = log_normalizer(x)
+    ent = float("nan")
+    if want_entropy:
+        # One dot product in the common case; masked logits (-inf) make it
+        # nan through 0 * -inf, and only then take the slower safe path.
+        with np.errstate(invalid="ignore"):
+            ent = float(log_z - np.dot(np.exp(x - log_z), x))
+        if not math.isfinite(ent):
+            ent = float(-np.sum(_plogp(x - log_z)))
+    if temperature == 0.0:
+        tok = int(np.argmax(x))
+        return Draw(tok, float(x[tok] - log_z), 0.0, ent)
+    ids, logq = proposal_support(x, temperature, top_k, top_p)
+    cdf = np.cumsum(np.exp(logq))
+    j = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+    j = min(j, cdf.shape[0] - 1)  # guards u*total == total under round-off
+    tok = int(ids[j]) if ids is not None else j
+    return Draw(tok, float(x[tok] - log_z), float(logq[j]), ent)

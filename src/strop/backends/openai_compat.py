@@ -1,0 +1,289 @@
+"""Any OpenAI-compatible completions server (vLLM, SGLang, llama.cpp server) as a backend.
+
+Users with GPUs or clusters keep their serving fleet; strop sends it
+completion requests with log-probs and turns the answers into the common
+``Generation`` shape.
+
+What a server gives and what strop estimates (named in ``approximations``):
+- base log-probs of sampled tokens: exact, provided the server reports raw
+  log-probs (before temperature/top-k). llama.cpp's server does; vLLM does
+  with its default ``--logprobs-mode raw_logprobs``.
+- proposal log-probs: exact at temperature 1 with no top-k/top-p (proposal =
+  base) and for greedy; otherwise recomputed from the top-``top_logprobs``
+  entries (``proposal_logprobs_topk``).
+- entropies: from the top entries, the rest of the mass spread evenly over
+  the rest of the vocabulary (``entropy_topk``).
+- the EOS token's log-prob, which servers leave out of the completion, is
+  fetched with one scoring request (servers cache the prefix).
+
+Reproducibility: the rng picks the server's ``seed``, so the same rng state
+should give the same tokens; how faithfully depends on the server. With
+llama-cpp-python's server the first request with a seed was seen to differ
+from later identical ones; greedy decoding is deterministic.
+
+Token ids: the server returns token strings; strop maps each back through a
+local tokenizer (``tokenizer=``, default the embedded model's vocabulary) and
+refuses an answer it cannot map one-to-one rather than guess.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from strop.backends.base import (
+    ENTROPY,
+    LOGPROBS,
+    PREFIX_CACHE,
+    SCORE,
+    Backend,
+    FinishReason,
+    Generation,
+    SamplingParams,
+    Scored,
+)
+from strop.backends.logits import proposal_support
+from strop.backends.vocab import Vocab, load_vocab
+from strop.errors import BackendError, ConfigError, ModelLoadError
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+
+
+def _topk_entropy(top: dict[str, float], n_vocab: int) -> float:
+    """Entropy estimate from the top entries; the remaining mass spread evenly over the other tokens."""
+    lp = np.array(list(top.values()), dtype=np.float64)
+    p = np.exp(lp)
+    h = float(-np.sum(p * lp))
+    rest, others = 1.0 - float(p.sum()), max(n_vocab - len(lp), 1)
+    if rest > 1e-12:
+        h -= rest * math.log(rest / others)
+    return h
+
+
+class OpenAIBackend(Backend):
+    """A model behind an OpenAI-compatible ``/v1/completions`` endpoint.
+
+    Args:
+        model: the server's model name (default: the first one it lists).
+        base_url: the server, e.g. ``http://127.0.0.1:8000/v1`` ($OPENAI_BASE_URL).
+        api_key: $OPENAI_API_KEY, or a placeholder for servers without auth.
+        tokenizer: GGUF file, model folder or hub id whose tokenizer matches
+            the server's model (default: the embedded SmolLM2 GGUF).
+        top_logprobs: how many alternatives to ask for when estimating
+            entropies or tempered proposal log-probs.
+        timeout: seconds per request.
+    """
+
+    name = "openai"
+    capabilities = frozenset({LOGPROBS, ENTROPY, SCORE, PREFIX_CACHE})
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        tokenizer: str | None = None,
+        top_logprobs: int = 20,
+        timeout: float = 120.0,
+        context_length: int | None = None,
+    ) -> None:
+        try:
+            import openai
+        except ImportError as e:
+            raise ModelLoadError("the openai backend needs the openai package: pip install openai") from e
+        if not 1 <= top_logprobs <= 100:
+            raise ConfigError(f"top_logprobs must be in [1, 100], got {top_logprobs}")
+        self._openai = openai
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        self._client = openai.OpenAI(
+            base_url=self.base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "strop", timeout=timeout, max_retries=1
+        )
+        self.top_logprobs = top_logprobs
+        if tokenizer is None:
+            from strop.models import embedded_model_path
+
+            tokenizer = str(embedded_model_path())
+        self.vocab: Vocab = load_vocab(tokenizer)
+        self.model_id = model or self._first_model()
+        self.context_length = context_length or self.vocab.context_length
+        self.chat_template = self.vocab.chat_template
+        self.eos_token_ids = self.vocab.eos_token_ids
+        self.bos_token = self.vocab.bos_token
+        self.eos_token = self.vocab.eos_token
+
+    # ---------------------------------------------------------- transport
+    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
+        o = self._openai
+        try:
+            return fn(**kwargs)
+        except o.APIConnectionError as e:
+            raise BackendError(f"cannot reach the server at {self.base_url} ({what}): {e.__cause__ or e}") from e
+        except o.APIStatusError as e:
+            raise BackendError(f"the server at {self.base_url} answered {e.status_code} to {what}: {_short(e.message)}") from e
+        except o.OpenAIError as e:
+            raise BackendError(f"the server at {self.base_url} failed on {what}: {_short(str(e))}") from e
+        except ValueError as e:  # undecodable body (garbage that is not JSON)
+            raise BackendError(f"the server at {self.base_url} sent an unreadable answer to {what}: {_short(str(e))}") from e
+
+    def _first_model(self) -> str:
+        page = self._call("GET /models", self._client.models.list)
+        try:
+            return str(page.data[0].id)
+        except (AttributeError, IndexError, TypeError) as e:
+            raise BackendError(f"the server at {self.base_url} lists no models") from e
+
+    def _complete(self, prompt: str, **kwargs: Any) -> tuple[str, str, list[str], list[float | None], list[dict[str, float] | None]]:
+        """One completion request; returns (text, finish_reason, tokens, token_logprobs, top_logprobs), validated."""
+        resp = self._call("POST /completions", self._client.completions.create, model=self.model_id, prompt=prompt, **kwargs)
+        try:
+            choice = resp.choices[0]
+            lp = choice.logprobs
+            tokens, token_lps = list(lp.tokens), list(lp.token_logprobs)
+            tops = list(lp.top_logprobs) if lp.top_logprobs is not None else [None] * len(tokens)
+            text, finish = str(choice.text), str(choice.finish_reason)
+            if len(token_lps) != len(tokens) or len(tops) != len(tokens) or not all(isinstance(t, str) for t in tokens):
+                raise TypeError("log-prob lists of unequal length")
+            for v in token_lps:
+                if v is not None and not (isinstance(v, (int, float)) and v <= 1e-6):
+                    raise TypeError(f"log-prob {v!r} is not a number <= 0")
+        except (AttributeError, IndexError, TypeError, ValueError) as e:
+            raise BackendError(
+                f"the server at {self.base_url} returned a malformed completion ({e}); it must support 'logprobs' on /v1/completions"
+            ) from e
+        return text, finish, tokens, token_lps, tops
+
+    # ----------------------------------------------------------- tokenizer
+    def tokenize(self, text: str) -> list[int]:
+        return self.vocab.tokenize(text)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.vocab.detokenize(ids)
+
+    def _ids_of(self, pieces: list[str]) -> list[int]:
+        """Map the server's token strings back to ids, one to one, or fail clearly."""
+        if all(p.startswith("token_id:") for p in pieces):  # vLLM --return-tokens-as-token-ids
+            return [int(p.split(":", 1)[1]) for p in pieces]
+        ids = []
+        for p in pieces:
+            one = self.vocab.tokenize(p)
+            if len(one) != 1:
+                whole = self.vocab.tokenize("".join(pieces))
+                if len(whole) == len(pieces):
+                    return whole
+                raise BackendError(
+                    f"cannot map the server's token {p!r} to one token id of the local tokenizer; "
+                    "pass the server's own tokenizer with tokenizer=..., or use vLLM with --return-tokens-as-token-ids"
+                )
+            ids.append(one[0])
+        return ids
+
+    def _aligned(self, pieces: list[str], ids: list[int]) -> bool:
+        """Whether the server's token strings are our ids. Servers render special
+        tokens and partial UTF-8 bytes as '', which matches anything."""
+        return all(p == "" or p == self.vocab.detokenize([t]) for p, t in zip(pieces, ids))
+
+    # ------------------------------------------------------------ sampling
+    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator) -> Generation:
+        started = time.perf_counter()
+        ids = [int(t) for t in prompt_ids]
+        self._check_fits(len(ids))
+        exact_q = params.temperature == 0.0 or (params.temperature == 1.0 and params.top_k is None and params.top_p == 1.0)
+        need_top = params.return_entropy or not exact_q
+        prompt = self.detokenize(ids)
+        text, finish, pieces, lps, tops = self._complete(
+            prompt,
+            max_tokens=min(params.max_tokens, self.context_length - len(ids)),
+            temperature=params.temperature,
+            top_p=params.top_p,
+            logprobs=self.top_logprobs if need_top else 1,
+            stop=list(params.stop) or None,
+            # The same rng state gives the same server seed, hence the same tokens.
+            seed=int(rng.integers(0, 2**31 - 1)),
+            # Neutralise server-side defaults (llama.cpp: top_k=40, min_p=0.05, repeat_penalty=1.1);
+            # top_k=0 means "no top-k" to both llama.cpp and vLLM.
+            extra_body={"top_k": params.top_k or 0, "min_p": 0.0, "repeat_penalty": 1.0, "repetition_penalty": 1.0},
+        )
+        if any(v is None for v in lps):
+            raise BackendError(f"the server at {self.base_url} returned a token without a log-prob")
+        tok_ids = self._ids_of(pieces)
+        base = [float(v) for v in lps]  # type: ignore[arg-type]
+        approx: list[str] = []
+        reason: FinishReason = "length" if finish == "length" else ("stop" if params.stop else "eos")
+        if reason == "eos":
+            eos = min(self.eos_token_ids)
+            sc = self.score(ids + tok_ids, [eos], entropies=params.return_entropy)
+            tok_ids.append(eos)
+            base.append(float(sc.logprobs[0]))
+            tops.append(None)
+        if params.temperature == 0.0:
+            proposal = [0.0] * len(base)
+        elif exact_q:
+            proposal = list(base)
+        else:
+            approx.append("proposal_logprobs_topk")
+            proposal = [self._topk_proposal(b, t, params) for b, t in zip(base, tops)]
+        ent = None
+        if params.return_entropy:
+            approx.append("entropy_topk")
+            ent = np.array([_topk_entropy(t, self.vocab.n_vocab) if t else float("nan") for t in tops])
+            if reason == "eos":
+                ent[-1] = float(sc.entropies[-1])  # type: ignore[index]
+        return Generation(
+            token_ids=tuple(tok_ids),
+            text=text,
+            base_logprobs=np.asarray(base),
+            proposal_logprobs=np.asarray(proposal),
+            entropies=ent,
+            finish_reason=reason,
+            prompt_tokens=len(ids),
+            elapsed_s=time.perf_counter() - started,
+            approximations=tuple(approx),
+        )
+
+    def _topk_proposal(self, base_lp: float, top: dict[str, float] | None, params: SamplingParams) -> float:
+        if not top:
+            return float("nan")
+        vals = np.array(list(top.values()), dtype=np.float64)
+        if not np.any(np.isclose(vals, base_lp)):
+            vals = np.append(vals, base_lp)
+        ids, logq = proposal_support(vals, params.temperature, params.top_k, params.top_p)
+        where = np.flatnonzero(np.isclose(vals if ids is None else vals[ids], base_lp))
+        return float(logq[where[0]]) if where.size else float("-inf")
+
+    def score(self, prompt_ids: Sequence[int], continuation_ids: Sequence[int], *, entropies: bool = False) -> Scored:
+        """Log-probs of a continuation via ``echo=True``: the server scores the prompt it is given."""
+        if not prompt_ids:
+            raise ConfigError("score needs a non-empty prompt (the first token has no prediction)")
+        ids = [int(t) for t in prompt_ids] + [int(t) for t in continuation_ids]
+        self._check_fits(len(ids), 1)
+        n = len(continuation_ids)
+        if n == 0:
+            return Scored(np.zeros(0), np.zeros(0) if entropies else None)
+        _, _, pieces, lps, tops = self._complete(
+            self.detokenize(ids), max_tokens=1, echo=True, temperature=0.0, logprobs=self.top_logprobs if entropies else 1
+        )
+        # The echoed prompt comes first, then the one generated token.
+        echoed = pieces[: len(pieces) - 1]
+        if len(echoed) < n or not self._aligned(echoed[-n:], ids[-n:]):
+            raise BackendError("the server tokenised the scored text differently from the local tokenizer; pass tokenizer=... matching the server's model")
+        got = lps[len(echoed) - n : len(echoed)]
+        if any(v is None for v in got):
+            raise BackendError(f"the server at {self.base_url} returned no log-prob for a scored token")
+        ent = None
+        if entropies:
+            ent = np.array([_topk_entropy(t, self.vocab.n_vocab) if t else float("nan") for t in tops[len(echoed) - n : len(echoed)]])
+        return Scored(np.asarray(got, dtype=np.float64), ent, approximations=("entropy_topk",) if entropies else ())
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _short(msg: str, limit: int = 200) -> str:
+    msg = " ".join(str(msg).split())
+    return msg if len(msg) <= limit else msg[:limit] + "..."

@@ -1,0 +1,1 @@
+"""The ``strop`` command: a thin shell over the library."""

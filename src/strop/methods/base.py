@@ -1,0 +1,82 @@
+"""The method registry and the result every method returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from strop.backends.base import Backend, Generation
+from strop.errors import UnknownNameError
+
+
+@dataclass(frozen=True, eq=False)
+class MethodResult:
+    """What a method produced for one prompt.
+
+    ``candidates`` holds every completion the method decoded, ``chosen`` the
+    index of the one it answers with; ``stats`` counts the compute it spent
+    (decoded tokens include discarded candidates, so methods compare fairly).
+    """
+
+    method: str
+    config: dict[str, Any]
+    candidates: tuple[Generation, ...]
+    chosen: int
+    answer: str | None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return self.candidates[self.chosen].text
+
+    @property
+    def decoded_tokens(self) -> int:
+        return sum(g.completion_tokens for g in self.candidates)
+
+    def to_dict(self, *, candidates: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "method": self.method,
+            "config": self.config,
+            "text": self.text,
+            "answer": self.answer,
+            "chosen": self.chosen,
+            "decoded_tokens": self.decoded_tokens,
+            "prompt_tokens": self.candidates[self.chosen].prompt_tokens,
+            "stats": self.stats,
+        }
+        if candidates:
+            out["candidates"] = [g.to_dict() for g in self.candidates]
+        return out
+
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+class Method(Protocol):
+    def __call__(
+        self, backend: Backend, prompt_ids: Sequence[int], rng: np.random.Generator, *, progress: Progress | None = None, **config: Any
+    ) -> MethodResult: ...
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(name: str) -> Callable[[Method], Method]:
+    def deco(fn: Method) -> Method:
+        _METHODS[name] = fn
+        return fn
+
+    return deco
+
+
+def method_names() -> list[str]:
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> Method:
+    if name not in _METHODS:
+        raise UnknownNameError(f"unknown method '{name}'; choose one of: {', '.join(method_names())}")
+    return _METHODS[name]

@@ -1,0 +1,53 @@
+"""Shared fixtures. Real-model fixtures are session-scoped: loading is the slow part."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from strop.backends.toy import ToyBackend
+
+
+def branching_toy() -> ToyBackend:
+    """A 4-token model with sequences of unequal length, EOS at different depths.
+
+    From the start: "a" 0.6, "b" 0.3, "$" 0.1. After "a": "a" 0.5, "$" 0.5.
+    After "b": "b" 0.2, "a" 0.3, "$" 0.5 -- order 1 (depends on the last token only).
+    """
+    table = {
+        ("q",): {"a": 0.6, "b": 0.3, "$": 0.1},
+        ("a",): {"a": 0.5, "$": 0.5},
+        ("b",): {"b": 0.2, "a": 0.3, "$": 0.5},
+    }
+    return ToyBackend.from_table(["q", "a", "b", "$"], table, eos="$", order=1)
+
+
+@pytest.fixture
+def toy() -> ToyBackend:
+    return branching_toy()
+
+
+@pytest.fixture(scope="session")
+def llama():
+    from strop.backends import load_backend
+
+    backend = load_backend("llamacpp")
+    yield backend
+    backend.close()
+
+
+def tv_distance(p: dict, q: dict) -> float:
+    keys = set(p) | set(q)
+    return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in keys)
+
+
+def empirical(samples: list) -> dict:
+    out: dict = {}
+    for s in samples:
+        out[s] = out.get(s, 0) + 1
+    return {k: v / len(samples) for k, v in out.items()}
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

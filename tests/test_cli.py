@@ -1,0 +1,88 @@
+"""The ``strop`` command as a user runs it: a real process, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def strop(*args: str, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "strop", *args], capture_output=True, text=True, timeout=timeout, input=stdin,
+                          env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"})
+
+
+def test_solve_prints_an_answer():
+    r = strop("solve", "What is 17 + 25?", "--max-tokens", "24")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() and "Traceback" not in r.stderr
+
+
+def test_solve_json_has_tokens_logprobs_and_timing():
+    r = strop("solve", "What is 2 + 3?", "--method", "majority", "-n", "3", "--max-tokens", "16", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["method"] == "majority" and len(out["candidates"]) == 3 and out["model"].endswith(".gguf")
+    c = out["candidates"][0]
+    assert len(c["token_ids"]) == len(c["base_logprobs"]) == c["completion_tokens"] and c["elapsed_s"] > 0
+    assert out["decoded_tokens"] == sum(x["completion_tokens"] for x in out["candidates"])
+
+
+def test_same_seed_same_output():
+    a = strop("solve", "Name a fruit.", "--method", "sample", "--seed", "7", "--max-tokens", "16")
+    b = strop("solve", "Name a fruit.", "--method", "sample", "--seed", "7", "--max-tokens", "16")
+    assert a.returncode == b.returncode == 0 and a.stdout == b.stdout
+
+
+def test_question_from_stdin():
+    r = strop("solve", "-", "--max-tokens", "8", stdin="What is 1 + 1?")
+    assert r.returncode == 0 and r.stdout.strip()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--backend", "nope"], "unknown backend 'nope'"),
+        (["--method", "nope"], "unknown method 'nope'"),
+        (["--model", "/does/not/exist.gguf"], "model file not found"),
+        (["--temperature", "-1"], "temperature must be"),
+        (["--top-p", "0"], "top_p must be"),
+        (["--n-ctx", "64", "--max-tokens", "4"], "context holds"),
+        (["--backend", "openai", "--model", "x", "--base-url", "SERVER"], "cannot reach the server"),
+        (["--base-url", "http://127.0.0.1:1/v1"], "apply only to --backend openai"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_nonzero_exit(args, needle, tmp_path):
+    args = [a.replace("SERVER", f"http://127.0.0.1:{_free_port()}/v1") for a in args]
+    question = "word " * 200 if "--n-ctx" in args else "hi"
+    r = strop("solve", question, *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.stderr
+
+
+def test_corrupt_gguf_is_a_clear_error(tmp_path):
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"GGUF" + os.urandom(4096))
+    r = strop("solve", "hi", "--model", str(bad))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "error:" in r.stderr
+
+
+def test_help_lists_every_option():
+    r = strop("solve", "--help")
+    assert r.returncode == 0
+    for opt in ("--method", "--backend", "--model", "--temperature", "--top-p", "--top-k", "--seed", "--json", "-n"):
+        assert opt in r.stdout
