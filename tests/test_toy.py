@@ -28,29 +28,38 @@ def test_hand_computed_sequence_probabilities(toy):
     assert probs["ba"] == pytest.approx(0.09)
 
 
+def sample_vs_exact(toy, prompt, max_tokens, seed, n=6000, temperature=1.0):
+    """TV distance between ``n`` sampled completions and the enumerated distribution, and the samples."""
+    exact = {k: math.exp(v) for k, v in toy.sequence_logprobs(prompt, max_tokens, temperature=temperature).items()}
+    rng = np.random.default_rng(seed)
+    gens = [toy.generate(prompt, SamplingParams(max_tokens=max_tokens, temperature=temperature), rng) for _ in range(n)]
+    return tv_distance(empirical([g.token_ids for g in gens]), exact), gens, exact
+
+
+# TV of an empirical distribution over <= 30 outcomes from 5000+ draws is ~0.03 in expectation.
+TV_TOL = 0.05
+
+
 def test_generation_matches_enumerated_distribution(toy):
     prompt = toy.tokenize("q")
-    exact = {k: math.exp(v) for k, v in toy.sequence_logprobs(prompt, 4).items()}
-    rng = np.random.default_rng(7)
-    gens = [toy.generate(prompt, SamplingParams(max_tokens=4), rng) for _ in range(6000)]
-    # TV of an empirical distribution over <= 30 outcomes from 6000 draws is ~0.03 in expectation.
-    assert tv_distance(empirical([g.token_ids for g in gens]), exact) < 0.05
+    tv, gens, exact = sample_vs_exact(toy, prompt, 4, seed=7)
+    assert tv < TV_TOL
     for g in gens[:50]:
-        assert g.base_logprobs.sum() == pytest.approx(exact_logp(toy, prompt, g.token_ids))
-
-
-def exact_logp(toy, prompt, tokens):
-    return float(toy.score(prompt, tokens).logprobs.sum())
+        assert g.base_logprobs.sum() == pytest.approx(math.log(exact[g.token_ids]))
+        assert g.base_logprobs.sum() == pytest.approx(float(toy.score(prompt, g.token_ids).logprobs.sum()))
 
 
 def test_tempered_generation_matches_enumerated_tempered_distribution(toy):
-    prompt = toy.tokenize("q")
-    exact = {k: math.exp(v) for k, v in toy.sequence_logprobs(prompt, 3, temperature=0.5).items()}
-    rng = np.random.default_rng(8)
-    gens = [toy.generate(prompt, SamplingParams(max_tokens=3, temperature=0.5), rng) for _ in range(6000)]
-    assert tv_distance(empirical([g.token_ids for g in gens]), exact) < 0.05
-    g = gens[0]
-    assert g.proposal_logprobs.sum() == pytest.approx(exact[g.token_ids] and math.log(exact[g.token_ids]))
+    tv, gens, exact = sample_vs_exact(toy, toy.tokenize("q"), 3, seed=8, temperature=0.5)
+    assert tv < TV_TOL
+    for g in gens[:50]:
+        assert g.proposal_logprobs.sum() == pytest.approx(math.log(exact[g.token_ids]))
+
+
+def test_prefix_continuation_is_the_conditional_distribution(toy):
+    # Continuing "q b" must give p(. | q b), the enumerated conditional.
+    tv, _, _ = sample_vs_exact(toy, toy.tokenize("qb"), 3, seed=11, n=5000)
+    assert tv < TV_TOL
 
 
 def test_result_shape(toy):
@@ -70,15 +79,6 @@ def test_same_seed_same_tokens_and_greedy_is_deterministic(toy):
     greedy = {toy.generate(p, SamplingParams(max_tokens=8, temperature=0), np.random.default_rng(s)).token_ids for s in range(5)}
     # After "a", "a" and "$" tie at 0.5: argmax takes the lower id, so greedy repeats "a".
     assert greedy == {tuple(toy.tokenize("a" * 8))}
-
-
-def test_prefix_continuation_is_the_conditional_distribution(toy):
-    # Continuing "q b" must give p(. | q b): enumerate it and compare with sampling.
-    prefix = toy.tokenize("qb")
-    exact = {k: math.exp(v) for k, v in toy.sequence_logprobs(prefix, 3).items()}
-    rng = np.random.default_rng(11)
-    gens = [toy.generate(prefix, SamplingParams(max_tokens=3), rng) for _ in range(5000)]
-    assert tv_distance(empirical([g.token_ids for g in gens]), exact) < 0.05
 
 
 def test_stop_strings_cut_text(toy):
