@@ -86,3 +86,27 @@ def test_help_lists_every_option():
     assert r.returncode == 0
     for opt in ("--method", "--backend", "--model", "--temperature", "--top-p", "--top-k", "--seed", "--json", "-n"):
         assert opt in r.stdout
+
+
+def test_solve_power_reports_chain_statistics():
+    r = strop("solve", "2 + 3 = ?", "--method", "power", "--block-size", "8", "--mcmc-steps", "2", "--max-tokens", "16",
+              "--cut", "entropy", "--json")
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)["stats"]
+    assert st["proposals"] == 2 * st["blocks"] and len(st["accepted_per_block"]) == st["blocks"]
+    assert st["decoded_tokens"] > 0 and st["elapsed_s"] > 0
+
+
+def test_power_bad_cut_is_a_clear_error():
+    r = strop("solve", "hi", "--method", "power", "--cut", "middle")
+    assert r.returncode == 2 and "cut must be one of" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_power_mixing_quick(tmp_path):
+    r = strop("bench", "power-mixing", "--quick", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "power_mixing.json").read_text())
+    uni = {row["T"]: row["steps_to_tv"] for row in data["over_T"] if row["cut"] == "uniform"}
+    ent = {row["T"]: row["steps_to_tv"] for row in data["over_T"] if row["cut"] == "entropy"}
+    assert uni[16] < uni[32] < uni[64] and ent[16] == ent[64] < uni[16]
+    assert (tmp_path / "power_mixing.png").stat().st_size > 10_000

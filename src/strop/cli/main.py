@@ -47,7 +47,7 @@ def _backend_options(backend: str, model: Optional[str], base_url: Optional[str]
 @app.command()
 def solve(
     question: Annotated[str, typer.Argument(help="The question to answer, or '-' to read it from stdin.")],
-    method: Annotated[str, typer.Option(help="Decoding method: greedy, sample, best-of-n, majority.")] = "greedy",
+    method: Annotated[str, typer.Option(help="Decoding method: greedy, sample, best-of-n, majority, power.")] = "greedy",
     backend: Annotated[str, typer.Option(help="Backend: llamacpp (default), hf, openai.")] = "llamacpp",
     model: Annotated[Optional[str], typer.Option(help="GGUF file, HF model folder or hub id; default: the embedded SmolLM2-135M-Instruct. With --backend openai: the server's model name.")] = None,
     n: Annotated[int, typer.Option("-n", "--n", help="Samples for best-of-n and majority.")] = 4,
@@ -60,6 +60,12 @@ def solve(
     base_url: Annotated[Optional[str], typer.Option(help="--backend openai: server URL, e.g. http://127.0.0.1:8000/v1.")] = None,
     tokenizer: Annotated[Optional[str], typer.Option(help="--backend openai: local tokenizer matching the server's model (default: the embedded GGUF).")] = None,
     n_ctx: Annotated[Optional[int], typer.Option(help="Context window to allocate (tokens).")] = None,
+    alpha: Annotated[float, typer.Option(help="power: the exponent; samples from p^alpha.", rich_help_panel="Power sampling")] = 4.0,
+    block_size: Annotated[int, typer.Option(help="power: tokens per block (B).", rich_help_panel="Power sampling")] = 192,
+    mcmc_steps: Annotated[int, typer.Option(help="power: MH steps per block (N).", rich_help_panel="Power sampling")] = 10,
+    cut: Annotated[str, typer.Option(help="power: cut rule, uniform | entropy | max-swap.", rich_help_panel="Power sampling")] = "uniform",
+    beta: Annotated[float, typer.Option(help="power: exponent of the entropy-jump cut weights.", rich_help_panel="Power sampling")] = 4.0,
+    proposal_temperature: Annotated[Optional[float], typer.Option(help="power: proposal temperature (default 1/alpha).", rich_help_panel="Power sampling")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON (tokens, log-probs, timing).")] = False,
 ) -> None:
     """Answer QUESTION with a model and print the answer."""
@@ -75,14 +81,21 @@ def solve(
     config: dict[str, Any] = {"params": params}
     if method in ("best-of-n", "majority"):
         config["n"] = n
+    if method == "power":
+        from strop.methods.power import PowerConfig
+
+        config = {"config": PowerConfig(alpha=alpha, block_size=block_size, mcmc_steps=mcmc_steps, max_tokens=max_tokens, cut=cut,
+                                        beta=beta, proposal_temperature=proposal_temperature, top_k=top_k)}
     with err.status(f"loading model ({backend})..."):
         be = load_backend(backend, model, **_backend_options(backend, model, base_url, tokenizer, n_ctx))
     with be:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
         prompt = be.chat_prompt(messages)
         with err.status(f"{method}: generating...") as status:
+            unit = "MH steps" if method == "power" else "samples"
+
             def progress(done: int, total: int) -> None:
-                status.update(f"{method}: {done}/{total} samples")
+                status.update(f"{method}: {done}/{total} {unit}")
 
             result = fn(be, prompt, np.random.default_rng(seed), progress=progress, **config)
     if as_json:
@@ -91,6 +104,39 @@ def solve(
         typer.echo(json.dumps(out, indent=2, default=str))
     else:
         typer.echo(result.text.strip())
+
+
+bench_app = typer.Typer(help="Benchmarks that print a table and write JSON and a PNG plot.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("power-mixing")
+def power_mixing(
+    quick: Annotated[bool, typer.Option(help="Fewer lengths and decision counts (well under a minute).")] = False,
+    out: Annotated[str, typer.Option(help="Folder for power_mixing.json and power_mixing.png.")] = "bench/results",
+    tv_level: Annotated[float, typer.Option(help="TV distance the chain must reach.")] = 0.05,
+    alpha: Annotated[float, typer.Option(help="The power alpha.")] = 4.0,
+    beta: Annotated[float, typer.Option(help="Entropy-cut exponent beta.")] = 4.0,
+) -> None:
+    """Exact mixing of uniform vs entropy cuts on the stylized model of reasoning, over T and over k."""
+    from pathlib import Path
+
+    from strop.methods.power.mixing import MixingSettings, mixing_table, plot_mixing
+
+    Ts, ks = ((16, 32, 64), (1, 2, 3)) if quick else ((16, 32, 64, 128, 256), (1, 2, 3, 4, 5))
+    with err.status("computing exact chain laws..."):
+        result = mixing_table(Ts, ks, fixed_k=3, fixed_T=64, settings=MixingSettings(alpha=alpha, beta=beta, tv_level=tv_level))
+    typer.echo(f"MH steps until TV(chain law, p^alpha) <= {tv_level}  (stylized model, alpha={alpha}, beta={beta}; '-' = not within 20000)")
+    for key, var in (("over_T", "T"), ("over_k", "k")):
+        fixed = f"k={result['fixed_k']}" if var == "T" else f"T={result['fixed_T']}"
+        typer.echo(f"\n{var:>5}  {'uniform':>9}  {'entropy':>9}   ({fixed})")
+        for v in sorted({r[var] for r in result[key]}):
+            u, e = (next(r for r in result[key] if r[var] == v and r["cut"] == c)["steps_to_tv"] for c in ("uniform", "entropy"))
+            typer.echo(f"{v:>5}  {u if u is not None else '-':>9}  {e if e is not None else '-':>9}")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "power_mixing.json").write_text(json.dumps(result, indent=1))
+    plot_mixing(result, str(Path(out) / "power_mixing.png"))
+    typer.echo(f"\nwrote {Path(out) / 'power_mixing.json'} and {Path(out) / 'power_mixing.png'}")
 
 
 @app.command()

@@ -5,6 +5,6 @@ server look them up instead of branching on names.
 """
 
 from strop.methods.base import MethodResult, get_method, method_names, register_method
-from strop.methods import basic  # noqa: F401  (registers the basic methods)
+from strop.methods import basic, power  # noqa: F401  (registers the methods)
 
 __all__ = ["MethodResult", "get_method", "method_names", "register_method"]

@@ -34,6 +34,9 @@ class MethodResult:
 
     @property
     def decoded_tokens(self) -> int:
+        """Every token the method generated, discarded candidates and rejected proposals included."""
+        if "decoded_tokens" in self.stats:
+            return int(self.stats["decoded_tokens"])
         return sum(g.completion_tokens for g in self.candidates)
 
     def to_dict(self, *, candidates: bool = True) -> dict[str, Any]:

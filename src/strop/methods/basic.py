@@ -77,18 +77,45 @@ def sample(backend: Backend, prompt_ids: Sequence[int], rng: np.random.Generator
     return MethodResult("sample", asdict(p), (g,), 0, extract(g.text), _stats([g], started))
 
 
+def draw_until(
+    backend: Backend, prompt_ids: Sequence[int], params: SamplingParams, token_budget: int, rng: np.random.Generator,
+    progress: Progress | None
+) -> list[Generation]:
+    """Independent samples until their decoded tokens reach ``token_budget`` (at least one sample).
+
+    This is how best-of-N is matched to another method's compute: N is
+    whatever makes the decoded tokens equal, rejected proposals included.
+    """
+    if not isinstance(token_budget, int) or token_budget < 1:
+        raise ConfigError(f"token_budget must be an integer >= 1, got {token_budget!r}")
+    gens: list[Generation] = []
+    spent = 0
+    while spent < token_budget:
+        (child,) = rng.spawn(1)
+        gens.append(backend.generate(prompt_ids, params, child))
+        spent += gens[-1].completion_tokens
+        if progress:
+            progress(min(spent, token_budget), token_budget)
+    return gens
+
+
 @register_method("best-of-n")
 def best_of_n(backend: Backend, prompt_ids: Sequence[int], rng: np.random.Generator, *, progress: Progress | None = None,
-              params: SamplingParams | None = None, n: int = 4, score: Callable[[Generation], float] = mean_logprob,
-              extract: Extract = extract_answer) -> MethodResult:
-    """``n`` samples; answer with the highest-scoring one (ties: the first)."""
+              params: SamplingParams | None = None, n: int = 4, token_budget: int | None = None,
+              score: Callable[[Generation], float] = mean_logprob, extract: Extract = extract_answer) -> MethodResult:
+    """``n`` samples (or as many as fit ``token_budget`` decoded tokens); answer with the highest-scoring one.
+
+    Ties go to the first. The default score is the mean base log-likelihood,
+    the papers' pick for compute-matched baselines; pass a verifier-based
+    score to pick by correctness instead.
+    """
     started = time.perf_counter()
     p = params or SamplingParams()
-    gens = draw_samples(backend, prompt_ids, p, n, rng, progress)
+    gens = draw_until(backend, prompt_ids, p, token_budget, rng, progress) if token_budget is not None else draw_samples(backend, prompt_ids, p, n, rng, progress)
     scores = [score(g) for g in gens]
     best = int(np.argmax(scores))
     stats = {**_stats(gens, started), "scores": scores}
-    return MethodResult("best-of-n", {**asdict(p), "n": n, "score": getattr(score, "__name__", "custom")}, tuple(gens), best,
+    return MethodResult("best-of-n", {**asdict(p), "n": len(gens), "token_budget": token_budget, "score": getattr(score, "__name__", "custom")}, tuple(gens), best,
                         extract(gens[best].text), stats)
 
 

@@ -1,0 +1,235 @@
+"""Power sampling: draw from p(y | x)^alpha by Metropolis-Hastings over suffixes.
+
+Block-wise, as in Karan & Du (arXiv 2510.14901): extend the sequence by B
+tokens from the proposal, then run N MH steps targeting p(y_{1:kB})^alpha;
+repeat until EOS or ``max_tokens``. The cut rule picks where each move
+resamples: uniform (Karan & Du), at entropy jumps (Zhou, Mehrotra & Liu,
+arXiv 2605.30327), or uniform with greedy acceptance (max-swap).
+
+No token is ever re-scored. Every token of the chain's state was drawn by the
+proposal given exactly the prefix it still has (a move only replaces a
+suffix), so the base and proposal log-probs and entropies recorded when it
+was generated are the ones the acceptance ratio needs; and both sides of the
+ratio come from the same computation path. With a prefix-caching backend a
+proposal costs only the tokens it generates (plus re-decoding the part of
+the kept prefix that a rejected proposal overwrote in the cache).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from strop.backends.base import ENTROPY, EXACT_LOGPROBS, LOGPROBS, Backend, Generation, SamplingParams
+from strop.errors import ConfigError
+from strop.methods.base import MethodResult, Progress, register_method
+from strop.methods.power.kernels import CutRule, cut_log_probs, log_acceptance, max_swap_accepts, mh_accepts
+from strop.verifiers.extract import extract_answer
+
+CUT_RULES: tuple[str, ...] = ("uniform", "entropy", "max-swap")
+
+
+@dataclass(frozen=True)
+class PowerConfig:
+    """Settings of the power sampler (defaults: the papers' constants for MATH500).
+
+    Attributes:
+        alpha: the power; the target is p^alpha (> 0; > 1 sharpens).
+        block_size: tokens added per block, B.
+        mcmc_steps: MH steps after each block, N.
+        max_tokens: length cap of the whole completion, T_max.
+        cut: "uniform", "entropy" (cut at entropy jumps) or "max-swap" (alpha = infinity).
+        beta: exponent of the entropy-jump weights (entropy cut only).
+        proposal_temperature: temperature of the proposal q; None means 1/alpha.
+        top_k: truncate the proposal to the k likeliest tokens (None: no truncation).
+    """
+
+    alpha: float = 4.0
+    block_size: int = 192
+    mcmc_steps: int = 10
+    max_tokens: int = 3072
+    cut: CutRule = "uniform"
+    beta: float = 4.0
+    proposal_temperature: float | None = None
+    top_k: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > 0):
+            raise ConfigError(f"alpha must be a finite number > 0, got {self.alpha!r}")
+        for name in ("block_size", "max_tokens"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
+        if not isinstance(self.mcmc_steps, int) or self.mcmc_steps < 0:
+            raise ConfigError(f"mcmc_steps must be an integer >= 0, got {self.mcmc_steps!r}")
+        if self.cut not in CUT_RULES:
+            raise ConfigError(f"cut must be one of {', '.join(CUT_RULES)}, got {self.cut!r}")
+        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta > 0):
+            raise ConfigError(f"beta must be a finite number > 0, got {self.beta!r}")
+        t = self.proposal_temperature
+        if t is not None and not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+            raise ConfigError(f"proposal_temperature must be a number > 0 or None (1/alpha), got {t!r}")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            raise ConfigError(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
+
+    @property
+    def temperature(self) -> float:
+        return self.proposal_temperature if self.proposal_temperature is not None else 1.0 / self.alpha
+
+
+@dataclass
+class Chain:
+    """The current sequence and what was recorded when each of its tokens was drawn."""
+
+    tokens: list[int] = field(default_factory=list)
+    base: list[float] = field(default_factory=list)
+    proposal: list[float] = field(default_factory=list)
+    entropies: list[float] = field(default_factory=list)
+    ended: bool = False  # the last token is EOS
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def cut_then_extend(self, m: int, g: Generation) -> Chain:
+        """A new chain: this one's first ``m`` tokens followed by ``g``'s tokens."""
+        ent = self.entropies[:m] + (g.entropies.tolist() if g.entropies is not None else [])
+        return Chain(
+            self.tokens[:m] + list(g.token_ids),
+            self.base[:m] + g.base_logprobs.tolist(),
+            self.proposal[:m] + g.proposal_logprobs.tolist(),
+            ent,
+            g.finish_reason == "eos",
+        )
+
+
+@dataclass
+class ChainStats:
+    proposals: list[int] = field(default_factory=list)  # per block
+    accepted: list[int] = field(default_factory=list)  # per block
+    decoded_tokens: int = 0  # every generated token, rejected proposals included
+    recomputed_prefix_tokens: int = 0  # prompt/prefix tokens decoded again (cache misses)
+    generate_calls: int = 0
+
+    def count(self, g: Generation) -> None:
+        self.decoded_tokens += g.completion_tokens
+        self.recomputed_prefix_tokens += g.prompt_tokens - g.cached_prompt_tokens
+        self.generate_calls += 1
+
+
+def mh_step(
+    backend: Backend,
+    prompt: Sequence[int],
+    chain: Chain,
+    cap: int,
+    config: PowerConfig,
+    params: SamplingParams,
+    rng: np.random.Generator,
+    stats: ChainStats,
+) -> tuple[Chain, bool]:
+    """One MH move on ``chain`` under the length cap; returns (next chain, accepted)."""
+    length = len(chain)
+    ent = np.asarray(chain.entropies) if config.cut == "entropy" else None
+    log_c = cut_log_probs(length, ent, config.cut, config.beta)
+    cdf = np.cumsum(np.exp(log_c))
+    m = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), length - 1)
+    g = backend.generate(list(prompt) + chain.tokens[:m], SamplingParams(
+        max_tokens=cap - m, temperature=params.temperature, top_k=params.top_k, return_entropy=params.return_entropy), rng)
+    stats.count(g)
+    new = chain.cut_then_extend(m, g)
+    base_cur, base_new = math.fsum(chain.base[m:]), math.fsum(new.base[m:])
+    if config.cut == "max-swap":
+        return (new, True) if max_swap_accepts(base_cur, base_new) else (chain, False)
+    new_ent = np.asarray(new.entropies) if config.cut == "entropy" else None
+    log_c_new = cut_log_probs(len(new), new_ent, config.cut, config.beta)[m]
+    log_a = log_acceptance(
+        config.alpha, base_cur, base_new, math.fsum(chain.proposal[m:]), math.fsum(new.proposal[m:]), float(log_c[m]), float(log_c_new)
+    )
+    return (new, True) if mh_accepts(log_a, rng) else (chain, False)
+
+
+def power_sample_chain(
+    backend: Backend,
+    prompt_ids: Sequence[int],
+    config: PowerConfig,
+    rng: np.random.Generator,
+    *,
+    progress: Progress | None = None,
+    on_block: Callable[[int, Chain], None] | None = None,
+) -> tuple[Chain, ChainStats, float]:
+    """Run the block-wise MH chain; returns (final chain, statistics, wall seconds).
+
+    ``on_block(k, chain)`` is called after block k's MH steps (k = 1, 2, ...).
+    """
+    backend.require(LOGPROBS, *((ENTROPY,) if config.cut == "entropy" else ()))
+    started = time.perf_counter()
+    prompt = list(prompt_ids)
+    max_tokens = min(config.max_tokens, backend.context_length - len(prompt))
+    backend._check_fits(len(prompt))
+    params = SamplingParams(max_tokens=1, temperature=config.temperature, top_k=config.top_k, return_entropy=config.cut == "entropy")
+    n_blocks = math.ceil(max_tokens / config.block_size)
+    chain, stats = Chain(), ChainStats()
+    for k in range(1, n_blocks + 1):
+        if chain.ended:
+            break
+        cap = min(k * config.block_size, max_tokens)
+        g = backend.generate(prompt + chain.tokens, SamplingParams(
+            max_tokens=cap - len(chain), temperature=params.temperature, top_k=params.top_k, return_entropy=params.return_entropy), rng)
+        stats.count(g)
+        chain = chain.cut_then_extend(len(chain), g)
+        accepted = 0
+        for _ in range(config.mcmc_steps):
+            chain, ok = mh_step(backend, prompt, chain, cap, config, params, rng, stats)
+            accepted += ok
+        stats.proposals.append(config.mcmc_steps)
+        stats.accepted.append(accepted)
+        if on_block:
+            on_block(k, chain)
+        if progress:
+            progress(k, n_blocks)
+    return chain, stats, time.perf_counter() - started
+
+
+@register_method("power")
+def power(
+    backend: Backend,
+    prompt_ids: Sequence[int],
+    rng: np.random.Generator,
+    *,
+    progress: Progress | None = None,
+    config: PowerConfig | None = None,
+    extract: Callable[[str], str | None] = extract_answer,
+) -> MethodResult:
+    """Power sampling by Metropolis-Hastings (see ``PowerConfig``)."""
+    config = config or PowerConfig()
+    chain, stats, wall = power_sample_chain(backend, prompt_ids, config, rng, progress=progress)
+    body = chain.tokens[:-1] if chain.ended else chain.tokens
+    g = Generation(
+        token_ids=tuple(chain.tokens),
+        text=backend.detokenize(body),
+        base_logprobs=np.asarray(chain.base),
+        proposal_logprobs=np.asarray(chain.proposal),
+        entropies=np.asarray(chain.entropies) if config.cut == "entropy" else None,
+        finish_reason="eos" if chain.ended else "length",
+        prompt_tokens=len(prompt_ids),
+        elapsed_s=wall,
+        approximations=() if EXACT_LOGPROBS in backend.capabilities else ("proposal_logprobs_topk",),
+    )
+    proposals, accepted = sum(stats.proposals), sum(stats.accepted)
+    out_stats = {
+        "proposals": proposals,
+        "accepted": accepted,
+        "acceptance_rate": accepted / proposals if proposals else None,
+        "proposals_per_block": stats.proposals,
+        "accepted_per_block": stats.accepted,
+        "blocks": len(stats.proposals),
+        "decoded_tokens": stats.decoded_tokens,
+        "recomputed_prefix_tokens": stats.recomputed_prefix_tokens,
+        "generate_calls": stats.generate_calls,
+        "elapsed_s": wall,
+        "tokens_per_s": stats.decoded_tokens / wall if wall > 0 else None,
+    }
+    return MethodResult("power", asdict(config), (g,), 0, extract(g.text), out_stats)
