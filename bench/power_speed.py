@@ -27,7 +27,8 @@ from strop.backends import SamplingParams, load_backend
 from strop.methods.power import PowerConfig, power_sample_chain
 
 PROMPT = "Write a short story about a robot who learns to count."
-CONFIG = PowerConfig(alpha=4.0, block_size=32, mcmc_steps=4, max_tokens=128, cut="uniform")
+CONFIGS = {cut: PowerConfig(alpha=4.0, block_size=32, mcmc_steps=4, max_tokens=128, cut=cut) for cut in ("uniform", "entropy")}
+CONFIG = CONFIGS["uniform"]
 
 
 class RecomputeEveryProposal:
@@ -51,7 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     backend = load_backend()
     prompt = backend.chat_prompt(PROMPT)
-    runs = {"plain": [], "mh": [], "mh_no_reuse": []}
+    runs = {"plain": [], "mh": [], "mh_no_reuse": [], "mh_entropy": [], "mh_entropy_no_reuse": []}
     for r in range(args.repeats):
         # plain sampling: as many tokens as one MH chain decodes, in fresh samples of up to T tokens
         t, n = time.perf_counter(), 0
@@ -60,17 +61,20 @@ def main() -> None:
             g = backend.generate(prompt, SamplingParams(max_tokens=CONFIG.max_tokens, temperature=CONFIG.temperature), rng)
             n += g.completion_tokens
         runs["plain"].append((n, time.perf_counter() - t))
-        for key, be in (("mh", backend), ("mh_no_reuse", RecomputeEveryProposal(backend))):
-            chain, stats, wall = power_sample_chain(be, prompt, CONFIG, np.random.default_rng(100 + r))
+        for key, be, config in (("mh", backend, CONFIG), ("mh_no_reuse", RecomputeEveryProposal(backend), CONFIG),
+                                ("mh_entropy", backend, CONFIGS["entropy"]),
+                                ("mh_entropy_no_reuse", RecomputeEveryProposal(backend), CONFIGS["entropy"])):
+            chain, stats, wall = power_sample_chain(be, prompt, config, np.random.default_rng(100 + r))
             runs[key].append((stats.decoded_tokens, wall, stats.recomputed_prefix_tokens, len(chain)))
     tps = {k: statistics.median(v[0] / v[1] for v in rs) for k, rs in runs.items()}
     spt = {k: statistics.median(v[1] / v[0] for v in rs) for k, rs in runs.items()}
     result = {
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
-        "config": CONFIG.__dict__,
+        "config": {k: v for k, v in CONFIG.__dict__.items() if k != "cut"},
         "tokens_per_s": {k: round(v, 2) for k, v in tps.items()},
-        "sampler_over_plain_tokens_per_s": round(tps["mh"] / tps["plain"], 3),
-        "no_reuse_over_reuse_seconds_per_token": round(spt["mh_no_reuse"] / spt["mh"], 2),
+        "sampler_over_plain_tokens_per_s": {"uniform": round(tps["mh"] / tps["plain"], 3), "entropy": round(tps["mh_entropy"] / tps["plain"], 3)},
+        "no_reuse_over_reuse_seconds_per_token": {"uniform": round(spt["mh_no_reuse"] / spt["mh"], 2),
+                                                  "entropy": round(spt["mh_entropy_no_reuse"] / spt["mh_entropy"], 2)},
         "runs": runs,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))

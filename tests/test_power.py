@@ -146,13 +146,12 @@ def test_block_samples_match_each_block_law():
 def test_max_swap_never_accepts_a_worse_sequence():
     toy = branching_toy()
     config = PowerConfig(alpha=3.0, block_size=4, max_tokens=4, cut="max-swap")
-    params = SamplingParams(max_tokens=1, temperature=config.temperature)
     rng = np.random.default_rng(3)
     for _ in range(200):
         g = toy.generate(toy.tokenize("q"), SamplingParams(max_tokens=4, temperature=config.temperature), rng)
         chain = Chain().cut_then_extend(0, g)
         for _ in range(5):
-            new, accepted = mh_step(toy, toy.tokenize("q"), chain, 4, config, params, rng, ChainStats())
+            new, accepted = mh_step(toy, toy.tokenize("q"), chain, 4, config, rng, ChainStats())
             if accepted:
                 assert sum(new.base) > sum(chain.base)
             else:

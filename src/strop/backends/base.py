@@ -224,7 +224,7 @@ class Backend(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _check_fits(self, prompt_len: int, extra: int = 1) -> None:
+    def check_fits(self, prompt_len: int, extra: int = 1) -> None:
         if prompt_len == 0:
             raise ContextOverflowError("the prompt is empty: give at least one token")
         if prompt_len + extra > self.context_length:

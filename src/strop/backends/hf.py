@@ -176,14 +176,14 @@ class HFBackend(Backend):
     def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator) -> Generation:
         started = time.perf_counter()
         ids = [int(t) for t in prompt_ids]
-        self._check_fits(len(ids))
+        self.check_fits(len(ids))
         logits, cached = self._prefill(ids, len(ids) - 1)
         trace, finish, text = self._decode(logits[-1], lambda t: self._forward([t])[-1], len(ids), params, rng)
         return self._result(trace, finish, text, len(ids), cached, started, params)
 
     def score(self, prompt_ids: Sequence[int], continuation_ids: Sequence[int], *, entropies: bool = False) -> Scored:
         ids = [int(t) for t in prompt_ids] + [int(t) for t in continuation_ids]
-        self._check_fits(len(ids), 0)
+        self.check_fits(len(ids), 0)
         if not continuation_ids:
             return Scored(np.zeros(0), np.zeros(0) if entropies else None)
         if not prompt_ids:
@@ -206,7 +206,7 @@ class HFBackend(Backend):
         torch = self.torch
         started = time.perf_counter()
         for p in prompts:
-            self._check_fits(len(p))
+            self.check_fits(len(p))
         width = max(len(p) for p in prompts)
         n = len(prompts)
         ids = torch.full((n, width), self.pad_id, dtype=torch.long)

@@ -165,7 +165,7 @@ class LlamaCppBackend(Backend):
     def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator) -> Generation:
         started = time.perf_counter()
         ids = self._check_ids(prompt_ids)
-        self._check_fits(len(ids))
+        self.check_fits(len(ids))
         cached = self._rewind(ids, len(ids) - 1)
         first = self._eval(ids[cached:], all_logits=False)
         trace, finish, text = self._decode(first, lambda t: self._eval([t], all_logits=False), len(ids), params, rng)
@@ -175,7 +175,7 @@ class LlamaCppBackend(Backend):
         if not prompt_ids:
             raise ConfigError("score needs a non-empty prompt (the first token has no prediction)")
         ids = self._check_ids(list(prompt_ids) + list(continuation_ids))
-        self._check_fits(len(ids), 0)
+        self.check_fits(len(ids), 0)
         if not continuation_ids:
             return Scored(np.zeros(0), np.zeros(0) if entropies else None)
         cached = self._rewind(ids, len(prompt_ids) - 1)

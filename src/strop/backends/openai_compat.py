@@ -192,7 +192,7 @@ class OpenAIBackend(Backend):
     def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator) -> Generation:
         started = time.perf_counter()
         ids = [int(t) for t in prompt_ids]
-        self._check_fits(len(ids))
+        self.check_fits(len(ids))
         exact_q = params.temperature == 0.0 or (params.temperature == 1.0 and params.top_k is None and params.top_p == 1.0)
         need_top = params.return_entropy or not exact_q
         prompt = self.detokenize(ids)
@@ -261,7 +261,7 @@ class OpenAIBackend(Backend):
         if not prompt_ids:
             raise ConfigError("score needs a non-empty prompt (the first token has no prediction)")
         ids = [int(t) for t in prompt_ids] + [int(t) for t in continuation_ids]
-        self._check_fits(len(ids), 1)
+        self.check_fits(len(ids), 1)
         n = len(continuation_ids)
         if n == 0:
             return Scored(np.zeros(0), np.zeros(0) if entropies else None)

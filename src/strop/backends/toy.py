@@ -151,7 +151,7 @@ class ToyBackend(Backend):
         started = time.perf_counter()
         ctx = list(prompt_ids)
         plen = len(ctx)
-        self._check_fits(max(plen, 1))
+        self.check_fits(max(plen, 1))
 
         def feed(tok: int) -> np.ndarray:
             ctx.append(tok)

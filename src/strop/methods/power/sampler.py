@@ -80,6 +80,10 @@ class PowerConfig:
     def temperature(self) -> float:
         return self.proposal_temperature if self.proposal_temperature is not None else 1.0 / self.alpha
 
+    def proposal(self, max_tokens: int) -> SamplingParams:
+        """Sampling parameters of the proposal q for a suffix of at most ``max_tokens``."""
+        return SamplingParams(max_tokens=max_tokens, temperature=self.temperature, top_k=self.top_k, return_entropy=self.cut == "entropy")
+
 
 @dataclass
 class Chain:
@@ -126,7 +130,6 @@ def mh_step(
     chain: Chain,
     cap: int,
     config: PowerConfig,
-    params: SamplingParams,
     rng: np.random.Generator,
     stats: ChainStats,
 ) -> tuple[Chain, bool]:
@@ -136,8 +139,7 @@ def mh_step(
     log_c = cut_log_probs(length, ent, config.cut, config.beta)
     cdf = np.cumsum(np.exp(log_c))
     m = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), length - 1)
-    g = backend.generate(list(prompt) + chain.tokens[:m], SamplingParams(
-        max_tokens=cap - m, temperature=params.temperature, top_k=params.top_k, return_entropy=params.return_entropy), rng)
+    g = backend.generate(list(prompt) + chain.tokens[:m], config.proposal(cap - m), rng)
     stats.count(g)
     new = chain.cut_then_extend(m, g)
     base_cur, base_new = math.fsum(chain.base[m:]), math.fsum(new.base[m:])
@@ -168,28 +170,28 @@ def power_sample_chain(
     started = time.perf_counter()
     prompt = list(prompt_ids)
     max_tokens = min(config.max_tokens, backend.context_length - len(prompt))
-    backend._check_fits(len(prompt))
-    params = SamplingParams(max_tokens=1, temperature=config.temperature, top_k=config.top_k, return_entropy=config.cut == "entropy")
+    backend.check_fits(len(prompt))
     n_blocks = math.ceil(max_tokens / config.block_size)
     chain, stats = Chain(), ChainStats()
+    total_steps, done_steps = n_blocks * config.mcmc_steps, 0
     for k in range(1, n_blocks + 1):
         if chain.ended:
             break
         cap = min(k * config.block_size, max_tokens)
-        g = backend.generate(prompt + chain.tokens, SamplingParams(
-            max_tokens=cap - len(chain), temperature=params.temperature, top_k=params.top_k, return_entropy=params.return_entropy), rng)
+        g = backend.generate(prompt + chain.tokens, config.proposal(cap - len(chain)), rng)
         stats.count(g)
         chain = chain.cut_then_extend(len(chain), g)
         accepted = 0
         for _ in range(config.mcmc_steps):
-            chain, ok = mh_step(backend, prompt, chain, cap, config, params, rng, stats)
+            chain, ok = mh_step(backend, prompt, chain, cap, config, rng, stats)
             accepted += ok
+            done_steps += 1
+            if progress:  # (MH steps done, most there can be; a chain ending at EOS stops early)
+                progress(done_steps, total_steps)
         stats.proposals.append(config.mcmc_steps)
         stats.accepted.append(accepted)
         if on_block:
             on_block(k, chain)
-        if progress:
-            progress(k, n_blocks)
     return chain, stats, time.perf_counter() - started
 
 

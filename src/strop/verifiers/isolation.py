@@ -1,0 +1,62 @@
+"""Run a check in a child process that can be killed: the timeout works from any thread.
+
+SymPy and math-verify can hang or eat memory on hostile expressions (huge
+exponents, deep nesting). ``signal.alarm`` timeouts only work in the main
+thread of the main process, and a runaway C-level computation ignores
+Python-level interruption; a separate process with a memory cap, killed at
+the deadline, handles both. Processes come from a ``forkserver`` so that
+forking never copies the threads of an already loaded model.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+_CTX = mp.get_context("forkserver")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    value: Any = None
+    error: str = ""  # "timeout", "memory", or the exception text
+    timed_out: bool = False
+
+
+def _child(conn, fn, args, memory_mb):  # runs in the child
+    if memory_mb:
+        limit = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        conn.send((True, fn(*args), ""))
+    except MemoryError:
+        conn.send((False, None, "memory"))
+    except BaseException as e:  # noqa: BLE001 - anything the checked input provokes is a verdict, not a crash
+        conn.send((False, None, f"{type(e).__name__}: {str(e)[:300]}"))
+    finally:
+        conn.close()
+
+
+def run_isolated(fn: Callable[..., Any], args: tuple = (), *, timeout_s: float = 5.0, memory_mb: int | None = 1024) -> Outcome:
+    """``fn(*args)`` in a child process; killed after ``timeout_s``. ``fn`` must be importable (top-level)."""
+    recv, send = _CTX.Pipe(duplex=False)
+    proc = _CTX.Process(target=_child, args=(send, fn, args, memory_mb), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if recv.poll(timeout_s):
+            try:
+                ok, value, err = recv.recv()
+            except (EOFError, OSError):
+                return Outcome(False, error="the checker process died (memory or crash)")
+            return Outcome(ok, value, err)
+        return Outcome(False, error="timeout", timed_out=True)
+    finally:
+        recv.close()
+        if proc.is_alive():
+            proc.kill()
+        proc.join(1.0)
