@@ -44,66 +44,179 @@ def _backend_options(backend: str, model: Optional[str], base_url: Optional[str]
     return opts
 
 
+# Options shared by `solve` and `eval`, declared once.
+PANEL_S, PANEL_P, PANEL_R = "Sampling", "Power sampling", "RC / self-refine / long"
+MethodOpt = Annotated[str, typer.Option(help="Method: greedy, sample, best-of-n, majority, power, rc, self-refine, long.")]
+BackendOpt = Annotated[str, typer.Option(help="Backend: llamacpp (default), hf, openai.")]
+ModelOpt = Annotated[Optional[str], typer.Option(help="GGUF file, HF model folder or hub id; default: the embedded SmolLM2-135M-Instruct. With --backend openai: the server's model name.")]
+NOpt = Annotated[int, typer.Option("-n", "--n", help="Samples for best-of-n and majority.", rich_help_panel=PANEL_S)]
+TempOpt = Annotated[float, typer.Option(help="Sampling temperature.", rich_help_panel=PANEL_S)]
+TopPOpt = Annotated[float, typer.Option(help="Nucleus sampling mass, in (0, 1].", rich_help_panel=PANEL_S)]
+TopKOpt = Annotated[Optional[int], typer.Option(help="Keep only the k most likely tokens.", rich_help_panel=PANEL_S)]
+MaxTokOpt = Annotated[int, typer.Option(help="Most tokens to generate per sample (power: per chain).", rich_help_panel=PANEL_S)]
+SeedOpt = Annotated[int, typer.Option(help="Random seed; the same seed gives the same output.")]
+SystemOpt = Annotated[Optional[str], typer.Option(help="System message (default: the model template's own).")]
+BaseUrlOpt = Annotated[Optional[str], typer.Option(help="--backend openai: server URL, e.g. http://127.0.0.1:8000/v1.")]
+TokOpt = Annotated[Optional[str], typer.Option(help="--backend openai: local tokenizer matching the server's model (default: the embedded GGUF).")]
+NCtxOpt = Annotated[Optional[int], typer.Option(help="Context window to allocate (tokens).")]
+AlphaOpt = Annotated[float, typer.Option(help="power: the exponent; samples from p^alpha.", rich_help_panel=PANEL_P)]
+BlockOpt = Annotated[int, typer.Option(help="power: tokens per block (B).", rich_help_panel=PANEL_P)]
+StepsOpt = Annotated[int, typer.Option(help="power: MH steps per block (N).", rich_help_panel=PANEL_P)]
+CutOpt = Annotated[str, typer.Option(help="power: cut rule, uniform | entropy | max-swap.", rich_help_panel=PANEL_P)]
+BetaOpt = Annotated[float, typer.Option(help="power: exponent of the entropy-jump cut weights.", rich_help_panel=PANEL_P)]
+PropTOpt = Annotated[Optional[float], typer.Option(help="power: proposal temperature (default 1/alpha).", rich_help_panel=PANEL_P)]
+TurnsOpt = Annotated[int, typer.Option(help="rc/self-refine: turns T (long: budget T * (H_R + H_S)).", rich_help_panel=PANEL_R)]
+HROpt = Annotated[int, typer.Option(help="rc: most tokens per reasoning turn (H_R).", rich_help_panel=PANEL_R)]
+HSOpt = Annotated[int, typer.Option(help="rc: most tokens per summary (H_S).", rich_help_panel=PANEL_R)]
+
+
+def method_settings(method: str, *, n: int, temperature: float, top_p: float, top_k: Optional[int], max_tokens: int, alpha: float,
+                    block_size: int, mcmc_steps: int, cut: str, beta: float, proposal_temperature: Optional[float], turns: int,
+                    reasoning_tokens: int, summary_tokens: int) -> dict[str, Any]:
+    """Keyword arguments for ``run_method``, built from command-line options (validated by the configs)."""
+    from strop.backends import SamplingParams
+    from strop.methods import get_method
+
+    get_method(method)  # fail on a bad name before loading a model
+    if method == "power":
+        from strop.methods.power import PowerConfig
+
+        return {"config": PowerConfig(alpha=alpha, block_size=block_size, mcmc_steps=mcmc_steps, max_tokens=max_tokens, cut=cut,
+                                      beta=beta, proposal_temperature=proposal_temperature, top_k=top_k)}
+    if method in ("rc", "self-refine", "long"):
+        from strop.methods.rc import RCConfig
+
+        return {"config": RCConfig(turns=turns, reasoning_tokens=reasoning_tokens, summary_tokens=summary_tokens,
+                                   temperature=temperature, top_p=top_p)}
+    out: dict[str, Any] = {"params": SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k)}
+    if method in ("best-of-n", "majority"):
+        out["n"] = n
+    return out
+
+
+def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    return {k: (asdict(v) if is_dataclass(v) else v) for k, v in kwargs.items()}
+
+
+def _load(backend: str, model: Optional[str], base_url: Optional[str], tokenizer: Optional[str], n_ctx: Optional[int]):
+    from strop.backends import load_backend
+
+    with err.status(f"loading model ({backend})..."):
+        return load_backend(backend, model, **_backend_options(backend, model, base_url, tokenizer, n_ctx))
+
+
 @app.command()
 def solve(
     question: Annotated[str, typer.Argument(help="The question to answer, or '-' to read it from stdin.")],
-    method: Annotated[str, typer.Option(help="Decoding method: greedy, sample, best-of-n, majority, power.")] = "greedy",
-    backend: Annotated[str, typer.Option(help="Backend: llamacpp (default), hf, openai.")] = "llamacpp",
-    model: Annotated[Optional[str], typer.Option(help="GGUF file, HF model folder or hub id; default: the embedded SmolLM2-135M-Instruct. With --backend openai: the server's model name.")] = None,
-    n: Annotated[int, typer.Option("-n", "--n", help="Samples for best-of-n and majority.")] = 4,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (sample, best-of-n, majority).")] = 1.0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass, in (0, 1].")] = 1.0,
-    top_k: Annotated[Optional[int], typer.Option(help="Keep only the k most likely tokens.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate per sample.")] = 256,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same output.")] = 0,
-    system: Annotated[Optional[str], typer.Option(help="System message (default: the model template's own).")] = None,
-    base_url: Annotated[Optional[str], typer.Option(help="--backend openai: server URL, e.g. http://127.0.0.1:8000/v1.")] = None,
-    tokenizer: Annotated[Optional[str], typer.Option(help="--backend openai: local tokenizer matching the server's model (default: the embedded GGUF).")] = None,
-    n_ctx: Annotated[Optional[int], typer.Option(help="Context window to allocate (tokens).")] = None,
-    alpha: Annotated[float, typer.Option(help="power: the exponent; samples from p^alpha.", rich_help_panel="Power sampling")] = 4.0,
-    block_size: Annotated[int, typer.Option(help="power: tokens per block (B).", rich_help_panel="Power sampling")] = 192,
-    mcmc_steps: Annotated[int, typer.Option(help="power: MH steps per block (N).", rich_help_panel="Power sampling")] = 10,
-    cut: Annotated[str, typer.Option(help="power: cut rule, uniform | entropy | max-swap.", rich_help_panel="Power sampling")] = "uniform",
-    beta: Annotated[float, typer.Option(help="power: exponent of the entropy-jump cut weights.", rich_help_panel="Power sampling")] = 4.0,
-    proposal_temperature: Annotated[Optional[float], typer.Option(help="power: proposal temperature (default 1/alpha).", rich_help_panel="Power sampling")] = None,
+    method: MethodOpt = "greedy", backend: BackendOpt = "llamacpp", model: ModelOpt = None, n: NOpt = 4,
+    temperature: TempOpt = 1.0, top_p: TopPOpt = 1.0, top_k: TopKOpt = None, max_tokens: MaxTokOpt = 256, seed: SeedOpt = 0,
+    system: SystemOpt = None, base_url: BaseUrlOpt = None, tokenizer: TokOpt = None, n_ctx: NCtxOpt = None,
+    alpha: AlphaOpt = 4.0, block_size: BlockOpt = 192, mcmc_steps: StepsOpt = 10, cut: CutOpt = "uniform", beta: BetaOpt = 4.0,
+    proposal_temperature: PropTOpt = None, turns: TurnsOpt = 4, reasoning_tokens: HROpt = 256, summary_tokens: HSOpt = 96,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON (tokens, log-probs, timing).")] = False,
 ) -> None:
     """Answer QUESTION with a model and print the answer."""
-    from strop.backends import SamplingParams, load_backend
-    from strop.methods import get_method
+    from strop.methods import run_method
 
     if question == "-":
         question = sys.stdin.read()
     if not question.strip():
         raise StropError("the question is empty")
-    fn = get_method(method)  # fail on a bad name before loading a model
-    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k)
-    config: dict[str, Any] = {"params": params}
-    if method in ("best-of-n", "majority"):
-        config["n"] = n
-    if method == "power":
-        from strop.methods.power import PowerConfig
-
-        config = {"config": PowerConfig(alpha=alpha, block_size=block_size, mcmc_steps=mcmc_steps, max_tokens=max_tokens, cut=cut,
-                                        beta=beta, proposal_temperature=proposal_temperature, top_k=top_k)}
-    with err.status(f"loading model ({backend})..."):
-        be = load_backend(backend, model, **_backend_options(backend, model, base_url, tokenizer, n_ctx))
+    kwargs = method_settings(method, n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, alpha=alpha,
+                             block_size=block_size, mcmc_steps=mcmc_steps, cut=cut, beta=beta, proposal_temperature=proposal_temperature,
+                             turns=turns, reasoning_tokens=reasoning_tokens, summary_tokens=summary_tokens)
+    be = _load(backend, model, base_url, tokenizer, n_ctx)
     with be:
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
-        prompt = be.chat_prompt(messages)
         with err.status(f"{method}: generating...") as status:
-            unit = "MH steps" if method == "power" else "samples"
+            unit = {"power": "MH steps", "rc": "turns", "self-refine": "turns"}.get(method, "samples")
 
             def progress(done: int, total: int) -> None:
                 status.update(f"{method}: {done}/{total} {unit}")
 
-            result = fn(be, prompt, np.random.default_rng(seed), progress=progress, **config)
+            result = run_method(method, be, question, np.random.default_rng(seed), system=system, progress=progress, **kwargs)
     if as_json:
         out = result.to_dict()
         out.update(backend=be.name, model=be.model_id, question=question, seed=seed)
         typer.echo(json.dumps(out, indent=2, default=str))
     else:
         typer.echo(result.text.strip())
+
+
+@app.command("eval")
+def eval_cmd(
+    task: Annotated[str, typer.Option(help="Task: gsm8k, math500, aime2024, mit-integration-bee-2025, countdown, humaneval, arithmetic, or jsonl (with --field).")],
+    out: Annotated[str, typer.Option(help="Run folder: records.jsonl (as it goes), metrics.json, plots. Re-running resumes.")],
+    data: Annotated[Optional[str], typer.Option(help="JSON/JSONL/parquet file, or hub:DATASET[:SPLIT] (online). Default: the task's own source.")] = None,
+    field: Annotated[Optional[list[str]], typer.Option(help="jsonl task: NAME=COLUMN for question, answer, id, category (repeatable).")] = None,
+    verifier: Annotated[str, typer.Option(help="jsonl task: math | exact | number.")] = "math",
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N problems.")] = None,
+    samples: Annotated[int, typer.Option(help="Attempts per problem (for pass@k and majority@k).")] = 1,
+    method: MethodOpt = "sample", backend: BackendOpt = "llamacpp", model: ModelOpt = None, n: NOpt = 4,
+    temperature: TempOpt = 1.0, top_p: TopPOpt = 1.0, top_k: TopKOpt = None, max_tokens: MaxTokOpt = 256, seed: SeedOpt = 0,
+    system: SystemOpt = None, base_url: BaseUrlOpt = None, tokenizer: TokOpt = None, n_ctx: NCtxOpt = None,
+    alpha: AlphaOpt = 4.0, block_size: BlockOpt = 192, mcmc_steps: StepsOpt = 10, cut: CutOpt = "uniform", beta: BetaOpt = 4.0,
+    proposal_temperature: PropTOpt = None, turns: TurnsOpt = 4, reasoning_tokens: HROpt = 256, summary_tokens: HSOpt = 96,
+) -> None:
+    """Run METHOD on TASK, writing one JSON line per (problem, sample) as it goes; print and save metrics and plots."""
+    from pathlib import Path
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from strop.evaluation.harness import EvalSpec, evaluate
+    from strop.evaluation.report import plot_runs, plot_turns, table
+    from strop.tasks import get_task, jsonl_task
+
+    if samples < 1 or (limit is not None and limit < 1):
+        raise StropError(f"--samples and --limit must be >= 1, got samples={samples}, limit={limit}")
+    if task == "jsonl":
+        if not data:
+            raise StropError("--task jsonl needs --data FILE and --field question=... --field answer=...")
+        pairs = [f.split("=", 1) for f in field or []]
+        if any(len(p) != 2 for p in pairs):
+            raise StropError(f"--field takes NAME=COLUMN, got {field}")
+        t = jsonl_task("jsonl", dict(pairs), verifier)
+    else:
+        t = get_task(task)
+    kwargs = method_settings(method, n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, alpha=alpha,
+                             block_size=block_size, mcmc_steps=mcmc_steps, cut=cut, beta=beta, proposal_temperature=proposal_temperature,
+                             turns=turns, reasoning_tokens=reasoning_tokens, summary_tokens=summary_tokens)
+    problems = t.load(data, limit=limit, seed=seed)
+    if not problems:
+        raise StropError(f"task '{task}' has no problems in {data or 'its source'}")
+    spec = EvalSpec(task=task, method=method, backend=backend, model=model, samples=samples, limit=limit, seed=seed, data=data,
+                    system=system, method_config=_jsonable(kwargs))
+    be = _load(backend, model, base_url, tokenizer, n_ctx)
+    with be, Progress(TextColumn(f"{task} / {method}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                      console=err, transient=False) as bar:
+        job = bar.add_task("eval", total=len(problems) * samples)
+        metrics = evaluate(spec, t, problems, be, Path(out), method_kwargs=kwargs,
+                           progress=lambda done, total: bar.update(job, completed=done, total=total))
+    folder = Path(out)
+    plot_runs([metrics], folder / "accuracy_vs_tokens.png", title=f"{task}: {method}")
+    plot_turns(metrics, folder / "accuracy_vs_turn.png")
+    for row in table([metrics], [str(folder)]):
+        typer.echo(row)
+    typer.echo(f"records: {folder / 'records.jsonl'}  metrics: {folder / 'metrics.json'}")
+
+
+@app.command()
+def report(
+    runs: Annotated[list[str], typer.Argument(help="Run folders written by `strop eval`.")],
+    plot: Annotated[Optional[str], typer.Option(help="Also draw accuracy vs tokens of all runs into this PNG.")] = None,
+) -> None:
+    """Compare finished eval runs side by side."""
+    from pathlib import Path
+
+    from strop.evaluation.report import load_metrics, plot_runs, table
+
+    metrics = [load_metrics(r) for r in runs]
+    for row in table(metrics, runs):
+        typer.echo(row)
+    if plot:
+        plot_runs(metrics, Path(plot))
+        typer.echo(f"wrote {plot}")
 
 
 bench_app = typer.Typer(help="Benchmarks that print a table and write JSON and a PNG plot.", no_args_is_help=True)

@@ -4,7 +4,7 @@ Methods are registered by name (``@register_method``) so the CLI and the
 server look them up instead of branching on names.
 """
 
-from strop.methods.base import MethodResult, get_method, method_names, register_method
-from strop.methods import basic, power  # noqa: F401  (registers the methods)
+from strop.methods.base import MethodResult, get_method, method_names, register_method, run_method
+from strop.methods import basic, power, rc  # noqa: F401  (registers the methods)
 
-__all__ = ["MethodResult", "get_method", "method_names", "register_method"]
+__all__ = ["MethodResult", "get_method", "method_names", "register_method", "run_method"]

@@ -65,14 +65,30 @@ class Method(Protocol):
 
 
 _METHODS: dict[str, Method] = {}
+# Methods that build their own prompts (RC: one per turn) take the question text, not prompt ids.
+_TAKES_QUESTION: set[str] = set()
 
 
-def register_method(name: str) -> Callable[[Method], Method]:
+def register_method(name: str, *, takes_question: bool = False) -> Callable[[Method], Method]:
     def deco(fn: Method) -> Method:
         _METHODS[name] = fn
+        if takes_question:
+            _TAKES_QUESTION.add(name)
         return fn
 
     return deco
+
+
+def run_method(
+    name: str, backend: Backend, question: str, rng: np.random.Generator, *, system: str | None = None,
+    progress: Progress | None = None, **config: Any
+) -> MethodResult:
+    """Run method ``name`` on one question: the one call the CLI and the eval harness make."""
+    fn = get_method(name)
+    if name in _TAKES_QUESTION:
+        return fn(backend, question, rng, progress=progress, system=system, **config)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    return fn(backend, backend.chat_prompt(messages), rng, progress=progress, **config)
 
 
 def method_names() -> list[str]:

