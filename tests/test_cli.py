@@ -110,3 +110,21 @@ def test_bench_power_mixing_quick(tmp_path):
     ent = {row["T"]: row["steps_to_tv"] for row in data["over_T"] if row["cut"] == "entropy"}
     assert uni[16] < uni[32] < uni[64] and ent[16] == ent[64] < uni[16]
     assert (tmp_path / "power_mixing.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["eval", "--task", "nope", "--out", "OUT"], "unknown task 'nope'"),
+        (["eval", "--task", "gsm8k", "--data", "/no/such.jsonl", "--out", "OUT"], "data file not found"),
+        (["eval", "--task", "jsonl", "--out", "OUT"], "--task jsonl needs --data"),
+        (["eval", "--task", "arithmetic", "--samples", "0", "--out", "OUT"], "--samples and --limit must be >= 1"),
+        (["eval", "--task", "arithmetic", "--method", "rc", "--turns", "0", "--out", "OUT"], "turns must be"),
+        (["report", "NOT_A_RUN"], "has no metrics.json"),
+    ],
+)
+def test_eval_and_report_bad_input_is_one_clear_line(args, needle, tmp_path):
+    r = strop(*[a.replace("OUT", str(tmp_path / "run")).replace("NOT_A_RUN", str(tmp_path)) for a in args])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr

@@ -141,3 +141,15 @@ def test_custom_jsonl_task_with_a_field_mapping(tmp_path):
     assert task.check(problems[1], "it is \\boxed{2}").correct and not task.check(problems[1], "3").correct
     with pytest.raises(StropError, match="no field 'q'"):
         jsonl_task("bad", {"question": "q", "answer": "a"}, "exact").parse({"x": 1}, 0)
+
+
+def test_a_run_can_grow_with_a_larger_limit_without_redoing_work(tmp_path):
+    task = get_task("arithmetic")
+    problems = task.load()
+    calls = []
+    b = ScriptedBackend(lambda p: calls.append(p) or "0")
+    evaluate(EvalSpec("arithmetic", "sample", "scripted", None, limit=2), task, problems[:2], b, tmp_path)
+    m = evaluate(EvalSpec("arithmetic", "sample", "scripted", None, limit=5), task, problems[:5], b, tmp_path)
+    assert len(calls) == 5 and m["overall"]["attempts"] == 5
+    m = evaluate(EvalSpec("arithmetic", "sample", "scripted", None, limit=3), task, problems[:3], b, tmp_path)
+    assert len(calls) == 5 and m["overall"]["attempts"] == 3  # metrics cover the current command's problems

@@ -132,7 +132,9 @@ class Scored:
 
 
 @dataclass
-class _Trace:
+class TokenTrace:
+    """Per-token records of a sequence as it was drawn: ids, base and proposal log-probs, entropies."""
+
     tokens: list[int] = field(default_factory=list)
     base: list[float] = field(default_factory=list)
     proposal: list[float] = field(default_factory=list)
@@ -240,7 +242,7 @@ class Backend(ABC):
         prompt_len: int,
         params: SamplingParams,
         rng: np.random.Generator,
-    ) -> tuple[_Trace, FinishReason, str]:
+    ) -> tuple[TokenTrace, FinishReason, str]:
         """The shared single-sequence sampling loop.
 
         ``first_logits`` predict the first completion token; ``feed(token)``
@@ -249,7 +251,7 @@ class Backend(ABC):
         the end of the context window.
         """
         budget = min(params.max_tokens, self.context_length - prompt_len)
-        trace = _Trace()
+        trace = TokenTrace()
         logits = first_logits
         while True:
             trace.add(draw(
@@ -265,7 +267,7 @@ class Backend(ABC):
                 return trace, end[0], end[1]
             logits = feed(trace.tokens[-1])
 
-    def _finished(self, trace: _Trace, params: SamplingParams, budget: int) -> tuple[FinishReason, str] | None:
+    def _finished(self, trace: TokenTrace, params: SamplingParams, budget: int) -> tuple[FinishReason, str] | None:
         """(finish reason, text) if the sequence in ``trace`` has ended, else None."""
         if trace.tokens[-1] in self.eos_token_ids:
             # EOS is a control token: it belongs to the token ids, not to the text.
@@ -281,7 +283,7 @@ class Backend(ABC):
 
     def _result(
         self,
-        trace: _Trace,
+        trace: TokenTrace,
         finish: FinishReason,
         text: str,
         prompt_len: int,

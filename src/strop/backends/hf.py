@@ -32,7 +32,7 @@ from strop.backends.base import (
     Generation,
     SamplingParams,
     Scored,
-    _Trace,
+    TokenTrace,
     common_prefix_len,
 )
 from strop.backends.logits import draw, score_rows
@@ -216,7 +216,7 @@ class HFBackend(Backend):
             mask[i, width - len(p) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         budget = [min(params.max_tokens, self.context_length - len(p)) for p in prompts]
-        traces = [_Trace() for _ in prompts]
+        traces = [TokenTrace() for _ in prompts]
         finish: list[FinishReason | None] = [None] * n
         texts: list[str] = [""] * n
         kv = None

@@ -79,11 +79,11 @@ def evaluate(
     mine = json.loads(json.dumps(asdict(spec), default=str))
     if spec_file.exists():
         theirs = json.loads(spec_file.read_text())
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        # --limit may change: a run can grow (or be summarised on fewer problems) without redoing work.
+        diff = sorted(k for k in set(mine) | set(theirs) if k != "limit" and mine.get(k) != theirs.get(k))
         if diff:
             raise StropError(f"{out} holds a different run (differs in: {', '.join(diff)}); pass another --out")
-    else:
-        spec_file.write_text(json.dumps(mine, indent=2))
+    spec_file.write_text(json.dumps(mine, indent=2))
     path = out / RECORDS
     records = _read_records(path)
     done = {(r["id"], r["sample"]) for r in records}

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from strop.backends.base import ENTROPY, EXACT_LOGPROBS, LOGPROBS, Backend, Generation, SamplingParams
+from strop.backends.base import ENTROPY, EXACT_LOGPROBS, LOGPROBS, Backend, Generation, SamplingParams, TokenTrace
 from strop.errors import ConfigError
 from strop.methods.base import MethodResult, Progress, register_method
 from strop.methods.power.kernels import CutRule, cut_log_probs, log_acceptance, max_swap_accepts, mh_accepts
@@ -86,13 +86,9 @@ class PowerConfig:
 
 
 @dataclass
-class Chain:
+class Chain(TokenTrace):
     """The current sequence and what was recorded when each of its tokens was drawn."""
 
-    tokens: list[int] = field(default_factory=list)
-    base: list[float] = field(default_factory=list)
-    proposal: list[float] = field(default_factory=list)
-    entropies: list[float] = field(default_factory=list)
     ended: bool = False  # the last token is EOS
 
     def __len__(self) -> int:
@@ -100,7 +96,7 @@ class Chain:
 
     def cut_then_extend(self, m: int, g: Generation) -> Chain:
         """A new chain: this one's first ``m`` tokens followed by ``g``'s tokens."""
-        ent = self.entropies[:m] + (g.entropies.tolist() if g.entropies is not None else [])
+        ent = self.entropy[:m] + (g.entropies.tolist() if g.entropies is not None else [])
         return Chain(
             self.tokens[:m] + list(g.token_ids),
             self.base[:m] + g.base_logprobs.tolist(),
@@ -135,7 +131,7 @@ def mh_step(
 ) -> tuple[Chain, bool]:
     """One MH move on ``chain`` under the length cap; returns (next chain, accepted)."""
     length = len(chain)
-    ent = np.asarray(chain.entropies) if config.cut == "entropy" else None
+    ent = np.asarray(chain.entropy) if config.cut == "entropy" else None
     log_c = cut_log_probs(length, ent, config.cut, config.beta)
     cdf = np.cumsum(np.exp(log_c))
     m = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), length - 1)
@@ -145,7 +141,7 @@ def mh_step(
     base_cur, base_new = math.fsum(chain.base[m:]), math.fsum(new.base[m:])
     if config.cut == "max-swap":
         return (new, True) if max_swap_accepts(base_cur, base_new) else (chain, False)
-    new_ent = np.asarray(new.entropies) if config.cut == "entropy" else None
+    new_ent = np.asarray(new.entropy) if config.cut == "entropy" else None
     log_c_new = cut_log_probs(len(new), new_ent, config.cut, config.beta)[m]
     log_a = log_acceptance(
         config.alpha, base_cur, base_new, math.fsum(chain.proposal[m:]), math.fsum(new.proposal[m:]), float(log_c[m]), float(log_c_new)
@@ -214,7 +210,7 @@ def power(
         text=backend.detokenize(body),
         base_logprobs=np.asarray(chain.base),
         proposal_logprobs=np.asarray(chain.proposal),
-        entropies=np.asarray(chain.entropies) if config.cut == "entropy" else None,
+        entropies=np.asarray(chain.entropy) if config.cut == "entropy" else None,
         finish_reason="eos" if chain.ended else "length",
         prompt_tokens=len(prompt_ids),
         elapsed_s=wall,
