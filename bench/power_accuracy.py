@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from strop.backends import SamplingParams, load_backend
-from strop.evaluation import wilson_interval
+from strop.evaluation.metrics import mcnemar_exact, wilson_interval
 from strop.methods import get_method
 from strop.methods.power import PowerConfig
 from strop.tasks import arithmetic_problems
@@ -104,13 +104,25 @@ def summarize(done: dict, out: Path) -> None:
             table.append({"method": name, "level": lv, "n": len(rs), "accuracy": k / len(rs), "ci95": [lo, hi],
                           "tokens_per_problem": float(np.mean([r["decoded_tokens"] for r in rs])),
                           "seconds_per_problem": float(np.mean([r["seconds"] for r in rs]))})
+    paired = []
+    right = {(r["id"], r["method"]): r["correct"] for r in done.values()}
+    for a in ("MH uniform", "MH entropy"):
+        for b in ("temp 1", "temp 1/alpha", "best-of-N matched"):
+            for lv in levels:
+                ids = sorted({i for (i, m) in right if m == a and (i, b) in right and (lv == "all" or done[(i, a)]["level"] == lv)})
+                oa = sum(right[(i, a)] and not right[(i, b)] for i in ids)
+                ob = sum(right[(i, b)] and not right[(i, a)] for i in ids)
+                paired.append({"a": a, "b": b, "level": lv, "only_a_right": oa, "only_b_right": ob, "mcnemar_p": mcnemar_exact(oa, ob)})
     summary = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "alpha": ALPHA, "block_size": BLOCK,
-               "mcmc_steps": STEPS, "max_tokens": MAX_TOKENS, "table": table}
+               "mcmc_steps": STEPS, "max_tokens": MAX_TOKENS, "table": table, "paired": paired}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"{'method':20s} {'level':6s} {'n':>4s} {'acc':>6s} {'95% CI':>15s} {'tok/prob':>9s} {'s/prob':>7s}")
     for row in table:
         print(f"{row['method']:20s} {row['level']:6s} {row['n']:4d} {row['accuracy']:6.3f} [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}]"
               f" {row['tokens_per_problem']:9.1f} {row['seconds_per_problem']:7.2f}")
+    print("\npaired (same problems): A only right / B only right, exact McNemar p")
+    for p in paired:
+        print(f"{p['a']:11s} vs {p['b']:18s} {p['level']:5s} {p['only_a_right']:4d} / {p['only_b_right']:<4d} p = {p['mcnemar_p']:.4f}")
 
 
 if __name__ == "__main__":

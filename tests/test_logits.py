@@ -77,3 +77,18 @@ def test_same_rng_state_same_token():
     a = [draw(logits, temperature=1.0, top_k=None, top_p=0.9, rng=r, want_entropy=False).token for r in [np.random.default_rng(9)] * 1]
     b = [draw(logits, temperature=1.0, top_k=None, top_p=0.9, rng=np.random.default_rng(9), want_entropy=False).token]
     assert a == b
+
+
+def test_sample_index_is_the_exact_inverse_cdf():
+    from strop.backends.logits import sample_index
+
+    rng = np.random.default_rng(3)
+    w = rng.random(1000).astype(np.float32)
+    w[rng.random(1000) < 0.3] = 0.0
+    cdf = np.cumsum(w.astype(np.float64))
+    for u in list(rng.random(2000)) + [0.0, 1 - 1e-16]:
+        expected = min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), 999)
+        while w[expected] == 0:
+            expected -= 1
+        got = sample_index(w, u)
+        assert w[got] > 0 and (got == expected or abs(cdf[got] - u * cdf[-1]) < 1e-6 * cdf[-1])
