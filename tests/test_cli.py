@@ -62,6 +62,7 @@ def _free_port() -> int:
         (["--n-ctx", "64", "--max-tokens", "4"], "context holds"),
         (["--backend", "openai", "--model", "x", "--base-url", "SERVER"], "cannot reach the server"),
         (["--base-url", "http://127.0.0.1:1/v1"], "apply only to --backend openai"),
+        (["--method", "power", "--cut", "[bold]x[/bold]"], "cut must be one of"),  # brackets reach the terminal verbatim
     ],
 )
 def test_bad_input_is_one_clear_line_and_nonzero_exit(args, needle, tmp_path):

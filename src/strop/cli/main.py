@@ -271,7 +271,9 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except StropError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, markup=True)
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted")

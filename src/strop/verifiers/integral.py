@@ -139,7 +139,6 @@ def verify_integral(integrand: str, completion: str, *, seed: int = 0) -> Verifi
 
 
 def _definite(gold: str, answer: str) -> tuple[bool, str]:  # runs in the child
-    import mpmath
     import sympy
     from sympy.parsing.sympy_parser import convert_xor, implicit_multiplication_application, parse_expr, standard_transformations
 
