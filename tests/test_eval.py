@@ -151,3 +151,26 @@ def test_a_run_can_grow_with_a_larger_limit_without_redoing_work(tmp_path):
     assert len(calls) == 5 and m["overall"]["attempts"] == 5
     m = evaluate(EvalSpec("arithmetic", "sample", "scripted", None, limit=3), task, problems[:3], b, tmp_path)
     assert len(calls) == 5 and m["overall"]["attempts"] == 3  # metrics cover the current command's problems
+
+
+def test_plots_survive_zero_and_perfect_accuracy(tmp_path):
+    from strop.evaluation.metrics import wilson_interval
+    from strop.evaluation.report import plot_runs, plot_turns
+
+    assert wilson_interval(0, 50)[0] == 0.0 and wilson_interval(50, 50)[1] == 1.0
+    recs = [{"id": str(i), "sample": 0, "category": None, "correct": False, "answer": None, "verdict": "incorrect", "tokens": 10,
+             "seconds": 1.0, "turns": [{"turn": 1, "correct": False, "cumulative_tokens": 5}]} for i in range(50)]
+    m = compute_metrics(recs, 1)
+    m["spec"] = {"method": "rc", "task": "t"}
+    plot_runs([m], tmp_path / "a.png")
+    plot_turns(m, tmp_path / "b.png")
+    assert (tmp_path / "a.png").stat().st_size > 1000 and (tmp_path / "b.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data")
+def test_every_integration_bee_gold_answer_verifies():
+    task = get_task("mit-integration-bee-2025")
+    problems = task.load(str(SHARED / "mit_integration_bee_2025_qualifier.jsonl"))
+    failed = [(p.id, task.check(p, f"\\boxed{{{p.gold}}}").verdict.value) for p in problems]
+    assert [f for f in failed if f[1] != "correct"] == []
+    assert {p.category for p in problems} == {"definite", "indefinite"}

@@ -31,13 +31,17 @@ def _points(m: dict[str, Any]) -> tuple[list[float], list[float], list[list[floa
     return [o["mean_tokens_per_attempt"]], [o["accuracy"]], [o["ci95"]]
 
 
+def _yerr(y: list[float], ci: list[list[float]]) -> list[list[float]]:
+    """Asymmetric error bars from intervals; never negative (matplotlib refuses those)."""
+    return [[max(0.0, a - c[0]) for a, c in zip(y, ci)], [max(0.0, c[1] - a) for a, c in zip(y, ci)]]
+
+
 def plot_runs(metrics: list[dict[str, Any]], path: Path, title: str = "") -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for m in metrics:
         x, y, ci = _points(m)
-        err = [[yy - c[0] for yy, c in zip(y, ci)], [c[1] - yy for yy, c in zip(y, ci)]]
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=_label(m["spec"]))
+        ax.errorbar(x, y, yerr=_yerr(y, ci), marker="o", capsize=3, label=_label(m["spec"]))
     ax.set(xlabel="mean tokens decoded per attempt", ylabel="accuracy (95% CI)", title=title or "accuracy vs tokens", ylim=(-0.02, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -53,8 +57,7 @@ def plot_turns(metrics: dict[str, Any], path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.2))
     y = [t["accuracy"] for t in pt]
-    err = [[a - t["ci95"][0] for a, t in zip(y, pt)], [t["ci95"][1] - a for a, t in zip(y, pt)]]
-    ax.errorbar([t["turn"] for t in pt], y, yerr=err, marker="o", capsize=3)
+    ax.errorbar([t["turn"] for t in pt], y, yerr=_yerr(y, [t["ci95"] for t in pt]), marker="o", capsize=3)
     ax.set(xlabel="turn", ylabel="accuracy (95% CI)", title=f"{_label(metrics['spec'])}: accuracy per turn", ylim=(-0.02, 1.02))
     ax.grid(alpha=0.3)
     fig.tight_layout()
