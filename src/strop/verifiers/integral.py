@@ -70,21 +70,28 @@ def extract_antiderivative(completion: str) -> str | None:
     return _PLUS_C.sub("", ans).strip() or None
 
 
+def _names():  # runs in the child
+    import sympy
+
+    return {"x": sympy.Symbol("x"), "e": sympy.E, "ln": sympy.log, "C": sympy.Integer(0), "arcsin": sympy.asin,
+            "arccos": sympy.acos, "arctan": sympy.atan}
+
+
+def _parse_answer(answer: str, names: dict):  # runs in the child; ``answer`` passed the whitelist
+    from sympy.parsing.sympy_parser import convert_xor, implicit_multiplication_application, parse_expr, standard_transformations
+
+    # Model answers are written like maths: "(x-1)e^(x)" means (x-1)*e**x.
+    return parse_expr(answer, local_dict=names, transformations=standard_transformations + (implicit_multiplication_application, convert_xor))
+
+
 def _attempt(integrand: str, answer: str, seed: int) -> tuple[str, str]:  # runs in the child
     import mpmath
     import sympy
-    from sympy.parsing.sympy_parser import (
-        convert_xor,
-        implicit_multiplication_application,
-        parse_expr,
-        standard_transformations,
-    )
 
-    x = sympy.Symbol("x")
-    names = {"x": x, "e": sympy.E, "ln": sympy.log, "C": sympy.Integer(0), "arcsin": sympy.asin, "arccos": sympy.acos, "arctan": sympy.atan}
+    names = _names()
+    x = names["x"]
     f = sympy.sympify(integrand, locals=names)
-    # Model answers are written like maths: "(x-1)e^(x)" means (x-1)*e**x.
-    F = parse_expr(answer, local_dict=names, transformations=standard_transformations + (implicit_multiplication_application, convert_xor))
+    F = _parse_answer(answer, names)
     if F.has(sympy.Integral):
         return "incorrect", "the answer still contains an integral"
     fF = sympy.lambdify(x, F, "mpmath")
@@ -115,14 +122,22 @@ def _attempt(integrand: str, answer: str, seed: int) -> tuple[str, str]:  # runs
     return "correct", ""
 
 
-def verify_integral(integrand: str, completion: str, *, seed: int = 0) -> Verification:
-    """Is the completion's answer an antiderivative of ``integrand`` (a SymPy string in x)?"""
+def _admitted_answer(completion: str) -> tuple[str | None, Verification | None]:
+    """The answer text if it may go to SymPy, else the verdict that refuses it."""
     answer = extract_antiderivative(completion)
     if answer is None:
-        return Verification(Verdict.INCORRECT, "no answer found")
+        return None, Verification(Verdict.INCORRECT, "no answer found")
     why = check_expression_text(answer)
     if why is not None:
-        return Verification(Verdict.INCORRECT, f"answer refused: {why}", answer[:100])
+        return None, Verification(Verdict.INCORRECT, f"answer refused: {why}", answer[:100])
+    return answer, None
+
+
+def verify_integral(integrand: str, completion: str, *, seed: int = 0) -> Verification:
+    """Is the completion's answer an antiderivative of ``integrand`` (a SymPy string in x)?"""
+    answer, refused = _admitted_answer(completion)
+    if refused is not None:
+        return refused
     last = ""
     for attempt in range(ATTEMPTS):
         out = run_isolated(_attempt, (integrand, answer, seed + attempt), timeout_s=ATTEMPT_TIMEOUT_S, memory_mb=1024)
@@ -140,11 +155,10 @@ def verify_integral(integrand: str, completion: str, *, seed: int = 0) -> Verifi
 
 def _definite(gold: str, answer: str) -> tuple[bool, str]:  # runs in the child
     import sympy
-    from sympy.parsing.sympy_parser import convert_xor, implicit_multiplication_application, parse_expr, standard_transformations
 
-    names = {"e": sympy.E, "ln": sympy.log, "arcsin": sympy.asin, "arccos": sympy.acos, "arctan": sympy.atan}
+    names = _names()
     g = complex(sympy.N(sympy.sympify(gold, locals=names), 30))
-    a = parse_expr(answer, local_dict=names, transformations=standard_transformations + (implicit_multiplication_application, convert_xor))
+    a = _parse_answer(answer, names)
     if a.free_symbols:
         return False, f"the answer has free symbols {sorted(map(str, a.free_symbols))}"
     v = complex(sympy.N(a, 30))
@@ -154,12 +168,9 @@ def _definite(gold: str, answer: str) -> tuple[bool, str]:  # runs in the child
 
 def verify_definite_integral(gold: str, completion: str, *, timeout_s: float = ATTEMPT_TIMEOUT_S) -> Verification:
     """Is the completion's answer numerically equal (1e-6 relative) to ``gold``, a SymPy expression?"""
-    answer = extract_antiderivative(completion)
-    if answer is None:
-        return Verification(Verdict.INCORRECT, "no answer found")
-    why = check_expression_text(answer)
-    if why is not None:
-        return Verification(Verdict.INCORRECT, f"answer refused: {why}", answer[:100])
+    answer, refused = _admitted_answer(completion)
+    if refused is not None:
+        return refused
     out = run_isolated(_definite, (gold, answer), timeout_s=timeout_s, memory_mb=1024)
     if out.timed_out:
         return Verification(Verdict.TIMEOUT, f"no verdict within {timeout_s} s", answer)
