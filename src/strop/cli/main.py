@@ -27,7 +27,7 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
-def _backend_options(backend: str, model: Optional[str], base_url: Optional[str], tokenizer: Optional[str], n_ctx: Optional[int]) -> dict[str, Any]:
+def _backend_options(backend: str, base_url: Optional[str], tokenizer: Optional[str], n_ctx: Optional[int]) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     if backend == "openai":
         if base_url:
@@ -104,7 +104,7 @@ def _load(backend: str, model: Optional[str], base_url: Optional[str], tokenizer
     from strop.backends import load_backend
 
     with err.status(f"loading model ({backend})..."):
-        return load_backend(backend, model, **_backend_options(backend, model, base_url, tokenizer, n_ctx))
+        return load_backend(backend, model, **_backend_options(backend, base_url, tokenizer, n_ctx))
 
 
 @app.command()

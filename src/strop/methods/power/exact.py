@@ -44,13 +44,17 @@ class ExactChain:
         return mu
 
 
+def _power_normalise(logp: np.ndarray, alpha: float) -> np.ndarray:
+    """p^alpha / sum p^alpha from sequence log-probs, stably. (S,) -> (S,)."""
+    w = np.exp(alpha * (logp - logp.max()))
+    return w / w.sum()
+
+
 def power_target(toy: ToyBackend, prompt: Sequence[int], cap: int, alpha: float) -> dict[Seq, float]:
     """p^alpha normalised over completions of at most ``cap`` tokens."""
     logp = toy.sequence_logprobs(prompt, cap)
     keys = list(logp)
-    w = np.array([alpha * logp[s] for s in keys])
-    w = np.exp(w - w.max())
-    return dict(zip(keys, w / w.sum()))
+    return dict(zip(keys, _power_normalise(np.array([logp[s] for s in keys]), alpha)))
 
 
 def _per_token(toy: ToyBackend, prompt: list[int], seq: Seq, temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -108,9 +112,10 @@ def exact_chain(toy: ToyBackend, prompt: Sequence[int], cap: int, config: PowerC
                 w = c * math.exp(prop_new)
                 P[i, j] += w * a
                 P[i, i] += w * (1.0 - a)
-    target = power_target(toy, prompt, cap, config.alpha)
+    # The per-state totals are already here: no second enumeration for the target.
+    target = _power_normalise(np.array([cp[-1] for cp in cum_p]), config.alpha)
     q0 = np.array([math.exp(cq[-1]) for cq in cum_q])
-    return ExactChain(states, index, P, np.array([target[s] for s in states]), q0)
+    return ExactChain(states, index, P, target, q0)
 
 
 def tv(p: np.ndarray, q: np.ndarray) -> float:
