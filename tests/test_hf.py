@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -63,3 +65,20 @@ def test_batched_rows_equal_single_runs(hf):
     for b, s in zip(batch, singles):
         assert b.token_ids == s.token_ids
         np.testing.assert_allclose(b.base_logprobs, s.base_logprobs, atol=1e-3)
+
+
+def test_batched_eval_records_equal_one_at_a_time(hf, tmp_path):
+    """strop eval decodes greedy/sample attempts in batches on hf; the records must not change."""
+    from strop.evaluation.harness import EvalSpec, evaluate
+    from strop.tasks import get_task
+
+    task = get_task("arithmetic")
+    problems = task.load(seed=0)[:5]
+    params = SamplingParams(max_tokens=12)
+    spec = EvalSpec(task="arithmetic", method="sample", backend="hf", model=None, samples=2)
+    runs = {}
+    for size in (1, 4):
+        evaluate(spec, task, problems, hf, tmp_path / str(size), method_kwargs={"params": params}, batch_size=size)
+        rows = [json.loads(x) for x in (tmp_path / str(size) / "records.jsonl").read_text().splitlines()]
+        runs[size] = {(r["id"], r["sample"]): (r["output"], r["tokens"], r["verdict"]) for r in rows}
+    assert len(runs[1]) == 10 and runs[1] == runs[4]

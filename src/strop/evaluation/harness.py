@@ -24,6 +24,8 @@ from strop.backends.base import Backend
 from strop.errors import StropError
 from strop.evaluation.metrics import majority_correct, pass_at_k, wilson_interval
 from strop.methods import run_method
+from strop.methods.base import MethodResult
+from strop.methods.basic import SINGLE_DRAW_METHODS, single_draw_params, single_draw_result
 from strop.tasks.base import Problem, Task
 
 RECORDS = "records.jsonl"
@@ -72,8 +74,15 @@ def evaluate(
     *,
     method_kwargs: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 32,
 ) -> dict[str, Any]:
-    """Run (or finish) the evaluation in ``out``; returns the metrics (also saved as metrics.json)."""
+    """Run (or finish) the evaluation in ``out``; returns the metrics (also saved as metrics.json).
+
+    On a backend that batches (``hf``), ``greedy`` and ``sample`` attempts are
+    decoded ``batch_size`` at a time across problems. Each row still draws from
+    its own (seed, problem, sample) rng, so the records are those of a
+    one-at-a-time run and a resumed run continues the same draws.
+    """
     out.mkdir(parents=True, exist_ok=True)
     spec_file = out / "run.json"
     mine = json.loads(json.dumps(asdict(spec), default=str))
@@ -91,18 +100,22 @@ def evaluate(
     finished = sum(1 for p in problems for s in range(spec.samples) if (p.id, s) in done)
     if progress:
         progress(finished, total)
+    todo = [(i, prob, s) for i, prob in enumerate(problems) for s in range(spec.samples) if (prob.id, s) not in done]
+    batched = backend.batches and spec.method in SINGLE_DRAW_METHODS and batch_size > 1
     with path.open("a", encoding="utf-8") as f:
-        for i, prob in enumerate(problems):
-            for s in range(spec.samples):
-                if (prob.id, s) in done:
-                    continue
-                rec = attempt(spec, task, prob, i, s, backend, method_kwargs or {})
+        for start in range(0, len(todo), batch_size if batched else 1):
+            chunk = todo[start:start + batch_size] if batched else todo[start:start + 1]
+            if batched:
+                recs = batched_attempts(spec, task, chunk, backend, method_kwargs or {})
+            else:
+                recs = [attempt(spec, task, chunk[0][1], chunk[0][0], chunk[0][2], backend, method_kwargs or {})]
+            for rec in recs:
                 f.write(json.dumps(rec, default=str) + "\n")
-                f.flush()
                 records.append(rec)
-                finished += 1
-                if progress:
-                    progress(finished, total)
+            f.flush()
+            finished += len(recs)
+            if progress:
+                progress(finished, total)
     ids = {p.id for p in problems}
     metrics = compute_metrics([r for r in records if r["id"] in ids], spec.samples)
     metrics["spec"] = mine
@@ -110,13 +123,32 @@ def evaluate(
     return metrics
 
 
+def _attempt_rng(spec: EvalSpec, index: int, sample: int) -> np.random.Generator:
+    return np.random.default_rng([spec.seed, index, sample])
+
+
 def attempt(spec: EvalSpec, task: Task, prob: Problem, index: int, sample: int, backend: Backend, method_kwargs: dict[str, Any]) -> dict[str, Any]:
     """One (problem, sample): run the method, verify, and return the record."""
-    rng = np.random.default_rng([spec.seed, index, sample])
-    question = task.prompt(prob)
     started = time.perf_counter()
-    result = run_method(spec.method, backend, question, rng, system=spec.system, **method_kwargs)
-    seconds = time.perf_counter() - started
+    result = run_method(spec.method, backend, task.prompt(prob), _attempt_rng(spec, index, sample), system=spec.system, **method_kwargs)
+    return _record(spec, task, prob, sample, result, time.perf_counter() - started)
+
+
+def batched_attempts(spec: EvalSpec, task: Task, chunk: list[tuple[int, Problem, int]], backend: Backend,
+                     method_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Several one-draw attempts (greedy / sample) decoded in one batch; each record is charged its share of the time."""
+    params = single_draw_params(spec.method, method_kwargs.get("params"))
+    sys_msg = [{"role": "system", "content": spec.system}] if spec.system else []
+    prompts = [backend.chat_prompt(sys_msg + [{"role": "user", "content": task.prompt(prob)}]) for _, prob, _ in chunk]
+    started = time.perf_counter()
+    gens = backend.generate_batch(prompts, params, [_attempt_rng(spec, i, s) for i, _, s in chunk])
+    share = (time.perf_counter() - started) / len(chunk)
+    return [_record(spec, task, prob, s, single_draw_result(spec.method, params, g, started), share)
+            for (_, prob, s), g in zip(chunk, gens)]
+
+
+def _record(spec: EvalSpec, task: Task, prob: Problem, sample: int, result: MethodResult, seconds: float) -> dict[str, Any]:
+    question = task.prompt(prob)
     v = task.check(prob, result.text)
     rec: dict[str, Any] = {
         "id": prob.id, "sample": sample, "category": prob.category, "method": spec.method, "config": spec.method_config,

@@ -56,15 +56,31 @@ def draw_samples(
     return gens
 
 
+def single_draw_params(method: str, params: SamplingParams | None) -> SamplingParams:
+    """The sampling settings ``greedy`` or ``sample`` decode with (greedy keeps only max_tokens, stop, entropies)."""
+    p = params or SamplingParams()
+    if method == "greedy":
+        return SamplingParams(max_tokens=p.max_tokens, temperature=0.0, stop=p.stop, return_entropy=p.return_entropy)
+    return p
+
+
+def single_draw_result(method: str, params: SamplingParams, g: Generation, started: float,
+                       extract: Extract = extract_answer) -> MethodResult:
+    """The result of a one-draw method; the eval harness builds the same from batched draws."""
+    return MethodResult(method, asdict(params), (g,), 0, extract(g.text), _stats([g], started))
+
+
+# Methods whose one draw per prompt can be decoded in a batch across prompts.
+SINGLE_DRAW_METHODS = ("greedy", "sample")
+
+
 @register_method("greedy")
 def greedy(backend: Backend, prompt_ids: Sequence[int], rng: np.random.Generator, *, progress: Progress | None = None,
            params: SamplingParams | None = None, extract: Extract = extract_answer) -> MethodResult:
     """Argmax decoding; ``params`` other than max_tokens/stop are ignored."""
     started = time.perf_counter()
-    p = params or SamplingParams()
-    p = SamplingParams(max_tokens=p.max_tokens, temperature=0.0, stop=p.stop, return_entropy=p.return_entropy)
-    g = backend.generate(prompt_ids, p, rng)
-    return MethodResult("greedy", asdict(p), (g,), 0, extract(g.text), _stats([g], started))
+    p = single_draw_params("greedy", params)
+    return single_draw_result("greedy", p, backend.generate(prompt_ids, p, rng), started, extract)
 
 
 @register_method("sample")
@@ -72,9 +88,8 @@ def sample(backend: Backend, prompt_ids: Sequence[int], rng: np.random.Generator
            params: SamplingParams | None = None, extract: Extract = extract_answer) -> MethodResult:
     """One sample at the given temperature / top-k / top-p."""
     started = time.perf_counter()
-    p = params or SamplingParams()
-    g = backend.generate(prompt_ids, p, rng)
-    return MethodResult("sample", asdict(p), (g,), 0, extract(g.text), _stats([g], started))
+    p = single_draw_params("sample", params)
+    return single_draw_result("sample", p, backend.generate(prompt_ids, p, rng), started, extract)
 
 
 def draw_until(
