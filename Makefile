@@ -23,7 +23,7 @@ $(VENV)/.run-installed: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --progress-bar off -e '.[hf,test]'
+	$(PY) -m pip install --progress-bar off -e '.[hf,train,test]'
 	touch $@ $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed

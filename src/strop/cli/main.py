@@ -158,6 +158,7 @@ def eval_cmd(
     system: SystemOpt = None, base_url: BaseUrlOpt = None, tokenizer: TokOpt = None, n_ctx: NCtxOpt = None,
     alpha: AlphaOpt = 4.0, block_size: BlockOpt = 192, mcmc_steps: StepsOpt = 10, cut: CutOpt = "uniform", beta: BetaOpt = 4.0,
     proposal_temperature: PropTOpt = None, turns: TurnsOpt = 4, reasoning_tokens: HROpt = 256, summary_tokens: HSOpt = 96,
+    batch_size: Annotated[int, typer.Option(help="greedy/sample on a batching backend (hf): attempts decoded together. Records are the same as one at a time.")] = 32,
 ) -> None:
     """Run METHOD on TASK, writing one JSON line per (problem, sample) as it goes; print and save metrics and plots."""
     from pathlib import Path
@@ -166,19 +167,14 @@ def eval_cmd(
 
     from strop.evaluation.harness import EvalSpec, evaluate
     from strop.evaluation.report import plot_runs, plot_turns, table
-    from strop.tasks import get_task, jsonl_task
+    from strop.tasks import resolve_task
 
-    if samples < 1 or (limit is not None and limit < 1):
-        raise StropError(f"--samples and --limit must be >= 1, got samples={samples}, limit={limit}")
-    if task == "jsonl":
-        if not data:
-            raise StropError("--task jsonl needs --data FILE and --field question=... --field answer=...")
-        pairs = [f.split("=", 1) for f in field or []]
-        if any(len(p) != 2 for p in pairs):
-            raise StropError(f"--field takes NAME=COLUMN, got {field}")
-        t = jsonl_task("jsonl", dict(pairs), verifier)
-    else:
-        t = get_task(task)
+    if samples < 1 or (limit is not None and limit < 1) or batch_size < 1:
+        raise StropError(f"--samples, --limit and --batch-size must be >= 1, got samples={samples}, limit={limit}, batch_size={batch_size}")
+    pairs = [f.split("=", 1) for f in field or []]
+    if any(len(p) != 2 for p in pairs):
+        raise StropError(f"--field takes NAME=COLUMN, got {field}")
+    t = resolve_task(task, dict(pairs), verifier, data)
     kwargs = method_settings(method, n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, alpha=alpha,
                              block_size=block_size, mcmc_steps=mcmc_steps, cut=cut, beta=beta, proposal_temperature=proposal_temperature,
                              turns=turns, reasoning_tokens=reasoning_tokens, summary_tokens=summary_tokens)
@@ -191,7 +187,7 @@ def eval_cmd(
     with be, Progress(TextColumn(f"{task} / {method}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                       console=err, transient=False) as bar:
         job = bar.add_task("eval", total=len(problems) * samples)
-        metrics = evaluate(spec, t, problems, be, Path(out), method_kwargs=kwargs,
+        metrics = evaluate(spec, t, problems, be, Path(out), method_kwargs=kwargs, batch_size=batch_size,
                            progress=lambda done, total: bar.update(job, completed=done, total=total))
     folder = Path(out)
     plot_runs([metrics], folder / "accuracy_vs_tokens.png", title=f"{task}: {method}")
@@ -203,20 +199,55 @@ def eval_cmd(
 
 @app.command()
 def report(
-    runs: Annotated[list[str], typer.Argument(help="Run folders written by `strop eval`.")],
-    plot: Annotated[Optional[str], typer.Option(help="Also draw accuracy vs tokens of all runs into this PNG.")] = None,
+    runs: Annotated[list[str], typer.Argument(help="Run folders written by `strop eval`, or by `strop train` (not mixed).")],
+    plot: Annotated[Optional[str], typer.Option(help="Also draw a PNG: accuracy vs tokens of eval runs, or reward, arm mix and Q of training runs.")] = None,
 ) -> None:
-    """Compare finished eval runs side by side."""
+    """Compare finished eval runs, or training runs, side by side."""
     from pathlib import Path
 
-    from strop.evaluation.report import load_metrics, plot_runs, table
+    from strop.training.report import is_training_run
 
-    metrics = [load_metrics(r) for r in runs]
-    for row in table(metrics, runs):
+    kinds = {is_training_run(r) for r in runs}
+    if len(kinds) > 1:
+        raise StropError("report either eval runs or training runs, not both at once")
+    if kinds == {True}:
+        from strop.training.report import load_run, plot_training, training_table
+
+        loaded = [load_run(r) for r in runs]
+        lines, draw = training_table(loaded), lambda p: plot_training(loaded, p)
+    else:
+        from strop.evaluation.report import load_metrics, plot_runs, table
+
+        metrics = [load_metrics(r) for r in runs]
+        lines, draw = table(metrics, runs), lambda p: plot_runs(metrics, p)
+    for row in lines:
         typer.echo(row)
     if plot:
-        plot_runs(metrics, Path(plot))
+        draw(Path(plot))
         typer.echo(f"wrote {plot}")
+
+
+@app.command()
+def train(
+    recipe: Annotated[str, typer.Argument(help="YAML recipe (see docs/training.md and recipes/).")],
+    max_steps: Annotated[Optional[int], typer.Option(help="Override grpo.max_steps (a finished run can be extended).")] = None,
+    output: Annotated[Optional[str], typer.Option(help="Override the recipe's output folder.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar or per-step lines.")] = False,
+) -> None:
+    """GRPO on a strop task through TRL, with a curriculum (SEC, random, schedule). Resumes from the last checkpoint in the output folder."""
+    from strop.training.grpo import train as run_training
+    from strop.training.recipe import load_recipe
+
+    overrides: dict[str, Any] = {}
+    if max_steps is not None:
+        overrides["grpo.max_steps"] = max_steps
+    if output is not None:
+        overrides["output"] = output
+    result = run_training(load_recipe(recipe, overrides), quiet=quiet)
+    typer.echo(f"trained {result.steps} steps in {result.wall_s:.0f}s"
+               + (f" (resumed from {result.resumed_from.name})" if result.resumed_from else ""))
+    typer.echo(f"metrics: {result.output / 'metrics.jsonl'}; curriculum: {result.output / 'curriculum.jsonl'}")
+    typer.echo(f"model: {result.final_model}  (evaluate: strop eval --backend hf --model {result.final_model} ...)")
 
 
 bench_app = typer.Typer(help="Benchmarks that print a table and write JSON and a PNG plot.", no_args_is_help=True)

@@ -172,6 +172,15 @@ def jsonl_task(name: str, fields: Mapping[str, str], verifier: str, template: st
     return Task(name, template, parse, check, description=f"custom JSONL task ({verifier} check)")
 
 
-__all__ = ["Problem", "Task", "get_task", "jsonl_task", "load_records", "register_task", "task_names"]
+def resolve_task(name: str, fields: Mapping[str, str] | None = None, verifier: str = "math", data: str | None = None) -> Task:
+    """A registered task by name, or ``jsonl``: a task built from ``data`` and a field mapping."""
+    if name != "jsonl":
+        return get_task(name)
+    if not data:
+        raise ConfigError("task jsonl needs a data file and a field mapping (question=..., answer=...)")
+    return jsonl_task("jsonl", dict(fields or {}), verifier)
+
+
+__all__ = ["Problem", "Task", "get_task", "jsonl_task", "load_records", "register_task", "resolve_task", "task_names"]
 
 

@@ -1,0 +1,85 @@
+"""Training problems from strop tasks: held-out removal, curriculum arms, and prompt rows.
+
+Training and evaluation must pose a problem identically, or a gain measured by
+``strop eval`` could come from a prompt change rather than from training; so
+prompts are rendered here with the same chat renderer ``strop eval`` uses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from strop.errors import ConfigError
+from strop.tasks import Problem, Task, resolve_task
+from strop.training.recipe import DataSpec
+
+log = logging.getLogger(__name__)
+
+# The arm of problems that have no category.
+UNCATEGORISED = "all"
+
+
+def category_of(problem: Problem) -> str:
+    return problem.category or UNCATEGORISED
+
+
+def training_problems(spec: DataSpec) -> tuple[Task, list[Problem]]:
+    """The task and its training problems: held-out questions removed, categories filtered, limit applied."""
+    task = resolve_task(spec.task, spec.fields, spec.verifier, spec.data)
+    problems = task.load(spec.data, seed=spec.seed)
+    if spec.holdout_seed is not None or spec.holdout_data is not None:
+        held = task.load(spec.holdout_data, seed=spec.holdout_seed if spec.holdout_seed is not None else 0)
+        held_q = {p.question.strip() for p in held}
+        before = len(problems)
+        problems = [p for p in problems if p.question.strip() not in held_q]
+        log.info("removed %d training problems that appear in the held-out set", before - len(problems))
+    if spec.categories is not None:
+        wanted = set(spec.categories)
+        problems = [p for p in problems if category_of(p) in wanted]
+        missing = wanted - {category_of(p) for p in problems}
+        if missing:
+            raise ConfigError(f"no training problems in categories {sorted(missing)} of task '{task.name}'")
+    if spec.limit is not None:
+        problems = problems[: spec.limit]
+    if not problems:
+        raise ConfigError(f"no training problems left for task '{task.name}'")
+    return task, problems
+
+
+def arms_of(spec: DataSpec, problems: Sequence[Problem]) -> list[str]:
+    """Curriculum arms: the recipe's categories in its order, else the sorted category names."""
+    if spec.categories is not None:
+        return list(spec.categories)
+    return sorted({category_of(p) for p in problems})
+
+
+def render_prompt(tokenizer: Any, task: Task, problem: Problem, system: str | None) -> str:
+    """The prompt text exactly as ``strop eval`` builds it (the model's chat template via strop's renderer)."""
+    from strop.backends.chat import render_chat
+
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": task.prompt(problem)}]
+    return render_chat(
+        getattr(tokenizer, "chat_template", None), messages,
+        bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "",
+    )
+
+
+def prompt_rows(tokenizer: Any, task: Task, problems: Sequence[Problem], arms: Sequence[str],
+                system: str | None = None) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Dataset rows (prompt, problem_id, category) and the same rows grouped by arm.
+
+    The reward looks a problem up by ``problem_id`` rather than trusting
+    anything else in the row, so a row cannot carry its own answer key.
+    """
+    rows = [{"prompt": render_prompt(tokenizer, task, p, system), "problem_id": p.id, "category": category_of(p)}
+            for p in problems]
+    pool: dict[str, list[dict]] = {a: [] for a in arms}
+    for r in rows:
+        if r["category"] in pool:
+            pool[r["category"]].append(r)
+    empty = [a for a, v in pool.items() if not v]
+    if empty:
+        raise ConfigError(f"curriculum arms with no problems: {empty}")
+    return rows, pool

@@ -1,0 +1,358 @@
+"""GRPO on strop tasks, run by TRL's ``GRPOTrainer``.
+
+TRL does generation, the loss, the optimiser, accelerate/DeepSpeed, vLLM and
+checkpoints. strop adds what TRL has no notion of:
+
+- tasks as datasets and verifiers as rewards (``training.data``, ``training.rewards``);
+- the curriculum: the rows TRL's dataloader delivers are replaced, at the
+  moment a step generates, by the groups the curriculum draws, and after
+  scoring each arm's mean |advantage| updates the curriculum;
+- the curriculum's state (Q, step, RNG) saved in every checkpoint and restored
+  on resume;
+- metrics as JSON lines: TRL's (reward, reward_std, frac_reward_zero_std, kl,
+  entropy, completions/mean_length, ...) plus per-category reward and the arm
+  mix and Q of every step.
+
+Why replace rows rather than write a torch Sampler: the dataloader prefetches,
+so a sampler would choose step t+1's problems before step t's advantages
+exist. Drawing inside ``_generate_and_score_completions`` keeps SEC's
+update-then-choose order. On several processes every rank draws the same
+global batch (same seed, same Q, since every rank sees the gathered
+advantages) and keeps its own slice, the layout TRL's RepeatSampler produces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from strop.errors import ConfigError, StropError
+from strop.training.advantages import arm_signal
+from strop.training.curriculum import Curriculum, make_curriculum
+from strop.training.data import arms_of, prompt_rows, training_problems
+from strop.training.recipe import TrainRecipe
+from strop.training.rewards import RewardBook
+
+CURRICULUM_STATE = "strop_curriculum.json"
+# Written by transformers' Trainer as the last file of a checkpoint: its
+# presence is what makes a checkpoint folder complete (a kill can land mid-save).
+TRAINER_STATE = "trainer_state.json"
+
+
+# ----------------------------------------------------------------- trainer
+def _trainer_class():
+    from trl import GRPOTrainer
+
+    class StropGRPOTrainer(GRPOTrainer):
+        """TRL's GRPOTrainer with a curriculum choosing each step's problems (see module docstring)."""
+
+        def __init__(self, *args: Any, curriculum: Curriculum | None = None, pool: dict[str, list[dict]] | None = None,
+                     rewards: RewardBook | None = None, curriculum_log: Path | None = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.curriculum = curriculum
+            self.pool = pool or {}
+            self.rewards = rewards
+            self.curriculum_log = curriculum_log
+            self._arms_this_step: list[str] = []
+            self._probs_this_step = np.zeros(0)
+
+        def _curriculum_rows(self, n_local: int) -> list[dict]:
+            """This process's slice of the step's groups: one arm per group, one problem per arm draw."""
+            assert self.curriculum is not None
+            k = self.num_generations
+            groups = self.args.generation_batch_size // k
+            self._probs_this_step = self.curriculum.probabilities()
+            arms = self.curriculum.choose(groups)
+            rows = []
+            for arm in arms:
+                choices = self.pool[arm]
+                rows.extend([choices[int(self.curriculum.rng.integers(len(choices)))]] * k)
+            self._arms_this_step = [a for a in arms for _ in range(k)]
+            start = self.accelerator.process_index * n_local
+            return rows[start:start + n_local]
+
+        def _generate_and_score_completions(self, inputs: list[dict]) -> dict:
+            training = self.model.training
+            if training and self.curriculum is not None:
+                inputs = self._curriculum_rows(len(inputs))
+            out = super()._generate_and_score_completions(inputs)
+            if training:
+                self._after_generation(out)
+            return out
+
+        def _after_generation(self, out: dict) -> None:
+            adv = self.accelerator.gather(out["advantages"]).float().cpu().numpy()
+            book = self.rewards.last if self.rewards is not None else []
+            if self.accelerator.num_processes > 1:
+                from accelerate.utils import gather_object
+
+                book = gather_object(book)
+            per_cat: dict[str, list[float]] = {}
+            for cat, score in book:
+                per_cat.setdefault(cat, []).append(score)
+            train_metrics = self._metrics["train"]
+            for cat, scores in per_cat.items():
+                train_metrics[f"category/{cat}/reward"].append(float(np.mean(scores)))
+                train_metrics[f"category/{cat}/count"].append(float(len(scores)))
+            if self.curriculum is None:
+                return
+            signal = arm_signal(adv, self._arms_this_step)
+            self.curriculum.update(signal)
+            k = self.num_generations
+            record: dict[str, Any] = {
+                "step": self.state.global_step + 1,
+                "probs": dict(zip(self.curriculum.arms, [float(x) for x in self._probs_this_step])),
+                "counts": {a: self._arms_this_step.count(a) // k for a in self.curriculum.arms},
+                "signal": signal,
+                "reward": {c: float(np.mean(s)) for c, s in per_cat.items()},
+            }
+            q = getattr(self.curriculum, "q", None)
+            if q is not None:
+                record["q"] = dict(q)
+                for a, v in q.items():
+                    train_metrics[f"curriculum/q/{a}"].append(v)
+            for a, n in record["counts"].items():
+                train_metrics[f"curriculum/share/{a}"].append(n * k / len(adv))
+            if self.curriculum_log is not None and self.accelerator.is_main_process:
+                with self.curriculum_log.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            # The curriculum file goes in first: the checkpoint only counts as
+            # complete once the Trainer has written its state after it.
+            if self.curriculum is not None and self.args.should_save:
+                from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+                folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / CURRICULUM_STATE).write_text(json.dumps(self.curriculum.state_dict()))
+            super()._save_checkpoint(model, trial)
+
+        def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+            super()._load_optimizer_and_scheduler(checkpoint)
+            if self.curriculum is not None and checkpoint is not None:
+                path = Path(checkpoint) / CURRICULUM_STATE
+                if not path.is_file():
+                    raise StropError(f"checkpoint {checkpoint} has no curriculum state ({CURRICULUM_STATE})")
+                self.curriculum.load_state_dict(json.loads(path.read_text()))
+
+    return StropGRPOTrainer
+
+
+# ----------------------------------------------------------- run folder
+def last_checkpoint(output: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` folder (a kill mid-save leaves an incomplete one behind)."""
+    done = [p for p in output.glob("checkpoint-*")
+            if p.is_dir() and p.name.split("-")[-1].isdigit() and (p / TRAINER_STATE).is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1])) if done else None
+
+
+def _truncate_jsonl(path: Path, step: int) -> None:
+    """Drop records past ``step``: a killed run may have logged steps its last checkpoint does not hold."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by the kill
+    path.write_text("".join(x + "\n" for x in keep))
+
+
+def _check_same_recipe(output: Path, recipe: TrainRecipe) -> None:
+    """Refuse to resume a folder that holds another recipe's run; max_steps may grow (extend a finished run)."""
+    saved = output / "recipe.json"
+    current = recipe.to_dict()
+    if saved.is_file():
+        old = json.loads(saved.read_text())
+
+        def strip(d: dict) -> dict:
+            return {**d, "grpo": {k: v for k, v in d["grpo"].items() if k != "max_steps"}}
+
+        if strip(old) != strip(current):
+            raise ConfigError(f"{output} holds a run of a different recipe; use another output folder or delete it")
+    saved.write_text(json.dumps(current, indent=2))
+
+
+def load_metrics(output: str | os.PathLike) -> tuple[list[dict], list[dict]]:
+    """(metrics.jsonl records, curriculum.jsonl records) of a run folder."""
+    out = Path(output)
+
+    def read(p: Path) -> list[dict]:
+        return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.is_file() else []
+
+    return read(out / "metrics.jsonl"), read(out / "curriculum.jsonl")
+
+
+# ------------------------------------------------------------- callbacks
+def _jsonl_callback(path: Path, quiet: bool):
+    from transformers import TrainerCallback
+
+    class JsonlMetrics(TrainerCallback):
+        """One JSON line per logging step, with wall time per step; a compact progress line unless quiet."""
+
+        def __init__(self) -> None:
+            self.t0 = time.perf_counter()
+            self.last_step, self.last_t = -1, self.t0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.last_step, self.last_t = state.global_step, time.perf_counter()
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            if not state.is_world_process_zero or not logs or "reward" not in logs:
+                return  # the end-of-training summary has no reward: not a step record
+            now = time.perf_counter()
+            steps = max(1, state.global_step - self.last_step)
+            rec = {"step": state.global_step, "time_s": round(now - self.t0, 3),
+                   "wall_per_step_s": round((now - self.last_t) / steps, 3), **logs}
+            self.last_step, self.last_t = state.global_step, now
+            with path.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            if not quiet:
+                mix = " ".join(f"{k.split('/')[-1]}:{v:.2f}" for k, v in logs.items() if k.startswith("curriculum/share/"))
+                print(f"step {state.global_step}/{state.max_steps}  reward {logs['reward']:.3f}  "
+                      f"zero-std {logs.get('frac_reward_zero_std', float('nan')):.2f}  "
+                      f"len {logs.get('completions/mean_length', float('nan')):.1f}  "
+                      f"{rec['wall_per_step_s']:.1f}s/step" + (f"  mix {mix}" if mix else ""), flush=True)
+
+    return JsonlMetrics()
+
+
+def _bar_only():
+    """HF's progress bar without its dump of every metric on each log step."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return BarOnly()
+
+
+# ------------------------------------------------------------------ entry
+@dataclass(frozen=True)
+class TrainResult:
+    output: Path
+    final_model: Path
+    steps: int
+    resumed_from: Path | None
+    wall_s: float
+
+
+def _curriculum(recipe: TrainRecipe, arms: list[str], max_steps: int) -> Curriculum | None:
+    c = recipe.curriculum
+    if c.kind == "none":
+        return None
+    opts: dict[str, Any] = {}
+    if c.kind == "sec":
+        opts = {"tau": c.tau, "lr": c.lr}
+    elif c.kind == "schedule":
+        opts = {"steps_per_arm": c.steps_per_arm or max(1, max_steps // len(arms))}
+    return make_curriculum(c.kind, arms, np.random.default_rng(c.seed), **opts)
+
+
+def build_trainer(recipe: TrainRecipe, *, quiet: bool = False):
+    """The configured trainer for ``recipe`` (nothing trained yet). ``train`` runs it."""
+    try:
+        import torch
+        from trl import GRPOConfig
+    except ImportError as e:
+        raise ConfigError("training needs torch and TRL: pip install 'strop[train]'") from e
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from strop.backends.hf import HFBackend
+    from strop.models import embedded_model_path
+
+    # Everything that can be wrong with the recipe is checked before the run
+    # folder is touched, so a corrected recipe is not refused as "another run".
+    task, problems = training_problems(recipe.data)
+    arms = arms_of(recipe.data, problems)
+    output = Path(recipe.output)
+    grpo = dict(recipe.grpo)
+    grpo.setdefault("bf16", bool(torch.cuda.is_available()))
+    grpo.setdefault("dataloader_pin_memory", bool(torch.cuda.is_available()))
+    # TRL 1.16 itself still calls transformers' renamed gradient-checkpointing
+    # API; the warning is for TRL's authors, not for whoever runs a recipe.
+    warnings.filterwarnings("ignore", message=r".*checkpointing.* is deprecated", category=FutureWarning)
+    if recipe.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+            raise ConfigError("recipe asks for tensorboard: true, but TensorBoard is not installed: pip install 'strop[tensorboard]'")
+        grpo["report_to"] = "tensorboard"
+        grpo.setdefault("logging_dir", str(output / "tensorboard"))
+    book = RewardBook(task, problems, recipe.reward.format_weight)
+    try:
+        args = GRPOConfig(output_dir=str(output), reward_weights=book.weights(), **grpo)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"grpo section rejected by TRL's GRPOConfig: {e}") from e
+
+    output.mkdir(parents=True, exist_ok=True)
+    _check_same_recipe(output, recipe)
+    # Loaded on the CPU in float32 (unless the recipe names a dtype): the Trainer
+    # moves it to each process's own device, and bf16 runs as autocast over
+    # float32 master weights. Loading straight to "cuda" would put every
+    # rank's copy on GPU 0 first.
+    backend = HFBackend(recipe.model.name or str(embedded_model_path()), device="cpu", dtype=recipe.model.dtype)
+    model, tokenizer = backend.model, backend.tokenizer
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rows, pool = prompt_rows(tokenizer, task, problems, arms, recipe.data.system)
+    torch.manual_seed(args.seed)
+
+    peft_config = None
+    if recipe.model.lora is not None:
+        from peft import LoraConfig
+
+        lo = recipe.model.lora
+        peft_config = LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout,
+                                 target_modules=lo.target_modules, task_type="CAUSAL_LM")
+
+    model.train()
+    trainer = _trainer_class()(
+        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+        reward_funcs=book.functions(), peft_config=peft_config,
+        curriculum=_curriculum(recipe, arms, args.max_steps), pool=pool, rewards=book,
+        curriculum_log=output / "curriculum.jsonl",
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.pop_callback(ProgressCallback)
+    if not quiet:
+        trainer.add_callback(_bar_only())
+    trainer.add_callback(_jsonl_callback(output / "metrics.jsonl", quiet))
+    return trainer
+
+
+def train(recipe: TrainRecipe, *, quiet: bool = False) -> TrainResult:
+    """Run (or resume) a recipe; writes metrics.jsonl, curriculum.jsonl, checkpoints and final/ under ``recipe.output``."""
+    output = Path(recipe.output)
+    trainer = build_trainer(recipe, quiet=quiet)
+    resume = last_checkpoint(output)
+    step0 = int(resume.name.split("-")[-1]) if resume else 0
+    for name in ("metrics.jsonl", "curriculum.jsonl"):
+        _truncate_jsonl(output / name, step0)
+    if resume and not quiet:
+        print(f"resuming from {resume}", flush=True)
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.perf_counter() - t0
+
+    final = output / "final"
+    if trainer.accelerator.is_main_process:
+        trained = trainer.model
+        if hasattr(trained, "merge_and_unload"):
+            trained = trained.merge_and_unload()  # LoRA: save a plain model that any backend loads
+        trained.save_pretrained(final)
+        trainer.processing_class.save_pretrained(final)
+    return TrainResult(output, final, trainer.state.global_step, resume, wall)

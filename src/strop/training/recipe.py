@@ -1,0 +1,215 @@
+"""Training recipes: a YAML file mapped onto frozen, validated dataclasses.
+
+A recipe names the model, the problems, the curriculum, the reward and the
+GRPO settings. The ``grpo`` section is passed to TRL's ``GRPOConfig`` as is
+(any of its fields; strop only fills defaults that suit a small model), so
+TRL's documentation is the reference for it. Unknown keys anywhere are errors
+that list the valid ones, because a typo in a training recipe silently costs
+hours.
+
+>>> r = recipe_from_dict({"data": {"task": "arithmetic"}, "output": "runs/x"})
+>>> (r.curriculum.kind, r.curriculum.tau, r.grpo["num_generations"])
+('sec', 0.4, 8)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from strop.errors import ConfigError
+
+# Defaults strop applies on top of TRL's for a CPU-sized model; every one can
+# be overridden in the recipe's grpo section. n = 8 and temperature 1.0 are the
+# SEC paper's; beta 0.04 (DeepSeekMath's GRPO) keeps a KL term, so KL is logged.
+GRPO_DEFAULTS: dict[str, Any] = {
+    "num_generations": 8,
+    "per_device_train_batch_size": 64,
+    "gradient_accumulation_steps": 1,
+    "max_completion_length": 64,
+    "temperature": 1.0,
+    "learning_rate": 1e-5,
+    "beta": 0.04,
+    "max_steps": 50,
+    "logging_steps": 1,
+    "save_steps": 10,
+    "save_total_limit": 2,
+    "report_to": "none",
+    "seed": 0,
+}
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """LoRA adapter settings passed to ``peft.LoraConfig``."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha < 1 or not 0 <= self.dropout < 1:
+            raise ConfigError(f"lora needs r >= 1, alpha >= 1, 0 <= dropout < 1; got {self}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The policy: ``name`` is a GGUF file, HF folder or hub id; None = the embedded SmolLM2-135M-Instruct."""
+
+    name: str | None = None
+    dtype: str | None = None  # torch dtype name; default float32 on CPU, bfloat16 on GPU
+    lora: LoraSpec | None = None
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Training problems: a strop task, its data, and what to hold out.
+
+    ``task: jsonl`` reads ``data`` with ``fields`` (question/answer/id/category
+    -> column names) and ``verifier`` (math | exact | number), as ``strop eval``
+    does. ``categories`` keeps only problems of those categories (they become the
+    curriculum's arms, in this order). ``holdout_seed`` / ``holdout_data``
+    name an evaluation set of the same task whose questions are removed from
+    training, so a later ``strop eval`` on it measures held-out problems.
+    """
+
+    task: str
+    data: str | None = None
+    seed: int = 1
+    limit: int | None = None
+    categories: list[str] | None = None
+    holdout_seed: int | None = None
+    holdout_data: str | None = None
+    system: str | None = None
+    fields: dict[str, str] | None = None
+    verifier: str = "math"
+
+
+@dataclass(frozen=True)
+class CurriculumSpec:
+    """``sec`` (tau, lr), ``random``, ``schedule`` (arms in order, steps_per_arm), or ``none`` (TRL's shuffling)."""
+
+    kind: str = "sec"
+    tau: float = 0.4
+    lr: float = 0.5
+    steps_per_arm: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("sec", "random", "schedule", "none"):
+            raise ConfigError(f"curriculum.kind must be sec, random, schedule or none; got {self.kind!r}")
+        if self.tau <= 0 or not 0 < self.lr <= 1:
+            raise ConfigError(f"curriculum needs tau > 0 and 0 < lr <= 1; got tau={self.tau}, lr={self.lr}")
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """Reward = verifier (1 correct, 0 otherwise) + ``format_weight`` * (an answer could be extracted)."""
+
+    format_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.format_weight < 0:
+            raise ConfigError(f"reward.format_weight must be >= 0, got {self.format_weight}")
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    data: DataSpec
+    output: str
+    model: ModelSpec = field(default_factory=ModelSpec)
+    curriculum: CurriculumSpec = field(default_factory=CurriculumSpec)
+    reward: RewardSpec = field(default_factory=RewardSpec)
+    grpo: Mapping[str, Any] = field(default_factory=dict)
+    tensorboard: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"grpo": dict(self.grpo)}
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {where}: {sorted(unknown)}; valid: {sorted(names)}")
+    try:
+        return cls(**raw)
+    except TypeError as e:  # a required field is missing
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def _grpo_fields() -> set[str]:
+    try:
+        from trl import GRPOConfig
+    except ImportError as e:
+        raise ConfigError("training needs TRL: pip install 'strop[train]'") from e
+    return {f.name for f in dataclasses.fields(GRPOConfig)}
+
+
+def recipe_from_dict(raw: Mapping[str, Any]) -> TrainRecipe:
+    """Validate a parsed recipe. Top-level keys: model, data, curriculum, reward, grpo, output, tensorboard."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("a recipe must be a YAML mapping")
+    top = {f.name for f in dataclasses.fields(TrainRecipe)}
+    unknown = set(raw) - top
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) in recipe: {sorted(unknown)}; valid: {sorted(top)}")
+    if "data" not in raw or "output" not in raw:
+        raise ConfigError("a recipe needs 'data' (at least data.task) and 'output' (a run folder)")
+    model_raw = dict(raw.get("model") or {})
+    lora = model_raw.pop("lora", None)
+    model = _build(ModelSpec, model_raw, "model")
+    if lora is not None and lora is not False:
+        model = dataclasses.replace(model, lora=_build(LoraSpec, {} if lora is True else lora, "model.lora"))
+    grpo_raw = raw.get("grpo") or {}
+    if not isinstance(grpo_raw, Mapping):
+        raise ConfigError("grpo must be a mapping of TRL GRPOConfig fields")
+    bad = set(grpo_raw) - _grpo_fields()
+    if bad:
+        raise ConfigError(f"unknown GRPOConfig field(s) in grpo: {sorted(bad)} (see TRL's GRPOConfig documentation)")
+    if "output_dir" in grpo_raw:
+        raise ConfigError("set the run folder with the top-level 'output', not grpo.output_dir")
+    return TrainRecipe(
+        data=_build(DataSpec, raw["data"], "data"),
+        output=str(raw["output"]),
+        model=model,
+        curriculum=_build(CurriculumSpec, raw.get("curriculum"), "curriculum"),
+        reward=_build(RewardSpec, raw.get("reward"), "reward"),
+        grpo={**GRPO_DEFAULTS, **grpo_raw},
+        tensorboard=bool(raw.get("tensorboard", False)),
+    )
+
+
+def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) -> TrainRecipe:
+    """Read a YAML recipe; ``overrides`` maps dotted keys (``grpo.max_steps``) to values."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"recipe not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {p} is not valid YAML: {str(e).splitlines()[0]}") from e
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"recipe {p} must be a YAML mapping (model:, data:, ...), got a {type(raw).__name__}")
+    raw = dict(raw)
+    for key, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot set {key}: {part} is not a section")
+        node[leaf] = value
+    return recipe_from_dict(raw)

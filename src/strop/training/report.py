@@ -1,0 +1,109 @@
+"""Reports of training runs: a summary table and the curves people look at.
+
+``strop report runs/train-sec runs/train-random --plot curves.png`` reads each
+run folder's ``metrics.jsonl`` and ``curriculum.jsonl`` (written by
+``strop train``) and draws, per run: mean reward and the fraction of
+zero-std groups per step, and the curriculum (arm shares, and Q for SEC).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from strop.errors import StropError
+from strop.evaluation.report import _plt
+from strop.training.grpo import load_metrics
+
+
+def is_training_run(folder: str | Path) -> bool:
+    return (Path(folder) / "recipe.json").is_file()
+
+
+def _smooth(y: list[float], window: int) -> np.ndarray:
+    if len(y) < window or window <= 1:
+        return np.asarray(y, dtype=float)
+    kernel = np.ones(window) / window
+    return np.convolve(y, kernel, mode="valid")
+
+
+def load_run(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    if not is_training_run(folder):
+        raise StropError(f"{folder} is not a training run (no recipe.json): run `strop train` first")
+    metrics, curriculum = load_metrics(folder)
+    if not metrics:
+        raise StropError(f"{folder} has no logged steps yet (metrics.jsonl is empty)")
+    return {"name": str(folder), "recipe": json.loads((folder / "recipe.json").read_text()),
+            "metrics": metrics, "curriculum": curriculum}
+
+
+def training_table(runs: list[dict[str, Any]], window: int = 5) -> list[str]:
+    """One line per run: steps, reward over the first and last ``window`` steps, zero-std fraction, seconds per step."""
+    head = (f"{'run':<28} {'curriculum':<10} {'steps':>5} {'reward first':>12} {'reward last':>11} "
+            f"{'zero-std last':>13} {'KL last':>8} {'len':>5} {'s/step':>7}")
+    lines = [head]
+    for r in runs:
+        m = r["metrics"]
+        first, last = m[:window], m[-window:]
+
+        def mean(rows: list[dict], key: str) -> float:
+            vals = [x[key] for x in rows if key in x]
+            return float(np.mean(vals)) if vals else float("nan")
+
+        lines.append(
+            f"{r['name']:<28} {r['recipe']['curriculum']['kind']:<10} {m[-1]['step']:>5} {mean(first, 'reward'):>12.3f} "
+            f"{mean(last, 'reward'):>11.3f} {mean(last, 'frac_reward_zero_std'):>13.2f} {mean(last, 'kl'):>8.4f} "
+            f"{mean(m, 'completions/mean_length'):>5.1f} {mean(m[1:] or m, 'wall_per_step_s'):>7.1f}"
+        )
+        arms = r["curriculum"][0]["counts"].keys() if r["curriculum"] else []
+        for a in arms:
+            lines.append(f"{'':<28} {'  ' + a:<10} reward first {mean(first, f'category/{a}/reward'):.3f}  "
+                         f"last {mean(last, f'category/{a}/reward'):.3f}  share of groups "
+                         f"{np.mean([c['counts'][a] / max(1, sum(c['counts'].values())) for c in r['curriculum']]):.2f}")
+    return lines
+
+
+def plot_training(runs: list[dict[str, Any]], path: Path, window: int = 5) -> None:
+    """Rows = runs; columns = reward (raw and smoothed) with zero-std fraction, arm shares, Q (SEC only)."""
+    plt = _plt()
+    fig, axes = plt.subplots(len(runs), 3, figsize=(15, 3.6 * len(runs)), squeeze=False)
+    for row, r in zip(axes, runs):
+        m, c = r["metrics"], r["curriculum"]
+        steps = [x["step"] for x in m]
+        reward = [x["reward"] for x in m]
+        ax = row[0]
+        ax.plot(steps, reward, color="tab:blue", alpha=0.35, label="reward")
+        sm = _smooth(reward, window)
+        ax.plot(steps[len(steps) - len(sm):], sm, color="tab:blue", label=f"reward ({window}-step mean)")
+        ax.plot(steps, [x.get("frac_reward_zero_std", np.nan) for x in m], color="tab:red", alpha=0.6, label="zero-std groups")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("step")
+        ax.set_title(f"{r['name']}: reward", fontsize=9)
+        ax.legend(fontsize=7)
+        ax = row[1]
+        if c:
+            arms = list(c[0]["counts"])
+            cs = [x["step"] for x in c]
+            shares = np.array([[x["counts"][a] / max(1, sum(x["counts"].values())) for a in arms] for x in c])
+            ax.stackplot(cs, shares.T, labels=arms)
+            ax.set_ylim(0, 1)
+            ax.legend(fontsize=7, loc="upper right")
+        ax.set_xlabel("step")
+        ax.set_title("arm mix (share of prompt groups)", fontsize=9)
+        ax = row[2]
+        if c and "q" in c[0]:
+            for a in c[0]["q"]:
+                ax.plot([x["step"] for x in c], [x["q"][a] for x in c], label=a)
+            ax.legend(fontsize=7)
+            ax.set_title("SEC Q (mean |advantage|, TD(0))", fontsize=9)
+        else:
+            ax.set_title("no Q (not an SEC run)", fontsize=9)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

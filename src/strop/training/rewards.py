@@ -1,0 +1,63 @@
+"""strop verifiers as TRL reward functions.
+
+TRL calls each reward function with the batch's completions and every dataset
+column as keyword lists, and expects one float per completion. ``correct``
+is 1 when the task's verifier accepts the completion, else 0 (a wrong,
+malformed, unverifiable or timed-out answer alike: model output is hostile
+input and every case ends in a verdict). The optional ``answer_format``
+reward is 1 when an answer could be extracted at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from strop.errors import StropError
+from strop.tasks import Problem, Task
+from strop.verifiers.base import Verification
+
+
+def completion_text(completion: Any) -> str:
+    """Text of a TRL completion: a string, or a conversation whose last message is the model's."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        return str(completion[-1].get("content", ""))
+    return str(completion)
+
+
+class RewardBook:
+    """Verifier-backed reward functions, plus the last batch's (category, correctness) for per-category stats."""
+
+    def __init__(self, task: Task, problems: Sequence[Problem], format_weight: float = 0.0) -> None:
+        self.task = task
+        self.by_id = {p.id: p for p in problems}
+        self.format_weight = format_weight
+        self.last: list[tuple[str, float]] = []
+        self._extracted: list[bool] = []
+
+    def verify(self, completion: Any, problem_id: str) -> Verification:
+        if problem_id not in self.by_id:
+            raise StropError(f"reward asked about unknown problem id {problem_id!r}")
+        return self.task.check(self.by_id[problem_id], completion_text(completion))
+
+    def functions(self) -> list[Callable[..., list[float]]]:
+        """The reward functions to hand TRL, in the order of :meth:`weights`."""
+        book = self
+
+        def correct(completions: list[Any], problem_id: list[str], category: list[str], **_: Any) -> list[float]:
+            verdicts = [book.verify(c, pid) for c, pid in zip(completions, problem_id)]
+            scores = [1.0 if v.correct else 0.0 for v in verdicts]
+            book.last = list(zip(category, scores))
+            book._extracted = [v.extracted is not None for v in verdicts]
+            return scores
+
+        def answer_format(completions: list[Any], **_: Any) -> list[float]:
+            # TRL calls the functions in order on the same batch: reuse `correct`'s extraction.
+            return [float(x) for x in book._extracted]
+
+        return [correct, answer_format] if self.format_weight > 0 else [correct]
+
+    def weights(self) -> list[float]:
+        return [1.0, self.format_weight] if self.format_weight > 0 else [1.0]

@@ -1,0 +1,175 @@
+"""The RL engine's pure pieces: group advantages, SEC's update and policy, curricula, recipes.
+
+Numbers are worked by hand in the comments, so a failure says which formula moved.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from strop.errors import ConfigError
+from strop.training.advantages import arm_signal, group_advantages
+from strop.training.curriculum import (
+    RandomCurriculum,
+    ScheduleCurriculum,
+    SECCurriculum,
+    boltzmann,
+    make_curriculum,
+    sec_update,
+)
+
+
+# ------------------------------------------------------------ advantages
+def test_group_advantages_hand_worked():
+    # Group 1: [1, 0, 0, 0]: mean 0.25, unbiased std sqrt((0.5625 + 3 * 0.0625) / 3) = 0.5.
+    # Group 2: [1, 1, 0, 0]: mean 0.5, std sqrt(4 * 0.25 / 3) = 0.57735.
+    # Group 3: all equal -> 0 (std 0, so eps keeps it finite).
+    a = group_advantages([1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 1], group_size=4, eps=0.0 + 1e-4)
+    np.testing.assert_allclose(a[:4], np.array([0.75, -0.25, -0.25, -0.25]) / (0.5 + 1e-4))
+    np.testing.assert_allclose(a[4:8], np.array([0.5, 0.5, -0.5, -0.5]) / (np.sqrt(1 / 3) + 1e-4))
+    np.testing.assert_array_equal(a[8:], 0.0)
+
+
+def test_group_advantages_scales():
+    r = [2.0, 0.0, 1.0, 1.0]
+    np.testing.assert_allclose(group_advantages(r, 2, scale="none"), [1.0, -1.0, 0.0, 0.0])
+    # batch std (unbiased) of [2, 0, 1, 1] = sqrt(2 / 3)
+    np.testing.assert_allclose(group_advantages(r, 2, scale="batch"), np.array([1.0, -1.0, 0.0, 0.0]) / (np.sqrt(2 / 3) + 1e-4))
+    with pytest.raises(ConfigError, match="groups of 3"):
+        group_advantages(r, 3)
+    with pytest.raises(ConfigError, match="scale"):
+        group_advantages(r, 2, scale="rank")
+
+
+def test_arm_signal_is_mean_absolute_advantage_per_arm():
+    assert arm_signal([1.5, -0.5, -0.5, -0.5, 0, 0], ["a"] * 4 + ["b"] * 2) == {"a": 0.75, "b": 0.0}
+    with pytest.raises(ConfigError):
+        arm_signal([1.0], ["a", "b"])
+
+
+# -------------------------------------------------------------------- SEC
+def test_sec_update_and_boltzmann_hand_worked():
+    # Q = 0 everywhere; rewards a: 1.0, b: 0.2, c not drawn; lr 0.5 -> Q = (0.5, 0.1, 0).
+    q = sec_update({"a": 0.0, "b": 0.0, "c": 0.0}, {"a": 1.0, "b": 0.2}, lr=0.5)
+    assert q == pytest.approx({"a": 0.5, "b": 0.1, "c": 0.0})
+    # softmax(Q / 0.4) = exp(1.25, 0.25, 0) / 5.774368 = (0.604455, 0.222366, 0.173179)
+    np.testing.assert_allclose(boltzmann([q["a"], q["b"], q["c"]], tau=0.4), [0.604455, 0.222366, 0.173179], atol=1e-6)
+    # A second step: Q(a) <- 0.5 * 0.0 + 0.5 * 0.5 = 0.25; b, c keep theirs.
+    assert sec_update(q, {"a": 0.0}, lr=0.5) == pytest.approx({"a": 0.25, "b": 0.1, "c": 0.0})
+    # lr = 1 forgets the past entirely.
+    assert sec_update(q, {"b": 0.7}, lr=1.0)["b"] == pytest.approx(0.7)
+
+
+def test_boltzmann_is_stable_and_validated():
+    p = boltzmann([1000.0, 0.0], tau=0.01)  # exp(1e5) would overflow without the max shift
+    assert p.tolist() == [1.0, 0.0]
+    with pytest.raises(ConfigError, match="tau"):
+        boltzmann([0.0], tau=0.0)
+    with pytest.raises(ConfigError, match="lr"):
+        sec_update({"a": 0.0}, {"a": 1.0}, lr=0.0)
+    with pytest.raises(ConfigError, match="unknown arms"):
+        sec_update({"a": 0.0}, {"z": 1.0}, lr=0.5)
+
+
+def _run_bandit(curriculum, solve_rates: dict[str, float], steps: int, rng: np.random.Generator, k: int = 8, groups: int = 8):
+    """Simulated GRPO steps: each group's k rewards are Bernoulli(solve rate of its arm)."""
+    shares = []
+    for _ in range(steps):
+        arms = curriculum.choose(groups)
+        rewards = np.concatenate([rng.random(k) < solve_rates[a] for a in arms]).astype(float)
+        adv = group_advantages(rewards, k)
+        curriculum.update(arm_signal(adv, [a for a in arms for _ in range(k)]))
+        shares.append({a: arms.count(a) / groups for a in solve_rates})
+    return shares
+
+
+def test_sec_concentrates_on_the_arm_at_the_edge_of_ability():
+    # Expected |A| is highest where the solve rate is 1/2 (methods.md section 4):
+    # 'edge' is the arm SEC should learn to prefer; 'solved' and 'hopeless' teach nothing.
+    rates = {"hopeless": 0.02, "hard": 0.15, "edge": 0.5, "easy": 0.9, "solved": 1.0}
+    sec = SECCurriculum(list(rates), np.random.default_rng(0), tau=0.4, lr=0.5)
+    shares = _run_bandit(sec, rates, steps=150, rng=np.random.default_rng(1))
+    late = {a: np.mean([s[a] for s in shares[50:]]) for a in rates}
+    assert max(late, key=late.get) == "edge"
+    assert late["edge"] > 0.4 and late["solved"] < 0.05 and late["hopeless"] < 0.1
+    assert max(sec.q, key=sec.q.get) == "edge"
+    # A random curriculum on the same instance stays near 1/5 per arm.
+    rnd = RandomCurriculum(list(rates), np.random.default_rng(0))
+    shares = _run_bandit(rnd, rates, steps=150, rng=np.random.default_rng(1))
+    assert np.mean([s["edge"] for s in shares]) == pytest.approx(0.2, abs=0.05)
+
+
+def test_schedule_walks_the_arms_in_order():
+    c = ScheduleCurriculum(["easy", "mid", "hard"], np.random.default_rng(0), steps_per_arm=2)
+    seen = []
+    for _ in range(8):
+        seen.append(set(c.choose(4)))
+        c.update({})
+    assert seen == [{"easy"}] * 2 + [{"mid"}] * 2 + [{"hard"}] * 4
+
+
+def test_state_dict_round_trip_continues_the_same_draws():
+    a = SECCurriculum(["x", "y", "z"], np.random.default_rng(5), tau=0.4, lr=0.5)
+    a.update({"x": 0.9})
+    a.choose(3)
+    saved = a.state_dict()
+    b = make_curriculum("sec", ["x", "y", "z"], np.random.default_rng(999), tau=0.4, lr=0.5)
+    b.load_state_dict(saved)
+    assert b.q == a.q and b.step == a.step
+    assert [a.choose(4) for _ in range(5)] == [b.choose(4) for _ in range(5)]
+    with pytest.raises(ConfigError, match="checkpoint holds"):
+        RandomCurriculum(["x", "y", "z"], np.random.default_rng(0)).load_state_dict(saved)
+
+
+def test_curriculum_validation():
+    with pytest.raises(ConfigError, match="at least one arm"):
+        RandomCurriculum([], np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="distinct"):
+        RandomCurriculum(["a", "a"], np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="unknown curriculum"):
+        make_curriculum("ucb", ["a"], np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="steps_per_arm"):
+        ScheduleCurriculum(["a"], np.random.default_rng(0), steps_per_arm=0)
+
+
+# ---------------------------------------------------------------- recipes
+def test_recipe_validation_names_the_bad_key(tmp_path):
+    pytest.importorskip("trl")
+    from strop.training.recipe import load_recipe, recipe_from_dict
+
+    r = recipe_from_dict({"data": {"task": "arithmetic"}, "output": "runs/x", "grpo": {"max_steps": 3}})
+    assert r.grpo["max_steps"] == 3 and r.grpo["num_generations"] == 8
+    with pytest.raises(ConfigError, match="curriculm"):
+        recipe_from_dict({"data": {"task": "arithmetic"}, "output": "x", "curriculm": {}})
+    with pytest.raises(ConfigError, match="learning_rat"):
+        recipe_from_dict({"data": {"task": "arithmetic"}, "output": "x", "grpo": {"learning_rat": 1}})
+    with pytest.raises(ConfigError, match="tau"):
+        recipe_from_dict({"data": {"task": "arithmetic"}, "output": "x", "curriculum": {"tau": -1}})
+    with pytest.raises(ConfigError, match="needs 'data'"):
+        recipe_from_dict({"output": "x"})
+    with pytest.raises(ConfigError, match="output_dir"):
+        recipe_from_dict({"data": {"task": "arithmetic"}, "output": "x", "grpo": {"output_dir": "y"}})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_recipe(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_recipe(tmp_path / "missing.yaml")
+    good = tmp_path / "good.yaml"
+    good.write_text("data: {task: arithmetic}\noutput: runs/y\nmodel: {lora: true}\n")
+    r = load_recipe(good, {"grpo.max_steps": 7, "output": "runs/z"})
+    assert r.grpo["max_steps"] == 7 and r.output == "runs/z" and r.model.lora is not None and r.model.lora.r == 16
+
+
+def test_shipped_recipes_load():
+    pytest.importorskip("trl")
+    from pathlib import Path
+
+    from strop.training.recipe import load_recipe
+
+    folder = Path(__file__).resolve().parents[1] / "recipes"
+    recipes = sorted(folder.glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        load_recipe(path)

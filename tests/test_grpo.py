@@ -1,0 +1,197 @@
+"""The GRPO engine end to end on a tiny LM built in the test (seconds on CPU, nothing downloaded).
+
+- it learns: the reward of a verifiable task rises within a bounded number of steps;
+- TRL's advantages are exactly ``group_advantages`` of the verifier's rewards;
+- the curriculum drives the batches and its log matches the arms drawn;
+- a run killed with SIGKILL resumes from its last checkpoint and ends with the
+  same curriculum state, random state and per-step records as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trl")
+
+from strop.training.advantages import group_advantages  # noqa: E402
+from strop.training.grpo import CURRICULUM_STATE, build_trainer, last_checkpoint, load_metrics, train  # noqa: E402
+from strop.training.recipe import recipe_from_dict  # noqa: E402
+from tiny_lm import build_tiny_lm  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="module")
+def say_seven(tmp_path_factory) -> Path:
+    """A verifiable task any policy can learn without arithmetic: every answer is 7, in two categories."""
+    path = tmp_path_factory.mktemp("data") / "seven.jsonl"
+    rows = [{"q": f"Say {w} {i}.", "a": "7", "cat": "short" if i % 2 else "long"} for i, w in
+            enumerate(["seven", "7", "the digit", "a number"] * 4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def tiny_recipe(model: Path, data: Path, out: Path, **grpo) -> dict:
+    return {
+        "model": {"name": str(model)},
+        "data": {"task": "jsonl", "data": str(data), "fields": {"question": "q", "answer": "a", "category": "cat"},
+                 "verifier": "number", "seed": 0},
+        "curriculum": {"kind": "sec", "tau": 0.4, "lr": 0.5, "seed": 3},
+        "grpo": {"num_generations": 8, "per_device_train_batch_size": 32, "max_completion_length": 4,
+                 "learning_rate": 3e-3, "beta": 0.0, "temperature": 1.0, "save_steps": 1000, "seed": 0,
+                 "gradient_checkpointing": False, **grpo},
+        "output": str(out),
+    }
+
+
+def test_grpo_learns_a_verifiable_task(tiny_model, say_seven, tmp_path):
+    steps = 80
+    res = train(recipe_from_dict(tiny_recipe(tiny_model, say_seven, tmp_path / "run", max_steps=steps)), quiet=True)
+    assert res.steps == steps and (res.final_model / "config.json").is_file()
+    metrics, curriculum = load_metrics(tmp_path / "run")
+    rewards = [m["reward"] for m in metrics]
+    assert len(rewards) == steps and len(curriculum) == steps
+    first, last = np.mean(rewards[:5]), np.mean(rewards[-10:])
+    # A random char-level LM says a lone "7" ~2-5% of the time; GRPO must make it the habit.
+    # Seen here (fixed seeds, CPU, 8 s): first 5 steps 0.04, last 10 steps 0.89.
+    assert first < 0.15 and last > 0.6, (first, last)
+    for key in ("reward_std", "frac_reward_zero_std", "completions/mean_length", "entropy", "wall_per_step_s",
+                "category/short/reward", "curriculum/share/long", "curriculum/q/short"):
+        assert any(key in m for m in metrics), key
+
+
+def test_trl_advantages_are_group_advantages_and_batches_follow_the_curriculum(tiny_model, say_seven, tmp_path):
+    # beta > 0: TRL keeps a reference model and logs the KL to it.
+    recipe = recipe_from_dict(tiny_recipe(tiny_model, say_seven, tmp_path / "run", max_steps=3, beta=0.04))
+    trainer = build_trainer(recipe, quiet=True)
+    seen = []
+    original = trainer._after_generation
+
+    def spy(out):
+        seen.append((out["advantages"].detach().cpu().numpy().copy(), list(trainer.rewards.last), list(trainer._arms_this_step)))
+        original(out)
+
+    trainer._after_generation = spy
+    trainer.train()
+    assert len(seen) == 3
+    for adv, book, arms in seen:
+        rewards = np.array([s for _, s in book])
+        np.testing.assert_allclose(adv, group_advantages(rewards, 8), atol=1e-5)
+        # Each group of 8 is one problem of the arm the curriculum drew for it.
+        assert [c for c, _ in book] == arms
+    metrics, curriculum = load_metrics(tmp_path / "run")
+    assert all(m["kl"] >= 0 for m in metrics) and len(metrics) == 3
+    assert [sum(r["counts"].values()) for r in curriculum] == [4, 4, 4]
+    assert [r["counts"] for r in curriculum] == [{a: arms.count(a) // 8 for a in ("long", "short")} for _, _, arms in seen]
+
+
+def _strop_train(recipe: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.Popen([sys.executable, "-m", "strop", "train", str(recipe), "--quiet", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def test_killed_run_resumes_with_the_same_curriculum_and_random_state(tiny_model, say_seven, tmp_path):
+    import yaml
+
+    # 12 steps, a checkpoint every 4: the kill lands after the first checkpoint
+    # with most of the run still to go (a step takes ~0.06 s here).
+    steps = 12
+    whole = tiny_recipe(tiny_model, say_seven, tmp_path / "whole", max_steps=steps, save_steps=4)
+    train(recipe_from_dict(whole), quiet=True)
+
+    killed = tmp_path / "killed.yaml"
+    killed.write_text(yaml.safe_dump(tiny_recipe(tiny_model, say_seven, tmp_path / "killed", max_steps=steps, save_steps=4)))
+    proc = _strop_train(killed)
+    deadline = time.monotonic() + 300
+    while (ck := last_checkpoint(tmp_path / "killed")) is None:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ck.name != f"checkpoint-{steps}" and not (tmp_path / "killed" / "final").exists()
+
+    proc = _strop_train(killed)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert f"resumed from {ck.name}" in out
+
+    m_whole, c_whole = load_metrics(tmp_path / "whole")
+    m_killed, c_killed = load_metrics(tmp_path / "killed")
+    assert [r["step"] for r in c_killed] == list(range(1, steps + 1))
+    assert c_killed == c_whole  # arms drawn, probabilities, signals, Q: step for step
+    assert [m["reward"] for m in m_killed] == [m["reward"] for m in m_whole]
+    s_whole = json.loads((tmp_path / "whole" / f"checkpoint-{steps}" / CURRICULUM_STATE).read_text())
+    s_killed = json.loads((tmp_path / "killed" / f"checkpoint-{steps}" / CURRICULUM_STATE).read_text())
+    assert s_killed == s_whole  # Q, step and the curriculum's RNG state
+
+
+def test_resume_refuses_another_recipe(tiny_model, say_seven, tmp_path):
+    from strop.errors import ConfigError
+
+    train(recipe_from_dict(tiny_recipe(tiny_model, say_seven, tmp_path / "run", max_steps=1)), quiet=True)
+    other = tiny_recipe(tiny_model, say_seven, tmp_path / "run", max_steps=1)
+    other["curriculum"]["kind"] = "random"
+    with pytest.raises(ConfigError, match="different recipe"):
+        build_trainer(recipe_from_dict(other), quiet=True)
+
+
+def test_strop_train_and_report_from_the_command_line(tiny_model, say_seven, tmp_path):
+    import yaml
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_model, say_seven, tmp_path / "run", max_steps=3)))
+    r = subprocess.run([sys.executable, "-m", "strop", "train", str(recipe)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "step 3/3  reward" in r.stdout and "trained 3 steps" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "strop", "report", str(tmp_path / "run"), "--plot", str(tmp_path / "c.png")],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr
+    assert "sec" in r.stdout and "reward first" in r.stdout and (tmp_path / "c.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("data: {task: arithmetic}\noutput: OUT\ngrpo: {num_generation: 8}\n", "num_generation"),
+    ("data: {task: nope}\noutput: OUT\n", "unknown task"),
+    ("data: {task: arithmetic, categories: [d9o9]}\noutput: OUT\n", "d9o9"),
+    ("data: {task: arithmetic}\noutput: OUT\ntensorboard: true\n", "tensorboard"),
+    ("data: {task: arithmetic}\noutput: OUT\ngrpo: {per_device_train_batch_size: 12, num_generations: 8}\n", "GRPOConfig"),
+    ("[1, 2]\n", "mapping"),
+])
+def test_bad_recipes_are_one_clear_line(body, needle, tmp_path):
+    import importlib.util
+
+    if needle == "tensorboard" and importlib.util.find_spec("tensorboard"):
+        pytest.skip("tensorboard is installed here")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(body.replace("OUT", str(tmp_path / "out")))
+    r = subprocess.run([sys.executable, "-m", "strop", "train", str(recipe)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_lora_run_saves_a_merged_model_any_backend_loads(tiny_model, say_seven, tmp_path):
+    from strop.backends.hf import HFBackend
+
+    recipe = tiny_recipe(tiny_model, say_seven, tmp_path / "run", max_steps=2)
+    recipe["model"]["lora"] = {"r": 4, "alpha": 8}
+    res = train(recipe_from_dict(recipe), quiet=True)
+    assert not (res.final_model / "adapter_config.json").exists()
+    merged = HFBackend(str(res.final_model), device="cpu")
+    assert not any("lora" in name for name, _ in merged.model.named_parameters())
