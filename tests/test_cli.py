@@ -118,8 +118,8 @@ def test_bench_power_mixing_quick(tmp_path):
     [
         (["eval", "--task", "nope", "--out", "OUT"], "unknown task 'nope'"),
         (["eval", "--task", "gsm8k", "--data", "/no/such.jsonl", "--out", "OUT"], "data file not found"),
-        (["eval", "--task", "jsonl", "--out", "OUT"], "--task jsonl needs --data"),
-        (["eval", "--task", "arithmetic", "--samples", "0", "--out", "OUT"], "--samples and --limit must be >= 1"),
+        (["eval", "--task", "jsonl", "--out", "OUT"], "task jsonl needs a data file (--data FILE"),
+        (["eval", "--task", "arithmetic", "--samples", "0", "--out", "OUT"], "--samples, --limit and --batch-size must be >= 1"),
         (["eval", "--task", "arithmetic", "--method", "rc", "--turns", "0", "--out", "OUT"], "turns must be"),
         (["report", "NOT_A_RUN"], "has no metrics.json"),
     ],

@@ -140,6 +140,16 @@ def test_killed_run_resumes_with_the_same_curriculum_and_random_state(tiny_model
     s_killed = json.loads((tmp_path / "killed" / f"checkpoint-{steps}" / CURRICULUM_STATE).read_text())
     assert s_killed == s_whole  # Q, step and the curriculum's RNG state
 
+    # Running a finished recipe again trains nothing (transformers' loop would
+    # take a step past max_steps) and leaves final/ equal to the last checkpoint.
+    from safetensors.numpy import load_file
+
+    again = train(recipe_from_dict(whole), quiet=True)
+    assert again.steps == steps and len(load_metrics(tmp_path / "whole")[0]) == steps
+    assert not (tmp_path / "whole" / f"checkpoint-{steps + 1}").exists()
+    final, last = load_file(again.final_model / "model.safetensors"), load_file(tmp_path / "whole" / f"checkpoint-{steps}" / "model.safetensors")
+    assert final.keys() == last.keys() and all(np.array_equal(final[k], last[k]) for k in final)
+
 
 def test_resume_refuses_another_recipe(tiny_model, say_seven, tmp_path):
     from strop.errors import ConfigError

@@ -82,3 +82,14 @@ def test_batched_eval_records_equal_one_at_a_time(hf, tmp_path):
         rows = [json.loads(x) for x in (tmp_path / str(size) / "records.jsonl").read_text().splitlines()]
         runs[size] = {(r["id"], r["sample"]): (r["output"], r["tokens"], r["verdict"]) for r in rows}
     assert len(runs[1]) == 10 and runs[1] == runs[4]
+
+
+def test_training_prompts_are_the_eval_prompt_ids(hf):
+    """TRL tokenizes the training prompt text itself (special tokens on); it must give the ids strop eval decodes from."""
+    from strop.tasks import get_task
+    from strop.training.data import render_prompt
+
+    task = get_task("arithmetic")
+    for p in task.load(seed=0)[::60]:
+        text = render_prompt(hf.tokenizer, task, p, None)
+        assert hf.tokenizer(text=[text])["input_ids"][0] == hf.chat_prompt(task.prompt(p))

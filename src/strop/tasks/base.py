@@ -177,7 +177,8 @@ def resolve_task(name: str, fields: Mapping[str, str] | None = None, verifier: s
     if name != "jsonl":
         return get_task(name)
     if not data:
-        raise ConfigError("task jsonl needs a data file and a field mapping (question=..., answer=...)")
+        raise ConfigError("task jsonl needs a data file (--data FILE; data.data in a recipe) and a field mapping "
+                          "(--field question=COL --field answer=COL; data.fields in a recipe)")
     return jsonl_task("jsonl", dict(fields or {}), verifier)
 
 

@@ -169,14 +169,18 @@ def _truncate_jsonl(path: Path, step: int) -> None:
 
 
 def _check_same_recipe(output: Path, recipe: TrainRecipe) -> None:
-    """Refuse to resume a folder that holds another recipe's run; max_steps may grow (extend a finished run)."""
+    """Refuse to resume a folder that holds another recipe's run.
+
+    ``max_steps`` may grow (extend a finished run), and ``output`` is the folder
+    itself however it is spelled (relative, absolute, ``--output``).
+    """
     saved = output / "recipe.json"
     current = recipe.to_dict()
     if saved.is_file():
         old = json.loads(saved.read_text())
 
         def strip(d: dict) -> dict:
-            return {**d, "grpo": {k: v for k, v in d["grpo"].items() if k != "max_steps"}}
+            return {**d, "output": None, "grpo": {k: v for k, v in d["grpo"].items() if k != "max_steps"}}
 
         if strip(old) != strip(current):
             raise ConfigError(f"{output} holds a run of a different recipe; use another output folder or delete it")
@@ -334,18 +338,33 @@ def build_trainer(recipe: TrainRecipe, *, quiet: bool = False):
     return trainer
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[-1])
+
+
 def train(recipe: TrainRecipe, *, quiet: bool = False) -> TrainResult:
-    """Run (or resume) a recipe; writes metrics.jsonl, curriculum.jsonl, checkpoints and final/ under ``recipe.output``."""
+    """Run (or resume) a recipe; writes metrics.jsonl, curriculum.jsonl, checkpoints and final/ under ``recipe.output``.
+
+    A run whose last checkpoint already reached ``max_steps`` is not trained
+    again (transformers' loop would take one more step); its final model is
+    written from that checkpoint if the kill came before ``final/`` was.
+    """
     output = Path(recipe.output)
     trainer = build_trainer(recipe, quiet=quiet)
     resume = last_checkpoint(output)
-    step0 = int(resume.name.split("-")[-1]) if resume else 0
+    step0 = checkpoint_step(resume) if resume else 0
     for name in ("metrics.jsonl", "curriculum.jsonl"):
         _truncate_jsonl(output / name, step0)
-    if resume and not quiet:
-        print(f"resuming from {resume}", flush=True)
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if resume is not None and step0 >= trainer.args.max_steps:
+        if not quiet:
+            print(f"{output} already holds {step0} steps (max_steps {trainer.args.max_steps}): nothing to train", flush=True)
+        trainer._load_from_checkpoint(str(resume))
+        trainer.state.global_step = step0
+    else:
+        if resume and not quiet:
+            print(f"resuming from {resume}", flush=True)
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.perf_counter() - t0
 
     final = output / "final"

@@ -89,11 +89,13 @@ def plot_training(runs: list[dict[str, Any]], path: Path, window: int = 5) -> No
             arms = list(c[0]["counts"])
             cs = [x["step"] for x in c]
             shares = np.array([[x["counts"][a] / max(1, sum(x["counts"].values())) for a in arms] for x in c])
-            ax.stackplot(cs, shares.T, labels=arms)
+            # A step holds only a few prompt groups: a rolling share reads better than per-step jumps.
+            rolled = np.array([_smooth(list(col), window) for col in shares.T])
+            ax.stackplot(cs[len(cs) - rolled.shape[1]:], rolled, labels=arms)
             ax.set_ylim(0, 1)
             ax.legend(fontsize=7, loc="upper right")
         ax.set_xlabel("step")
-        ax.set_title("arm mix (share of prompt groups)", fontsize=9)
+        ax.set_title(f"arm mix (share of prompt groups, {window}-step mean)", fontsize=9)
         ax = row[2]
         if c and "q" in c[0]:
             for a in c[0]["q"]:
