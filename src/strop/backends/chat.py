@@ -23,6 +23,15 @@ class Message(TypedDict):
     content: str
 
 
+def user_turn(text: str, system: str | None = None) -> list[Message]:
+    """A one-question chat: the optional system message, then the user's text.
+
+    >>> user_turn("2 + 2?", system="Be brief.")
+    [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': '2 + 2?'}]
+    """
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+
+
 # Used only for models that ship no template (base models, toy models).
 PLAIN_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from strop.backends.base import Backend
+from strop.backends.chat import user_turn
 from strop.errors import StropError
 from strop.evaluation.metrics import majority_correct, pass_at_k, wilson_interval
 from strop.methods import run_method
@@ -103,12 +104,14 @@ def evaluate(
     todo = [(i, prob, s) for i, prob in enumerate(problems) for s in range(spec.samples) if (prob.id, s) not in done]
     batched = backend.batches and spec.method in SINGLE_DRAW_METHODS and batch_size > 1
     with path.open("a", encoding="utf-8") as f:
-        for start in range(0, len(todo), batch_size if batched else 1):
-            chunk = todo[start:start + batch_size] if batched else todo[start:start + 1]
+        step = batch_size if batched else 1
+        for start in range(0, len(todo), step):
+            chunk = todo[start:start + step]
             if batched:
                 recs = batched_attempts(spec, task, chunk, backend, method_kwargs or {})
             else:
-                recs = [attempt(spec, task, chunk[0][1], chunk[0][0], chunk[0][2], backend, method_kwargs or {})]
+                (i, prob, s), = chunk
+                recs = [attempt(spec, task, prob, i, s, backend, method_kwargs or {})]
             for rec in recs:
                 f.write(json.dumps(rec, default=str) + "\n")
                 records.append(rec)
@@ -138,8 +141,7 @@ def batched_attempts(spec: EvalSpec, task: Task, chunk: list[tuple[int, Problem,
                      method_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
     """Several one-draw attempts (greedy / sample) decoded in one batch; each record is charged its share of the time."""
     params = single_draw_params(spec.method, method_kwargs.get("params"))
-    sys_msg = [{"role": "system", "content": spec.system}] if spec.system else []
-    prompts = [backend.chat_prompt(sys_msg + [{"role": "user", "content": task.prompt(prob)}]) for _, prob, _ in chunk]
+    prompts = [backend.chat_prompt(user_turn(task.prompt(prob), spec.system)) for _, prob, _ in chunk]
     started = time.perf_counter()
     gens = backend.generate_batch(prompts, params, [_attempt_rng(spec, i, s) for i, _, s in chunk])
     share = (time.perf_counter() - started) / len(chunk)

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from strop.backends.base import Backend, Generation
+from strop.backends.chat import user_turn
 from strop.errors import UnknownNameError
 
 
@@ -87,8 +88,7 @@ def run_method(
     fn = get_method(name)
     if name in _TAKES_QUESTION:
         return fn(backend, question, rng, progress=progress, system=system, **config)
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
-    return fn(backend, backend.chat_prompt(messages), rng, progress=progress, **config)
+    return fn(backend, backend.chat_prompt(user_turn(question, system)), rng, progress=progress, **config)
 
 
 def method_names() -> list[str]:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from strop.backends.base import Backend, Generation, SamplingParams
+from strop.backends.chat import user_turn
 from strop.errors import ConfigError
 from strop.methods.base import MethodResult, Progress, register_method
 from strop.verifiers.extract import extract_answer
@@ -82,8 +83,7 @@ class RCConfig:
 
 
 def _ask(backend: Backend, system: str | None, text: str, params: SamplingParams, rng: np.random.Generator) -> Generation:
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-    return backend.generate(backend.chat_prompt(messages), params, rng)
+    return backend.generate(backend.chat_prompt(user_turn(text, system)), params, rng)
 
 
 def _result(name: str, config: RCConfig, gens: list[Generation], turns: list[dict[str, Any]], started: float, extract) -> MethodResult:

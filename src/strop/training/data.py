@@ -57,11 +57,10 @@ def arms_of(spec: DataSpec, problems: Sequence[Problem]) -> list[str]:
 
 def render_prompt(tokenizer: Any, task: Task, problem: Problem, system: str | None) -> str:
     """The prompt text exactly as ``strop eval`` builds it (the model's chat template via strop's renderer)."""
-    from strop.backends.chat import render_chat
+    from strop.backends.chat import render_chat, user_turn
 
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": task.prompt(problem)}]
     return render_chat(
-        getattr(tokenizer, "chat_template", None), messages,
+        getattr(tokenizer, "chat_template", None), user_turn(task.prompt(problem), system),
         bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "",
     )
 
