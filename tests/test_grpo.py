@@ -205,3 +205,16 @@ def test_lora_run_saves_a_merged_model_any_backend_loads(tiny_model, say_seven, 
     assert not (res.final_model / "adapter_config.json").exists()
     merged = HFBackend(str(res.final_model), device="cpu")
     assert not any("lora" in name for name, _ in merged.model.named_parameters())
+
+
+@pytest.mark.parametrize("kind", ["schedule", "none"])
+def test_schedule_and_no_curriculum_through_the_trainer(kind, tiny_model, say_seven, tmp_path):
+    recipe = tiny_recipe(tiny_model, say_seven, tmp_path / "run", max_steps=2)
+    recipe["curriculum"] = {"kind": kind, "steps_per_arm": 1} if kind == "schedule" else {"kind": "none"}
+    train(recipe_from_dict(recipe), quiet=True)
+    metrics, curriculum = load_metrics(tmp_path / "run")
+    assert len(metrics) == 2
+    if kind == "schedule":  # arms in sorted order (no data.categories): long for step 1, short for step 2
+        assert [r["counts"] for r in curriculum] == [{"long": 4, "short": 0}, {"long": 0, "short": 4}]
+    else:
+        assert curriculum == [] and any("category/long/reward" in m or "category/short/reward" in m for m in metrics)
