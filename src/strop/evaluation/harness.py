@@ -4,7 +4,8 @@ One JSON line per (problem, sample) is appended to ``records.jsonl`` as soon
 as it is verified, so killing the run loses at most the attempt in flight;
 re-running the same command skips what is recorded and finishes the rest.
 Each attempt's randomness comes from (seed, problem index, sample), so a
-resumed run draws exactly what an uninterrupted one would.
+resumed run draws what an uninterrupted one would (exactly, one attempt at a
+time; up to float rounding when attempts are batched, see ``evaluate``).
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ def evaluate(
 
     On a backend that batches (``hf``), ``greedy`` and ``sample`` attempts are
     decoded ``batch_size`` at a time across problems. Each row still draws from
-    its own (seed, problem, sample) rng, so the records are those of a
-    one-at-a-time run and a resumed run continues the same draws.
+    its own (seed, problem, sample) rng, so the random streams are those of a
+    one-at-a-time run; batched float32 rounding can still flip a token whose
+    draw lands next to a boundary (a few percent of 32-token samples).
     """
     out.mkdir(parents=True, exist_ok=True)
     spec_file = out / "run.json"
