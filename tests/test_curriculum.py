@@ -173,3 +173,13 @@ def test_shipped_recipes_load():
     assert recipes
     for path in recipes:
         load_recipe(path)
+
+
+def test_training_logs_survive_a_line_cut_by_a_kill(tmp_path):
+    from strop.training.grpo import _truncate_jsonl, load_metrics
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "reward": 0.5}\n{"step": 2, "reward": 0.25}\n{"step": 3, "rew')
+    metrics, curriculum = load_metrics(tmp_path)
+    assert [m["step"] for m in metrics] == [1, 2] and curriculum == []
+    _truncate_jsonl(tmp_path / "metrics.jsonl", 1)  # resume from checkpoint-1 drops what it does not hold
+    assert [m["step"] for m in load_metrics(tmp_path)[0]] == [1]

@@ -49,8 +49,8 @@ class EvalSpec:
     method_config: dict[str, Any] = field(default_factory=dict)
 
 
-def _read_records(path: Path) -> list[dict[str, Any]]:
-    """Complete records; a line cut by a kill is dropped and cut from the file so appends stay valid."""
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Complete JSON-lines records; a line cut by a kill is dropped and cut from the file so appends stay valid."""
     if not path.exists():
         return []
     raw = path.read_bytes()
@@ -97,7 +97,7 @@ def evaluate(
             raise StropError(f"{out} holds a different run (differs in: {', '.join(diff)}); pass another --out")
     spec_file.write_text(json.dumps(mine, indent=2))
     path = out / RECORDS
-    records = _read_records(path)
+    records = read_records(path)
     done = {(r["id"], r["sample"]) for r in records}
     total = len(problems) * spec.samples
     finished = sum(1 for p in problems for s in range(spec.samples) if (p.id, s) in done)

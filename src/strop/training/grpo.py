@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from strop.errors import ConfigError, StropError
+from strop.evaluation.harness import read_records
 from strop.training.advantages import arm_signal
 from strop.training.curriculum import Curriculum, make_curriculum
 from strop.training.data import arms_of, prompt_rows, training_problems
@@ -147,25 +148,22 @@ def _trainer_class():
 
 
 # ----------------------------------------------------------- run folder
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[-1])
+
+
 def last_checkpoint(output: Path) -> Path | None:
     """The newest complete ``checkpoint-N`` folder (a kill mid-save leaves an incomplete one behind)."""
     done = [p for p in output.glob("checkpoint-*")
             if p.is_dir() and p.name.split("-")[-1].isdigit() and (p / TRAINER_STATE).is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1])) if done else None
+    return max(done, key=checkpoint_step) if done else None
 
 
 def _truncate_jsonl(path: Path, step: int) -> None:
     """Drop records past ``step``: a killed run may have logged steps its last checkpoint does not hold."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by the kill
-    path.write_text("".join(x + "\n" for x in keep))
+    if path.is_file():
+        keep = [r for r in read_records(path) if r.get("step", 0) <= step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
 
 def _check_same_recipe(output: Path, recipe: TrainRecipe) -> None:
@@ -190,11 +188,7 @@ def _check_same_recipe(output: Path, recipe: TrainRecipe) -> None:
 def load_metrics(output: str | os.PathLike) -> tuple[list[dict], list[dict]]:
     """(metrics.jsonl records, curriculum.jsonl records) of a run folder."""
     out = Path(output)
-
-    def read(p: Path) -> list[dict]:
-        return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.is_file() else []
-
-    return read(out / "metrics.jsonl"), read(out / "curriculum.jsonl")
+    return read_records(out / "metrics.jsonl"), read_records(out / "curriculum.jsonl")
 
 
 # ------------------------------------------------------------- callbacks
@@ -336,10 +330,6 @@ def build_trainer(recipe: TrainRecipe, *, quiet: bool = False):
         trainer.add_callback(_bar_only())
     trainer.add_callback(_jsonl_callback(output / "metrics.jsonl", quiet))
     return trainer
-
-
-def checkpoint_step(checkpoint: Path) -> int:
-    return int(checkpoint.name.split("-")[-1])
 
 
 def train(recipe: TrainRecipe, *, quiet: bool = False) -> TrainResult:
