@@ -45,11 +45,11 @@ def _backend_options(backend: str, base_url: Optional[str], tokenizer: Optional[
 
 
 # Options shared by `solve` and `eval`, declared once.
-PANEL_S, PANEL_P, PANEL_R = "Sampling", "Power sampling", "RC / self-refine / long"
-MethodOpt = Annotated[str, typer.Option(help="Method: greedy, sample, best-of-n, majority, power, rc, self-refine, long.")]
+PANEL_S, PANEL_P, PANEL_R, PANEL_T = "Sampling", "Power sampling", "RC / self-refine / long", "Test-time variant RL (ttrl)"
+MethodOpt = Annotated[str, typer.Option(help="Method: greedy, sample, best-of-n, majority, power, rc, self-refine, long; eval only: ttrl (test-time variant RL, --backend hf).")]
 BackendOpt = Annotated[str, typer.Option(help="Backend: llamacpp (default), hf, openai.")]
 ModelOpt = Annotated[Optional[str], typer.Option(help="GGUF file, HF model folder or hub id; default: the embedded SmolLM2-135M-Instruct. With --backend openai: the server's model name.")]
-NOpt = Annotated[int, typer.Option("-n", "--n", help="Samples for best-of-n and majority.", rich_help_panel=PANEL_S)]
+NOpt = Annotated[int, typer.Option("-n", "--n", help="Samples for best-of-n and majority; ttrl: samples per GRPO group.", rich_help_panel=PANEL_S)]
 TempOpt = Annotated[float, typer.Option(help="Sampling temperature.", rich_help_panel=PANEL_S)]
 TopPOpt = Annotated[float, typer.Option(help="Nucleus sampling mass, in (0, 1].", rich_help_panel=PANEL_S)]
 TopKOpt = Annotated[Optional[int], typer.Option(help="Keep only the k most likely tokens.", rich_help_panel=PANEL_S)]
@@ -70,14 +70,25 @@ HROpt = Annotated[int, typer.Option(help="rc: most tokens per reasoning turn (H_
 HSOpt = Annotated[int, typer.Option(help="rc: most tokens per summary (H_S).", rich_help_panel=PANEL_R)]
 
 
+TTStepsOpt = Annotated[int, typer.Option(help="ttrl: GRPO steps per test problem.", rich_help_panel=PANEL_T)]
+TTDepthOpt = Annotated[int, typer.Option(help="ttrl: depth of each problem's variant tree.", rich_help_panel=PANEL_T)]
+TTVarOpt = Annotated[int, typer.Option(help="ttrl: symbolic variants tried per tree node.", rich_help_panel=PANEL_T)]
+TTReqOpt = Annotated[int, typer.Option(help="ttrl: model-written variant requests per tree node (0: symbolic only).", rich_help_panel=PANEL_T)]
+TTLrOpt = Annotated[float, typer.Option(help="ttrl: LoRA learning rate.", rich_help_panel=PANEL_T)]
+
+
 def method_settings(method: str, *, n: int, temperature: float, top_p: float, top_k: Optional[int], max_tokens: int, alpha: float,
                     block_size: int, mcmc_steps: int, cut: str, beta: float, proposal_temperature: Optional[float], turns: int,
-                    reasoning_tokens: int, summary_tokens: int) -> dict[str, Any]:
+                    reasoning_tokens: int, summary_tokens: int, ttrl: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Keyword arguments for ``run_method``, built from command-line options (validated by the configs)."""
     from strop.backends import SamplingParams
     from strop.methods import get_method
 
     get_method(method)  # fail on a bad name before loading a model
+    if method == "ttrl":
+        from strop.ladder.ttrl import TTRLConfig
+
+        return {"config": TTRLConfig(temperature=temperature, max_tokens=max_tokens, num_generations=max(2, n), **(ttrl or {}))}
     if method == "power":
         from strop.methods.power import PowerConfig
 
@@ -159,6 +170,8 @@ def eval_cmd(
     alpha: AlphaOpt = 4.0, block_size: BlockOpt = 192, mcmc_steps: StepsOpt = 10, cut: CutOpt = "uniform", beta: BetaOpt = 4.0,
     proposal_temperature: PropTOpt = None, turns: TurnsOpt = 4, reasoning_tokens: HROpt = 256, summary_tokens: HSOpt = 96,
     batch_size: Annotated[int, typer.Option(help="greedy/sample on a batching backend (hf): attempts decoded together (same random streams; rounding can flip a rare token).")] = 32,
+    ttrl_steps: TTStepsOpt = 8, ttrl_depth: TTDepthOpt = 2, ttrl_variants: TTVarOpt = 4, ttrl_model_requests: TTReqOpt = 0,
+    ttrl_lr: TTLrOpt = 1e-4,
 ) -> None:
     """Run METHOD on TASK, writing one JSON line per (problem, sample) as it goes; print and save metrics and plots."""
     from pathlib import Path
@@ -174,10 +187,14 @@ def eval_cmd(
     pairs = [f.split("=", 1) for f in field or []]
     if any(len(p) != 2 for p in pairs):
         raise StropError(f"--field takes NAME=COLUMN, got {field}")
+    if method == "ttrl" and backend != "hf":
+        raise StropError("--method ttrl trains a LoRA adapter per problem: it needs --backend hf")
     t = resolve_task(task, dict(pairs), verifier, data)
     kwargs = method_settings(method, n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, alpha=alpha,
                              block_size=block_size, mcmc_steps=mcmc_steps, cut=cut, beta=beta, proposal_temperature=proposal_temperature,
-                             turns=turns, reasoning_tokens=reasoning_tokens, summary_tokens=summary_tokens)
+                             turns=turns, reasoning_tokens=reasoning_tokens, summary_tokens=summary_tokens,
+                             ttrl={"steps": ttrl_steps, "depth": ttrl_depth, "variants_per_node": ttrl_variants,
+                                   "model_requests": ttrl_model_requests, "learning_rate": ttrl_lr})
     problems = t.load(data, limit=limit, seed=seed)
     if not problems:
         raise StropError(f"task '{task}' has no problems in {data or 'its source'}")
@@ -247,6 +264,73 @@ def train(
     typer.echo(f"trained {result.steps} steps in {result.wall_s:.0f}s"
                + (f" (resumed from {result.resumed_from.name})" if result.resumed_from else ""))
     typer.echo(f"metrics: {result.output / 'metrics.jsonl'}; curriculum: {result.output / 'curriculum.jsonl'}")
+    typer.echo(f"model: {result.final_model}  (evaluate: strop eval --backend hf --model {result.final_model} ...)")
+
+
+ladder_app = typer.Typer(help="LADDER: trees of easier variants, and GRPO on them.", no_args_is_help=True)
+app.add_typer(ladder_app, name="ladder")
+
+
+@ladder_app.command("build")
+def ladder_build(
+    task: Annotated[str, typer.Option(help="Task whose problems are the roots: integrals, mit-integration-bee-2025, arithmetic.")],
+    out: Annotated[str, typer.Option(help="Tree file (JSON lines; a .expanded log beside it). Re-running resumes.")],
+    data: Annotated[Optional[str], typer.Option(help="Problems file; default: the task's own source.")] = None,
+    seed: Annotated[int, typer.Option(help="Generator seed of a built-in task, and of the variants.")] = 1,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N problems.")] = None,
+    depth: Annotated[int, typer.Option(help="Depth cap (the paper uses 2-3).")] = 2,
+    symbolic: Annotated[int, typer.Option(help="Symbolic variants tried per node (0: none).")] = 4,
+    model_requests: Annotated[int, typer.Option(help="Requests to the model per node for written variants (0: none).")] = 0,
+    variants_per_request: Annotated[int, typer.Option(help="Variants asked for in one request.")] = 10,
+    exclude_data: Annotated[Optional[str], typer.Option(help="Test set file of the same task: its problems never enter the tree.")] = None,
+    exclude_seed: Annotated[Optional[int], typer.Option(help="Built-in task: exclude the problems of this generator seed (what strop eval --seed uses).")] = None,
+    backend: BackendOpt = "llamacpp", model: ModelOpt = None, base_url: BaseUrlOpt = None, tokenizer: TokOpt = None,
+) -> None:
+    """Build a variant tree of TASK's problems: symbolic and/or model-written variants, validated and de-duplicated."""
+    import contextlib
+
+    from strop.ladder.tree import TreeSpec, build_tree, tree_summary
+    from strop.ladder.variants import kind_for_task
+    from strop.tasks import get_task
+
+    t = get_task(task)
+    kind = kind_for_task(task)
+    spec = TreeSpec(depth=depth, symbolic_per_node=symbolic, model_requests=model_requests,
+                    variants_per_request=variants_per_request, seed=seed)
+    problems = t.load(data, limit=limit, seed=seed)
+    exclude: set[str] = set()
+    if exclude_data is not None or exclude_seed is not None:
+        held = t.load(exclude_data, seed=exclude_seed if exclude_seed is not None else 0)
+        exclude = kind.keys([kind.payload(p) for p in held])
+    be = _load(backend, model, base_url, tokenizer, None) if model_requests else None
+    with be if be is not None else contextlib.nullcontext():
+        result = build_tree(problems, kind, spec, out, backend=be, exclude_keys=exclude, progress=lambda m: err.print(m, highlight=False))
+    summary = tree_summary(result.nodes)
+    typer.echo(f"{out}: {summary['nodes']} nodes {summary['per_depth']} by source {summary['per_source']}")
+    if result.rejected:
+        typer.echo(f"rejected candidates: {dict(result.rejected)}")
+
+
+@ladder_app.command("train")
+def ladder_train(
+    tree: Annotated[str, typer.Argument(help="Tree file written by strop ladder build.")],
+    recipe: Annotated[str, typer.Option(help="YAML recipe for the model, curriculum, reward and GRPO settings (data comes from the tree).")],
+    max_steps: Annotated[Optional[int], typer.Option(help="Override grpo.max_steps.")] = None,
+    output: Annotated[Optional[str], typer.Option(help="Override the recipe's output folder.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar or per-step lines.")] = False,
+) -> None:
+    """GRPO on a variant tree: its depths are the curriculum's arms, easiest (deepest) first."""
+    from strop.ladder.training import ladder_recipe
+    from strop.training.grpo import train as run_training
+
+    overrides: dict[str, Any] = {}
+    if max_steps is not None:
+        overrides["grpo.max_steps"] = max_steps
+    if output is not None:
+        overrides["output"] = output
+    result = run_training(ladder_recipe(tree, recipe, overrides), quiet=quiet)
+    typer.echo(f"trained {result.steps} steps in {result.wall_s:.0f}s"
+               + (f" (resumed from {result.resumed_from.name})" if result.resumed_from else ""))
     typer.echo(f"model: {result.final_model}  (evaluate: strop eval --backend hf --model {result.final_model} ...)")
 
 

@@ -25,7 +25,7 @@ from strop.backends.base import Backend
 from strop.backends.chat import user_turn
 from strop.errors import StropError
 from strop.evaluation.metrics import majority_correct, pass_at_k, wilson_interval
-from strop.methods import run_method
+from strop.methods import run_problem_method
 from strop.methods.base import MethodResult
 from strop.methods.basic import SINGLE_DRAW_METHODS, single_draw_params, single_draw_result
 from strop.tasks.base import Problem, Task
@@ -135,7 +135,7 @@ def _attempt_rng(spec: EvalSpec, index: int, sample: int) -> np.random.Generator
 def attempt(spec: EvalSpec, task: Task, prob: Problem, index: int, sample: int, backend: Backend, method_kwargs: dict[str, Any]) -> dict[str, Any]:
     """One (problem, sample): run the method, verify, and return the record."""
     started = time.perf_counter()
-    result = run_method(spec.method, backend, task.prompt(prob), _attempt_rng(spec, index, sample), system=spec.system, **method_kwargs)
+    result = run_problem_method(spec.method, backend, task, prob, _attempt_rng(spec, index, sample), system=spec.system, **method_kwargs)
     return _record(spec, task, prob, sample, result, time.perf_counter() - started)
 
 
@@ -202,6 +202,14 @@ def compute_metrics(records: list[dict[str, Any]], samples: int) -> dict[str, An
                                 for k in range(1, samples + 1)}
             out["majority_at_k"] = {str(k): float(np.mean([majority_correct([r["answer"] for r in rs[:k]], [r["correct"] for r in rs[:k]])
                                                            for rs in full])) for k in range(1, samples + 1)}
+        ttrl = [r["stats"] for r in recs if "solved_during" in r.get("stats", {})]
+        if ttrl:
+            # Test-time variant RL: the answer before training, after it, and "any verified attempt correct" (the paper's count).
+            out["ttrl"] = {"before": float(np.mean([s["correct_before"] for s in ttrl])),
+                           "after": float(np.mean([s["correct_after"] for s in ttrl])),
+                           "any_verified_correct": float(np.mean([s["solved_during"] for s in ttrl])),
+                           "mean_steps": float(np.mean([s["steps"] for s in ttrl])),
+                           "mean_variants": float(np.mean([s["variants"] for s in ttrl]))}
         turned = [r for r in recs if r.get("turns")]
         if turned:
             n_turns = max(len(r["turns"]) for r in turned)

@@ -68,16 +68,34 @@ class Method(Protocol):
 _METHODS: dict[str, Method] = {}
 # Methods that build their own prompts (RC: one per turn) take the question text, not prompt ids.
 _TAKES_QUESTION: set[str] = set()
+# Methods that need the task's problem itself (test-time variant RL makes variants of it and checks them).
+_TAKES_PROBLEM: set[str] = set()
 
 
-def register_method(name: str, *, takes_question: bool = False) -> Callable[[Method], Method]:
+def register_method(name: str, *, takes_question: bool = False, takes_problem: bool = False) -> Callable[[Method], Method]:
     def deco(fn: Method) -> Method:
         _METHODS[name] = fn
         if takes_question:
             _TAKES_QUESTION.add(name)
+        if takes_problem:
+            _TAKES_PROBLEM.add(name)
         return fn
 
     return deco
+
+
+def takes_problem(name: str) -> bool:
+    return name in _TAKES_PROBLEM
+
+
+def run_problem_method(
+    name: str, backend: Backend, task: Any, problem: Any, rng: np.random.Generator, *, system: str | None = None,
+    progress: Progress | None = None, **config: Any
+) -> MethodResult:
+    """Run a method that needs a task's problem (``takes_problem``); any other method gets the problem's prompt."""
+    if name in _TAKES_PROBLEM:
+        return get_method(name)(backend, task, problem, rng, progress=progress, system=system, **config)
+    return run_method(name, backend, task.prompt(problem), rng, system=system, progress=progress, **config)
 
 
 def run_method(
@@ -86,6 +104,8 @@ def run_method(
 ) -> MethodResult:
     """Run method ``name`` on one question: the one call the CLI and the eval harness make."""
     fn = get_method(name)
+    if name in _TAKES_PROBLEM:
+        raise UnknownNameError(f"method '{name}' works on a task's problems, not on a bare question: use strop eval --method {name}")
     if name in _TAKES_QUESTION:
         return fn(backend, question, rng, progress=progress, system=system, **config)
     return fn(backend, backend.chat_prompt(user_turn(question, system)), rng, progress=progress, **config)

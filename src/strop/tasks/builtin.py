@@ -15,6 +15,10 @@ from strop.verifiers.extract import extract_answer
 from strop.verifiers.integral import verify_definite_integral
 
 BOXED = "{question}\n\nPut your final answer in \\boxed{}."
+# One worked example shows the answer format (without one the embedded model
+# never boxes an antiderivative). 10*x^9 is outside what the generator makes.
+INTEGRALS_TEMPLATE = ("Find the integral of {question} dx. Write only the answer, in the form \\boxed{F(x)}. "
+                      "For example, for 10*x^9 write \\boxed{x^10}.")
 
 
 def _math_check(p: Problem, completion: str) -> Verification:
@@ -160,8 +164,33 @@ def _arith_check(p: Problem, completion: str) -> Verification:
 register_task(Task(
     "arithmetic",
     "{question}",
-    lambda r, i: Problem(str(r.get("id", i)), field_of(r, "question", "arithmetic"), int(field_of(r, "answer", "arithmetic")), r.get("level")),
+    lambda r, i: Problem(str(r.get("id", i)), field_of(r, "question", "arithmetic"), int(field_of(r, "answer", "arithmetic")),
+                         r.get("category", r.get("level"))),
     _arith_check,
     builtin=_arith_builtin,
     description="procedural +/- with checked answers; levels d{digits}o{ops}, 50 problems each from --seed",
+))
+
+
+def _integrals_builtin(seed: int) -> list[Problem]:
+    from strop.ladder.integrals import LEVELS, integral_problems
+
+    return [_integrals_parse(r, 0) for level in LEVELS for r in integral_problems(20, seed=seed, level=level)]
+
+
+def _integrals_parse(r: Mapping[str, Any], i: int) -> Problem:
+    from strop.ladder.integrals import pretty
+
+    integrand = str(field_of(r, "integrand", "integrals"))
+    return Problem(str(r.get("id", i)), pretty(integrand), r.get("answer"), r.get("category"), {"integrand": integrand})
+
+
+register_task(Task(
+    "integrals",
+    INTEGRALS_TEMPLATE,
+    _integrals_parse,
+    lambda p, c: verify_integral(str(p.data["integrand"]), c),
+    builtin=_integrals_builtin,
+    description="indefinite integrals (field: integrand, a SymPy string in x), checked numerically; "
+                "built in: 20 per level (power, poly, exp, poly_exp, parts) from --seed",
 ))

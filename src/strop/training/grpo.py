@@ -38,6 +38,7 @@ from strop.evaluation.harness import read_records
 from strop.training.advantages import arm_signal
 from strop.training.curriculum import Curriculum, make_curriculum
 from strop.training.data import arms_of, prompt_rows, training_problems
+from strop.tasks import Problem, Task
 from strop.training.recipe import TrainRecipe
 from strop.training.rewards import RewardBook
 
@@ -258,15 +259,60 @@ def _curriculum(recipe: TrainRecipe, arms: list[str], max_steps: int) -> Curricu
     return make_curriculum(c.kind, arms, np.random.default_rng(c.seed), **opts)
 
 
+def grpo_args(output: Path, grpo: dict[str, Any], reward_weights: list[float]):
+    """TRL's GRPOConfig from strop's settings (CPU/GPU defaults filled), with TRL's complaints as ConfigError."""
+    import torch
+    from trl import GRPOConfig
+
+    grpo = dict(grpo)
+    grpo.setdefault("bf16", bool(torch.cuda.is_available()))
+    grpo.setdefault("dataloader_pin_memory", bool(torch.cuda.is_available()))
+    # TRL 1.16 itself still calls transformers' renamed gradient-checkpointing
+    # API; the warning is for TRL's authors, not for whoever runs a recipe.
+    warnings.filterwarnings("ignore", message=r".*checkpointing.* is deprecated", category=FutureWarning)
+    try:
+        return GRPOConfig(output_dir=str(output), reward_weights=reward_weights, **grpo)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"grpo section rejected by TRL's GRPOConfig: {e}") from e
+
+
+def make_trainer(args: Any, model: Any, tokenizer: Any, task: Task, problems: list[Problem], arms: list[str], *,
+                 curriculum: Curriculum | None, book: RewardBook, system: str | None = None, peft_config: Any = None,
+                 curriculum_log: Path | None = None, quiet: bool = True):
+    """A StropGRPOTrainer over ``problems`` (rows rendered as ``strop eval`` renders them) for an already loaded model."""
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rows, pool = prompt_rows(tokenizer, task, problems, arms, system)
+    model.train()
+    trainer = _trainer_class()(
+        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+        reward_funcs=book.functions(), peft_config=peft_config,
+        curriculum=curriculum, pool=pool, rewards=book, curriculum_log=curriculum_log,
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.pop_callback(ProgressCallback)
+    if not quiet:
+        trainer.add_callback(_bar_only())
+    return trainer
+
+
+def lora_config(lo: Any):
+    from peft import LoraConfig
+
+    return LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules, task_type="CAUSAL_LM")
+
+
 def build_trainer(recipe: TrainRecipe, *, quiet: bool = False):
     """The configured trainer for ``recipe`` (nothing trained yet). ``train`` runs it."""
     try:
         import torch
-        from trl import GRPOConfig
+        import trl  # noqa: F401
     except ImportError as e:
         raise ConfigError("training needs torch and TRL: pip install 'strop[train]'") from e
-    from datasets import Dataset
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from strop.backends.hf import HFBackend
     from strop.models import embedded_model_path
@@ -277,11 +323,6 @@ def build_trainer(recipe: TrainRecipe, *, quiet: bool = False):
     arms = arms_of(recipe.data, problems)
     output = Path(recipe.output)
     grpo = dict(recipe.grpo)
-    grpo.setdefault("bf16", bool(torch.cuda.is_available()))
-    grpo.setdefault("dataloader_pin_memory", bool(torch.cuda.is_available()))
-    # TRL 1.16 itself still calls transformers' renamed gradient-checkpointing
-    # API; the warning is for TRL's authors, not for whoever runs a recipe.
-    warnings.filterwarnings("ignore", message=r".*checkpointing.* is deprecated", category=FutureWarning)
     if recipe.tensorboard:
         import importlib.util
 
@@ -290,10 +331,7 @@ def build_trainer(recipe: TrainRecipe, *, quiet: bool = False):
         grpo["report_to"] = "tensorboard"
         grpo.setdefault("logging_dir", str(output / "tensorboard"))
     book = RewardBook(task, problems, recipe.reward.format_weight)
-    try:
-        args = GRPOConfig(output_dir=str(output), reward_weights=book.weights(), **grpo)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"grpo section rejected by TRL's GRPOConfig: {e}") from e
+    args = grpo_args(output, grpo, book.weights())
 
     output.mkdir(parents=True, exist_ok=True)
     _check_same_recipe(output, recipe)
@@ -302,32 +340,13 @@ def build_trainer(recipe: TrainRecipe, *, quiet: bool = False):
     # float32 master weights. Loading straight to "cuda" would put every
     # rank's copy on GPU 0 first.
     backend = HFBackend(recipe.model.name or str(embedded_model_path()), device="cpu", dtype=recipe.model.dtype)
-    model, tokenizer = backend.model, backend.tokenizer
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    rows, pool = prompt_rows(tokenizer, task, problems, arms, recipe.data.system)
     torch.manual_seed(args.seed)
-
-    peft_config = None
-    if recipe.model.lora is not None:
-        from peft import LoraConfig
-
-        lo = recipe.model.lora
-        peft_config = LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout,
-                                 target_modules=lo.target_modules, task_type="CAUSAL_LM")
-
-    model.train()
-    trainer = _trainer_class()(
-        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-        reward_funcs=book.functions(), peft_config=peft_config,
-        curriculum=_curriculum(recipe, arms, args.max_steps), pool=pool, rewards=book,
-        curriculum_log=output / "curriculum.jsonl",
+    trainer = make_trainer(
+        args, backend.model, backend.tokenizer, task, problems, arms,
+        curriculum=_curriculum(recipe, arms, args.max_steps), book=book, system=recipe.data.system,
+        peft_config=lora_config(recipe.model.lora) if recipe.model.lora is not None else None,
+        curriculum_log=output / "curriculum.jsonl", quiet=quiet,
     )
-    trainer.remove_callback(PrinterCallback)
-    trainer.pop_callback(ProgressCallback)
-    if not quiet:
-        trainer.add_callback(_bar_only())
     trainer.add_callback(_jsonl_callback(output / "metrics.jsonl", quiet))
     return trainer
 

@@ -1,0 +1,165 @@
+"""Test-time variant RL (LADDER's "TTRL"; not the unrelated test-time RL by majority-vote rewards).
+
+For one test problem: build a tree of easier variants of it, run a few GRPO
+steps on a fresh LoRA adapter over those variants, answer the problem with the
+adapted model, then remove the adapter, so the next problem starts from the
+original weights (bit-identical: only adapter weights are trained, and
+``unload`` takes the adapter layers out again).
+
+Two accuracies are kept apart, as the paper's 90% on the MIT qualifier
+counts a problem solved if *any* verified attempt during the process was
+correct: ``correct`` is the final answer's verdict; ``stats.solved_during``
+says whether the greedy answer before training, any probe (sampled attempts
+at the test problem after each step) or the final answer was verified correct.
+The verifier for integrals needs no answer key, so that oracle is available
+at test time; for tasks whose check needs the gold answer it is not.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from strop.backends.base import Backend, Generation, SamplingParams
+from strop.backends.chat import user_turn
+from strop.errors import CapabilityError, ConfigError
+from strop.methods.base import MethodResult, Progress
+from strop.tasks import Problem, Task
+
+
+@dataclass(frozen=True)
+class TTRLConfig:
+    """Per-problem budget and GRPO settings. The paper runs up to 100 steps on ~800 variants; CPU needs far less."""
+
+    steps: int = 8
+    depth: int = 2
+    variants_per_node: int = 4
+    model_requests: int = 0
+    groups_per_step: int = 2
+    num_generations: int = 8
+    learning_rate: float = 1e-4
+    beta: float = 0.0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    temperature: float = 1.0
+    max_tokens: int = 48
+    format_weight: float = 0.1
+    probe_samples: int = 4
+    curriculum: str = "sec"
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.groups_per_step < 1 or self.num_generations < 2 or self.max_tokens < 1 or self.probe_samples < 0:
+            raise ConfigError(f"ttrl needs steps >= 0, groups_per_step >= 1, num_generations >= 2, max_tokens >= 1, probe_samples >= 0; got {self}")
+        if self.learning_rate <= 0 or self.beta < 0 or self.format_weight < 0:
+            raise ConfigError(f"ttrl needs learning_rate > 0, beta >= 0, format_weight >= 0; got {self}")
+        if self.curriculum not in ("sec", "random", "schedule"):
+            raise ConfigError(f"ttrl curriculum must be sec, random or schedule, got {self.curriculum!r}")
+
+
+def _answer(backend: Any, prompt: list[int], params: SamplingParams, rngs: list[np.random.Generator]) -> list[Generation]:
+    backend.close()  # the prefix KV cache was computed with other weights
+    was_training = backend.model.training
+    backend.model.eval()
+    try:
+        return backend.generate_batch([prompt] * len(rngs), params, rngs)
+    finally:
+        backend.model.train(was_training)
+
+
+def test_time_rl(backend: Backend, task: Task, problem: Problem, rng: np.random.Generator, *, config: TTRLConfig,
+                 system: str | None = None, progress: Progress | None = None) -> MethodResult:
+    """Variant tree -> GRPO on a LoRA adapter -> answer -> adapter removed. See the module docstring."""
+    if getattr(backend, "name", "") != "hf":
+        raise CapabilityError(getattr(backend, "name", "?"), "training", "test-time variant RL trains the model: use --backend hf")
+    import torch
+
+    from strop.ladder.tree import TreeSpec, build_tree
+    from strop.ladder.variants import kind_for_task
+    from strop.training.curriculum import make_curriculum
+    from strop.training.grpo import grpo_args, lora_config, make_trainer
+    from strop.training.recipe import LoraSpec
+    from strop.training.rewards import RewardBook
+
+    started = time.perf_counter()
+    kind = kind_for_task(task.name)
+    tree = build_tree([problem], kind, TreeSpec(depth=config.depth, symbolic_per_node=config.variants_per_node,
+                                                model_requests=config.model_requests, seed=int(rng.integers(2**31))),
+                      backend=backend if config.model_requests else None)
+    variants = [task.parse(n, i) for i, n in enumerate(tree.nodes) if n["depth"] > 0]
+    prompt = backend.chat_prompt(user_turn(task.prompt(problem), system))
+    greedy = SamplingParams(max_tokens=config.max_tokens, temperature=0.0)
+    sampled = SamplingParams(max_tokens=config.max_tokens, temperature=config.temperature)
+    attempts: list[dict[str, Any]] = []
+
+    def verify(gen: Generation, when: str, step: int) -> None:
+        v = task.check(problem, gen.text)
+        attempts.append({"when": when, "step": step, "answer": v.extracted, "correct": v.correct, "tokens": gen.completion_tokens})
+
+    before = _answer(backend, prompt, greedy, [rng])[0]
+    verify(before, "before", 0)
+    steps_done, rewards, train_tokens = 0, [], 0
+    if variants and config.steps > 0:
+        arms = sorted({v.category for v in variants}, key=lambda c: -int(str(c).removeprefix("depth")))  # easiest first
+        book = RewardBook(task, variants, config.format_weight)
+        probe_rngs = [np.random.default_rng([int(rng.integers(2**31)), j]) for j in range(config.probe_samples)]
+        from transformers import TrainerCallback
+
+        class Probe(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                nonlocal steps_done
+                steps_done = state.global_step
+                if config.probe_samples:
+                    for g in _answer(backend, prompt, sampled, probe_rngs):
+                        verify(g, "probe", state.global_step)
+                if progress:
+                    progress(state.global_step, config.steps)
+
+            def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+                nonlocal train_tokens
+                if logs and "reward" in logs:
+                    rewards.append(float(logs["reward"]))
+                    train_tokens += int(round(logs.get("completions/mean_length", 0) * config.groups_per_step * config.num_generations))
+
+        seed = int(rng.integers(2**31))
+        torch.manual_seed(seed)
+        with tempfile.TemporaryDirectory(prefix="strop-ttrl-") as tmp:
+            args = grpo_args(Path(tmp), {
+                "max_steps": config.steps, "num_generations": config.num_generations,
+                "per_device_train_batch_size": config.groups_per_step * config.num_generations,
+                "max_completion_length": config.max_tokens, "temperature": config.temperature,
+                "learning_rate": config.learning_rate, "lr_scheduler_type": "constant", "beta": config.beta,
+                "save_strategy": "no", "report_to": "none", "logging_steps": 1, "seed": seed,
+                "gradient_checkpointing": False, "disable_tqdm": True,
+            }, book.weights())
+            curriculum = make_curriculum(config.curriculum, arms, np.random.default_rng(seed),
+                                         **({"steps_per_arm": max(1, config.steps // len(arms))} if config.curriculum == "schedule" else {}))
+            trainer = make_trainer(args, backend.model, backend.tokenizer, task, variants, arms, curriculum=curriculum,
+                                   book=book, system=system, peft_config=lora_config(LoraSpec(r=config.lora_r, alpha=config.lora_alpha)))
+            trainer.add_callback(Probe())
+            try:
+                trainer.train()
+                after = _answer(backend, prompt, greedy, [rng])[0]
+            finally:
+                # Take the adapter out whatever happened: the next problem must start from the original weights.
+                restored = trainer.model.unload() if hasattr(trainer.model, "unload") else trainer.model
+                backend.model = restored
+                backend.model.eval()
+                backend.close()
+    else:
+        after = before
+    verify(after, "after", steps_done)
+    final = attempts[-1]
+    stats = {
+        "steps": steps_done, "variants": len(variants), "tree": {d: sum(1 for n in tree.nodes if n["depth"] == d) for d in range(config.depth + 1)},
+        "answer_before": attempts[0]["answer"], "correct_before": attempts[0]["correct"],
+        "answer_after": final["answer"], "correct_after": final["correct"],
+        "solved_during": any(a["correct"] for a in attempts), "probes": sum(a["when"] == "probe" for a in attempts),
+        "probe_correct": sum(a["correct"] for a in attempts if a["when"] == "probe"), "train_reward": rewards,
+        "decoded_tokens": train_tokens + sum(a["tokens"] for a in attempts), "wall_s": time.perf_counter() - started,
+    }
+    return MethodResult("ttrl", asdict(config), (after,), 0, final["answer"], stats)
