@@ -252,15 +252,21 @@ def train(
     quiet: Annotated[bool, typer.Option(help="No progress bar or per-step lines.")] = False,
 ) -> None:
     """GRPO on a strop task through TRL, with a curriculum (SEC, random, schedule). Resumes from the last checkpoint in the output folder."""
-    from strop.training.grpo import train as run_training
     from strop.training.recipe import load_recipe
+
+    _run_recipe(lambda overrides: load_recipe(recipe, overrides), max_steps, output, quiet)
+
+
+def _run_recipe(load: Any, max_steps: Optional[int], output: Optional[str], quiet: bool) -> None:
+    """Train ``load(overrides)`` with the command line's overrides and print where everything went."""
+    from strop.training.grpo import train as run_training
 
     overrides: dict[str, Any] = {}
     if max_steps is not None:
         overrides["grpo.max_steps"] = max_steps
     if output is not None:
         overrides["output"] = output
-    result = run_training(load_recipe(recipe, overrides), quiet=quiet)
+    result = run_training(load(overrides), quiet=quiet)
     typer.echo(f"trained {result.steps} steps in {result.wall_s:.0f}s"
                + (f" (resumed from {result.resumed_from.name})" if result.resumed_from else ""))
     typer.echo(f"metrics: {result.output / 'metrics.jsonl'}; curriculum: {result.output / 'curriculum.jsonl'}")
@@ -321,17 +327,8 @@ def ladder_train(
 ) -> None:
     """GRPO on a variant tree: its depths are the curriculum's arms, easiest (deepest) first."""
     from strop.ladder.training import ladder_recipe
-    from strop.training.grpo import train as run_training
 
-    overrides: dict[str, Any] = {}
-    if max_steps is not None:
-        overrides["grpo.max_steps"] = max_steps
-    if output is not None:
-        overrides["output"] = output
-    result = run_training(ladder_recipe(tree, recipe, overrides), quiet=quiet)
-    typer.echo(f"trained {result.steps} steps in {result.wall_s:.0f}s"
-               + (f" (resumed from {result.resumed_from.name})" if result.resumed_from else ""))
-    typer.echo(f"model: {result.final_model}  (evaluate: strop eval --backend hf --model {result.final_model} ...)")
+    _run_recipe(lambda overrides: ladder_recipe(tree, recipe, overrides), max_steps, output, quiet)
 
 
 bench_app = typer.Typer(help="Benchmarks that print a table and write JSON and a PNG plot.", no_args_is_help=True)

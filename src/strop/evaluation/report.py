@@ -82,6 +82,10 @@ def table(metrics: list[dict[str, Any]], names: list[str]) -> list[str]:
         rows.append(f"{name[-28:]:28s} {s['task'][:24]:24s} {s['method'][:12]:12s} {o['attempts']:5d} {o['accuracy']:8.3f} "
                     f"[{o['ci95'][0]:.3f}, {o['ci95'][1]:.3f}] {'' if pk is None else f'{pk:.3f}':>7s} {'' if mk is None else f'{mk:.3f}':>6s} "
                     f"{o['mean_tokens_per_attempt']:8.1f} {o['mean_seconds_per_attempt']:6.2f}")
+        if "ttrl" in o:
+            t = o["ttrl"]
+            rows.append(f"{'':28s} ttrl: before {t['before']:.3f}, after {t['after']:.3f} (= accuracy), any verified attempt correct "
+                        f"{t['any_verified_correct']:.3f}; {t['mean_steps']:.1f} steps, {t['mean_variants']:.1f} variants per problem")
         for t in o.get("per_turn", []):
             rows.append(f"{'':28s} {'':24s} {'turn ' + str(t['turn']):12s} {'':5s} {t['accuracy']:8.3f} [{t['ci95'][0]:.3f}, {t['ci95'][1]:.3f}]"
                         f" {'':7s} {'':6s} {t['mean_cumulative_tokens']:8.1f}")

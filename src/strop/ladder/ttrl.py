@@ -34,7 +34,7 @@ from strop.tasks import Problem, Task
 
 @dataclass(frozen=True)
 class TTRLConfig:
-    """Per-problem budget and GRPO settings. The paper runs up to 100 steps on ~800 variants; CPU needs far less."""
+    """Per-problem budget and GRPO settings. The paper runs up to 100 steps on ~800 variants; a CPU affords far fewer."""
 
     steps: int = 8
     depth: int = 2
