@@ -16,7 +16,7 @@ import pytest
 from strop.backends.scripted import ScriptedBackend
 from strop.errors import ConfigError, UnknownNameError
 from strop.ladder.arithmetic import symbolic_arithmetic_variants
-from strop.ladder.integrals import LEVELS, integral_problems, integrand_keys, symbolic_integral_variants, validate_integrand
+from strop.ladder.integrals import LEVELS, integral_problems, integrand_keys, validate_integrand
 from strop.ladder.tree import TreeSpec, build_tree
 from strop.ladder.variants import KINDS, PERSONAS, TEMPERATURES, request_plan
 from strop.tasks import get_task

@@ -22,7 +22,7 @@ import numpy as np
 
 from strop.errors import ConfigError
 from strop.ladder.arithmetic import parse_expression, render, symbolic_arithmetic_variants, value_of
-from strop.ladder.integrals import integrand_keys, pretty, symbolic_integral_variants, validate_integrand
+from strop.ladder.integrals import integrand_keys, symbolic_integral_variants, validate_integrand
 from strop.tasks import Problem
 
 # The paper cycles sampling temperature over this range across requests.
