@@ -218,3 +218,11 @@ def test_schedule_and_no_curriculum_through_the_trainer(kind, tiny_model, say_se
         assert [r["counts"] for r in curriculum] == [{"long": 4, "short": 0}, {"long": 0, "short": 4}]
     else:
         assert curriculum == [] and any("category/long/reward" in m or "category/short/reward" in m for m in metrics)
+
+
+def test_a_checkpoint_whose_state_file_is_empty_or_cut_is_not_resumed_from(tmp_path):
+    # A kill can land while the Trainer writes trainer_state.json (seen in a test run).
+    for step, text in ((1, '{"global_step": 1}'), (2, ""), (3, '{"global_st')):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(text)
+    assert last_checkpoint(tmp_path).name == "checkpoint-1"

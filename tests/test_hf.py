@@ -90,6 +90,27 @@ def test_batched_eval_uses_the_same_streams_as_one_at_a_time(hf, tmp_path):
     assert sum(runs[1][k] == runs[4][k] for k in runs[1]) >= 8
 
 
+def test_batched_rc_eval_keeps_each_attempts_random_stream(hf, tmp_path):
+    """RC attempts batched across problems (turn by turn) match one-at-a-time runs, up to rare rounding flips."""
+    from strop.evaluation.harness import EvalSpec, evaluate
+    from strop.methods.rc import RCConfig
+    from strop.tasks import get_task
+
+    task = get_task("arithmetic")
+    problems = task.load(seed=0)[:4]
+    spec = EvalSpec(task="arithmetic", method="rc", backend="hf", model=None, samples=1)
+    cfg = RCConfig(turns=2, reasoning_tokens=10, summary_tokens=10)
+    runs = {}
+    for size in (1, 4):
+        evaluate(spec, task, problems, hf, tmp_path / str(size), method_kwargs={"config": cfg}, batch_size=size)
+        rows = [json.loads(x) for x in (tmp_path / str(size) / "records.jsonl").read_text().splitlines()]
+        runs[size] = {r["id"]: (r["output"], r["tokens"], [t["answer"] for t in r["turns"]]) for r in rows}
+        assert all(len(r["turns"]) == 2 for r in rows)
+    assert runs[1].keys() == runs[4].keys() and len(runs[1]) == 4
+    # Each record holds 4 generations; a wrong rng per row would change nearly all of them.
+    assert sum(runs[1][k] == runs[4][k] for k in runs[1]) >= 3
+
+
 def test_training_prompts_are_the_eval_prompt_ids(hf):
     """TRL tokenizes the training prompt text itself (special tokens on); it must give the ids strop eval decodes from."""
     from strop.tasks import get_task

@@ -13,7 +13,7 @@ from pathlib import Path
 CHARS = string.digits + string.ascii_letters + " :?+-=\n.,"
 
 
-def build_tiny_lm(folder: Path, *, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
+def build_tiny_lm(folder: Path, *, seed: int = 0, hidden: int = 64, layers: int = 2, max_positions: int = 128) -> Path:
     import torch
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -27,7 +27,7 @@ def build_tiny_lm(folder: Path, *, seed: int = 0, hidden: int = 64, layers: int 
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=max_positions,
         pad_token_id=0, eos_token_id=1, bos_token_id=None, tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(cfg)

@@ -18,6 +18,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -122,6 +123,27 @@ class HFBackend(Backend):
             self.model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype).to(self.device).eval()
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"could not load '{model}' with transformers: {str(e).splitlines()[0]}") from e
+        self._setup(context_length)
+
+    @classmethod
+    def wrap(cls, model: Any, tokenizer: Any, *, context_length: int | None = None) -> HFBackend:
+        """A backend over a model already in memory, sharing its weights (no copy).
+
+        Training uses it to decode with the policy it is updating (RC rollouts);
+        call ``close()`` after the weights change, as the prefix cache was
+        computed with the old ones.
+        """
+        import torch
+
+        self = cls.__new__(cls)
+        self.torch = torch
+        self.model_id = str(getattr(getattr(model, "config", None), "name_or_path", "") or "in-memory model")
+        self.device = next(model.parameters()).device
+        self.tokenizer, self.model = tokenizer, model
+        self._setup(context_length)
+        return self
+
+    def _setup(self, context_length: int | None) -> None:
         cfg = self.model.config
         self.context_length = context_length or int(getattr(cfg, "max_position_embeddings", 2048))
         self.chat_template = getattr(self.tokenizer, "chat_template", None)

@@ -169,7 +169,7 @@ def eval_cmd(
     system: SystemOpt = None, base_url: BaseUrlOpt = None, tokenizer: TokOpt = None, n_ctx: NCtxOpt = None,
     alpha: AlphaOpt = 4.0, block_size: BlockOpt = 192, mcmc_steps: StepsOpt = 10, cut: CutOpt = "uniform", beta: BetaOpt = 4.0,
     proposal_temperature: PropTOpt = None, turns: TurnsOpt = 4, reasoning_tokens: HROpt = 256, summary_tokens: HSOpt = 96,
-    batch_size: Annotated[int, typer.Option(help="greedy/sample on a batching backend (hf): attempts decoded together (same random streams; rounding can flip a rare token).")] = 32,
+    batch_size: Annotated[int, typer.Option(help="greedy/sample/rc on a batching backend (hf): attempts decoded together (same random streams; rounding can flip a rare token).")] = 32,
     ttrl_steps: TTStepsOpt = 8, ttrl_depth: TTDepthOpt = 2, ttrl_variants: TTVarOpt = 4, ttrl_model_requests: TTReqOpt = 0,
     ttrl_lr: TTLrOpt = 1e-4,
 ) -> None:

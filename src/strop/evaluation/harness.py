@@ -80,8 +80,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run (or finish) the evaluation in ``out``; returns the metrics (also saved as metrics.json).
 
-    On a backend that batches (``hf``), ``greedy`` and ``sample`` attempts are
-    decoded ``batch_size`` at a time across problems. Each row still draws from
+    On a backend that batches (``hf``), ``greedy``, ``sample`` and ``rc``
+    attempts are decoded ``batch_size`` at a time across problems (RC: each
+    turn's reasoning steps in one batch, then their summaries). Each row still draws from
     its own (seed, problem, sample) rng, so the random streams are those of a
     one-at-a-time run; batched float32 rounding can still flip a token whose
     draw lands next to a boundary (a few percent of 32-token samples).
@@ -104,12 +105,14 @@ def evaluate(
     if progress:
         progress(finished, total)
     todo = [(i, prob, s) for i, prob in enumerate(problems) for s in range(spec.samples) if (prob.id, s) not in done]
-    batched = backend.batches and spec.method in SINGLE_DRAW_METHODS and batch_size > 1
+    batched = backend.batches and spec.method in (*SINGLE_DRAW_METHODS, "rc") and batch_size > 1
     with path.open("a", encoding="utf-8") as f:
         step = batch_size if batched else 1
         for start in range(0, len(todo), step):
             chunk = todo[start:start + step]
-            if batched:
+            if batched and spec.method == "rc":
+                recs = batched_rc_attempts(spec, task, chunk, backend, method_kwargs or {})
+            elif batched:
                 recs = batched_attempts(spec, task, chunk, backend, method_kwargs or {})
             else:
                 (i, prob, s), = chunk
@@ -149,6 +152,16 @@ def batched_attempts(spec: EvalSpec, task: Task, chunk: list[tuple[int, Problem,
     share = (time.perf_counter() - started) / len(chunk)
     return [_record(spec, task, prob, s, single_draw_result(spec.method, params, g, started), share)
             for (_, prob, s), g in zip(chunk, gens)]
+
+
+def batched_rc_attempts(spec: EvalSpec, task: Task, chunk: list[tuple[int, Problem, int]], backend: Backend,
+                        method_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """RC attempts decoded together, turn by turn (``rc_batch``), each from its own per-attempt rng."""
+    from strop.methods.rc import rc_batch
+
+    results = rc_batch(backend, [task.prompt(prob) for _, prob, _ in chunk], [_attempt_rng(spec, i, s) for i, _, s in chunk],
+                       system=spec.system, **method_kwargs)
+    return [_record(spec, task, prob, s, r, r.stats["elapsed_s"]) for (_, prob, s), r in zip(chunk, results)]
 
 
 def _record(spec: EvalSpec, task: Task, prob: Problem, sample: int, result: MethodResult, seconds: float) -> dict[str, Any]:

@@ -16,7 +16,7 @@ Prompts are templates (``RCConfig``), editable per run.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -82,6 +82,23 @@ class RCConfig:
         return SamplingParams(max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p)
 
 
+def reason_prompt(config: RCConfig, question: str, summary: str) -> str:
+    """The reasoning turn's instruction: the problem alone at the start, else the problem and the latest summary.
+
+    RC training builds its traces' prompts here too, so a trained model is
+    evaluated on exactly the prompts it was trained on.
+    """
+    if not summary:
+        return config.reason_template.format(problem=question)
+    return config.reason_from_summary_template.format(problem=question, summary=summary)
+
+
+def summary_prompt(config: RCConfig, question: str, reasoning: str, summary: str) -> str:
+    """The summariser's instruction: problem, the previous summary (if any) and the latest reasoning."""
+    previous = PREVIOUS_SUMMARY.format(summary=summary) if summary else ""
+    return config.summary_template.format(problem=question, previous=previous, reasoning=reasoning)
+
+
 def _ask(backend: Backend, system: str | None, text: str, params: SamplingParams, rng: np.random.Generator) -> Generation:
     return backend.generate(backend.chat_prompt(user_turn(text, system)), params, rng)
 
@@ -96,31 +113,52 @@ def _result(name: str, config: RCConfig, gens: list[Generation], turns: list[dic
     return MethodResult(name, asdict(config), tuple(gens), gens.index(last), extract(last.text), stats)
 
 
+def rc_batch(backend: Backend, questions: Sequence[str], rngs: Sequence[np.random.Generator], *, config: RCConfig | None = None,
+             system: str | None = None, summaries: Sequence[str] | None = None, progress: Progress | None = None,
+             extract: Callable[[str], str | None] = extract_answer) -> list[MethodResult]:
+    """RC on several questions at once: each turn's reasoning steps are one batch, then its summaries.
+
+    Row i draws only from ``rngs[i]`` (reasoning, then summary, turn by turn),
+    as a one-question run with that rng does, so batching changes no random
+    stream (batched float rounding aside, see ``HFBackend.generate_batch``).
+    ``summaries`` start rows from a given summary instead of the empty one
+    (RC training resumes rollouts from its replay buffer this way). Each
+    result's ``elapsed_s`` is its share of the batch's wall time.
+    """
+    config = config or RCConfig()
+    if len(rngs) != len(questions) or (summaries is not None and len(summaries) != len(questions)):
+        raise ConfigError(f"rc_batch needs one rng (and start summary) per question; got {len(questions)} questions, "
+                          f"{len(rngs)} rngs, {len(summaries) if summaries is not None else 'no'} summaries")
+    started = time.perf_counter()
+    n = len(questions)
+    gens: list[list[Generation]] = [[] for _ in range(n)]
+    turns: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+    current = list(summaries) if summaries is not None else [""] * n
+
+    def ask_all(texts: list[str], max_tokens: int) -> list[Generation]:
+        prompts = [backend.chat_prompt(user_turn(t, system)) for t in texts]
+        return backend.generate_batch(prompts, config.params(max_tokens), rngs)
+
+    for t in range(1, config.turns + 1):
+        reasoning = ask_all([reason_prompt(config, q, s) for q, s in zip(questions, current)], config.reasoning_tokens)
+        summary = ask_all([summary_prompt(config, q, r.text, s) for q, r, s in zip(questions, reasoning, current)], config.summary_tokens)
+        for i, (r, s) in enumerate(zip(reasoning, summary)):
+            gens[i] += [r, s]
+            turns[i].append({"turn": t, "reasoning": r.text, "summary": s.text, "answer": extract(r.text),
+                             "reasoning_tokens": r.completion_tokens, "summary_tokens": s.completion_tokens,
+                             "conditioned_on_summary": current[i], "reasoning_index": len(gens[i]) - 2})
+        current = [s.text for s in summary]
+        if progress:
+            progress(t, config.turns)
+    elapsed = (time.perf_counter() - started) / max(n, 1)
+    return [_result("rc", config, g, ts, time.perf_counter() - elapsed, extract) for g, ts in zip(gens, turns)]
+
+
 @register_method("rc", takes_question=True)
 def rc(backend: Backend, question: str, rng: np.random.Generator, *, progress: Progress | None = None, system: str | None = None,
        config: RCConfig | None = None, extract: Callable[[str], str | None] = extract_answer) -> MethodResult:
     """RC decoding: turn t sees only the problem and the summary of turns < t."""
-    config = config or RCConfig()
-    started = time.perf_counter()
-    gens: list[Generation] = []
-    turns: list[dict[str, Any]] = []
-    summary = ""
-    for t in range(1, config.turns + 1):
-        prompt = (config.reason_template.format(problem=question) if not summary
-                  else config.reason_from_summary_template.format(problem=question, summary=summary))
-        r = _ask(backend, system, prompt, config.params(config.reasoning_tokens), rng)
-        gens.append(r)
-        previous = PREVIOUS_SUMMARY.format(summary=summary) if summary else ""
-        s = _ask(backend, system, config.summary_template.format(problem=question, previous=previous, reasoning=r.text),
-                 config.params(config.summary_tokens), rng)
-        gens.append(s)
-        turns.append({"turn": t, "reasoning": r.text, "summary": s.text, "answer": extract(r.text),
-                      "reasoning_tokens": r.completion_tokens, "summary_tokens": s.completion_tokens,
-                      "conditioned_on_summary": summary, "reasoning_index": len(gens) - 2})
-        summary = s.text
-        if progress:
-            progress(t, config.turns)
-    return _result("rc", config, gens, turns, started, extract)
+    return rc_batch(backend, [question], [rng], config=config, system=system, progress=progress, extract=extract)[0]
 
 
 @register_method("self-refine", takes_question=True)

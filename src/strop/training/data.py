@@ -55,14 +55,19 @@ def arms_of(spec: DataSpec, problems: Sequence[Problem]) -> list[str]:
     return sorted({category_of(p) for p in problems})
 
 
-def render_prompt(tokenizer: Any, task: Task, problem: Problem, system: str | None) -> str:
-    """The prompt text exactly as ``strop eval`` builds it (the model's chat template via strop's renderer)."""
+def render_chat_text(tokenizer: Any, text: str, system: str | None) -> str:
+    """A user message as prompt text, exactly as strop's backends render it (the model's chat template via strop's renderer)."""
     from strop.backends.chat import render_chat, user_turn
 
     return render_chat(
-        getattr(tokenizer, "chat_template", None), user_turn(task.prompt(problem), system),
+        getattr(tokenizer, "chat_template", None), user_turn(text, system),
         bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "",
     )
+
+
+def render_prompt(tokenizer: Any, task: Task, problem: Problem, system: str | None) -> str:
+    """The task's prompt for ``problem`` exactly as ``strop eval`` builds it."""
+    return render_chat_text(tokenizer, task.prompt(problem), system)
 
 
 def prompt_rows(tokenizer: Any, task: Task, problems: Sequence[Problem], arms: Sequence[str],

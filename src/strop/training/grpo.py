@@ -40,9 +40,11 @@ from strop.training.curriculum import Curriculum, make_curriculum
 from strop.training.data import arms_of, prompt_rows, training_problems
 from strop.tasks import Problem, Task
 from strop.training.recipe import TrainRecipe
+from strop.training.rc import RC_STATE, RCRows
 from strop.training.rewards import RewardBook
 
 CURRICULUM_STATE = "strop_curriculum.json"
+RC_LOG = "rc_states.jsonl"
 # Written by transformers' Trainer as the last file of a checkpoint: its
 # presence is what makes a checkpoint folder complete (a kill can land mid-save).
 TRAINER_STATE = "trainer_state.json"
@@ -56,9 +58,12 @@ def _trainer_class():
         """TRL's GRPOTrainer with a curriculum choosing each step's problems (see module docstring)."""
 
         def __init__(self, *args: Any, curriculum: Curriculum | None = None, pool: dict[str, list[dict]] | None = None,
-                     rewards: RewardBook | None = None, curriculum_log: Path | None = None, **kwargs: Any) -> None:
+                     rewards: RewardBook | None = None, curriculum_log: Path | None = None, rc_rows: RCRows | None = None,
+                     rollout_backend: Any = None, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.curriculum = curriculum
+            self.rc_rows = rc_rows
+            self.rollout_backend = rollout_backend
             self.pool = pool or {}
             self.rewards = rewards
             self.curriculum_log = curriculum_log
@@ -80,9 +85,30 @@ def _trainer_class():
             start = self.accelerator.process_index * n_local
             return rows[start:start + n_local]
 
+        def _rc_step_rows(self, n_local: int) -> list[dict]:
+            """RC rollouts with the current policy (or the given rollout backend), then K rows per drawn state."""
+            assert self.rc_rows is not None
+            groups = self.args.generation_batch_size // self.num_generations
+            policy = self.accelerator.unwrap_model(self.model)
+            backend = self.rollout_backend
+            if backend is None:
+                from strop.backends.hf import HFBackend
+
+                backend = HFBackend.wrap(policy, self.processing_class)
+            was_training = policy.training
+            policy.eval()
+            try:
+                states = self.rc_rows.step_states(backend, groups)
+            finally:
+                policy.train(was_training)
+                backend.close()  # its prefix cache would outlive this step's weights
+            return self.rc_rows.rows(states)[:n_local]
+
         def _generate_and_score_completions(self, inputs: list[dict]) -> dict:
             training = self.model.training
-            if training and self.curriculum is not None:
+            if training and self.rc_rows is not None:
+                inputs = self._rc_step_rows(len(inputs))
+            elif training and self.curriculum is not None:
                 inputs = self._curriculum_rows(len(inputs))
             out = super()._generate_and_score_completions(inputs)
             if training:
@@ -103,6 +129,10 @@ def _trainer_class():
             for cat, scores in per_cat.items():
                 train_metrics[f"category/{cat}/reward"].append(float(np.mean(scores)))
                 train_metrics[f"category/{cat}/count"].append(float(len(scores)))
+            if self.rc_rows is not None and self.accelerator.is_main_process:
+                rec = self.rc_rows.record(self.state.global_step + 1, [score for _, score in book])
+                train_metrics["rc/buffer"].append(float(rec["buffer"]))
+                train_metrics["rc/mean_turn"].append(float(np.mean([st["turn"] for st in rec["states"]])))
             if self.curriculum is None:
                 return
             signal = arm_signal(adv, self._arms_this_step)
@@ -126,24 +156,31 @@ def _trainer_class():
                 with self.curriculum_log.open("a") as f:
                     f.write(json.dumps(record) + "\n")
 
+        def _own_states(self) -> dict[str, Any]:
+            """strop's resumable state, by checkpoint file name: the curriculum's, RC's (buffer, order, RNG)."""
+            return {name: obj for name, obj in ((CURRICULUM_STATE, self.curriculum), (RC_STATE, self.rc_rows)) if obj is not None}
+
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
-            # The curriculum file goes in first: the checkpoint only counts as
-            # complete once the Trainer has written its state after it.
-            if self.curriculum is not None and self.args.should_save:
+            # strop's files go in first: the checkpoint only counts as
+            # complete once the Trainer has written its state after them.
+            if self._own_states() and self.args.should_save:
                 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
                 folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
                 folder.mkdir(parents=True, exist_ok=True)
-                (folder / CURRICULUM_STATE).write_text(json.dumps(self.curriculum.state_dict()))
+                for name, obj in self._own_states().items():
+                    (folder / name).write_text(json.dumps(obj.state_dict()))
             super()._save_checkpoint(model, trial)
 
         def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
             super()._load_optimizer_and_scheduler(checkpoint)
-            if self.curriculum is not None and checkpoint is not None:
-                path = Path(checkpoint) / CURRICULUM_STATE
+            if checkpoint is None:
+                return
+            for name, obj in self._own_states().items():
+                path = Path(checkpoint) / name
                 if not path.is_file():
-                    raise StropError(f"checkpoint {checkpoint} has no curriculum state ({CURRICULUM_STATE})")
-                self.curriculum.load_state_dict(json.loads(path.read_text()))
+                    raise StropError(f"checkpoint {checkpoint} has no {name} (written by strop next to the weights)")
+                obj.load_state_dict(json.loads(path.read_text()))
 
     return StropGRPOTrainer
 
@@ -153,10 +190,21 @@ def checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name.split("-")[-1])
 
 
+def _complete(checkpoint: Path) -> bool:
+    """Whether the Trainer finished writing ``checkpoint``: its state file, written last, exists and parses.
+
+    A kill can land while that file is being written, leaving it empty or cut.
+    """
+    try:
+        json.loads((checkpoint / TRAINER_STATE).read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def last_checkpoint(output: Path) -> Path | None:
     """The newest complete ``checkpoint-N`` folder (a kill mid-save leaves an incomplete one behind)."""
-    done = [p for p in output.glob("checkpoint-*")
-            if p.is_dir() and p.name.split("-")[-1].isdigit() and (p / TRAINER_STATE).is_file()]
+    done = [p for p in output.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit() and _complete(p)]
     return max(done, key=checkpoint_step) if done else None
 
 
@@ -179,7 +227,8 @@ def _check_same_recipe(output: Path, recipe: TrainRecipe) -> None:
         old = json.loads(saved.read_text())
 
         def strip(d: dict) -> dict:
-            return {**d, "output": None, "grpo": {k: v for k, v in d["grpo"].items() if k != "max_steps"}}
+            # "rc" is absent from recipes saved before RC training existed: the same as none.
+            return {**d, "output": None, "rc": d.get("rc"), "grpo": {k: v for k, v in d["grpo"].items() if k != "max_steps"}}
 
         if strip(old) != strip(current):
             raise ConfigError(f"{output} holds a run of a different recipe; use another output folder or delete it")
@@ -278,7 +327,8 @@ def grpo_args(output: Path, grpo: dict[str, Any], reward_weights: list[float]):
 
 def make_trainer(args: Any, model: Any, tokenizer: Any, task: Task, problems: list[Problem], arms: list[str], *,
                  curriculum: Curriculum | None, book: RewardBook, system: str | None = None, peft_config: Any = None,
-                 curriculum_log: Path | None = None, quiet: bool = True):
+                 curriculum_log: Path | None = None, quiet: bool = True, rc_rows: RCRows | None = None,
+                 rollout_backend: Any = None):
     """A StropGRPOTrainer over ``problems`` (rows rendered as ``strop eval`` renders them) for an already loaded model."""
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -292,7 +342,10 @@ def make_trainer(args: Any, model: Any, tokenizer: Any, task: Task, problems: li
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
         reward_funcs=book.functions(), peft_config=peft_config,
         curriculum=curriculum, pool=pool, rewards=book, curriculum_log=curriculum_log,
+        rc_rows=rc_rows, rollout_backend=rollout_backend,
     )
+    if rc_rows is not None and trainer.accelerator.num_processes > 1:
+        raise ConfigError("RC training runs its rollouts in one process for now; launch it without several processes")
     trainer.remove_callback(PrinterCallback)
     trainer.pop_callback(ProgressCallback)
     if not quiet:
@@ -306,8 +359,12 @@ def lora_config(lo: Any):
     return LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules, task_type="CAUSAL_LM")
 
 
-def build_trainer(recipe: TrainRecipe, *, quiet: bool = False):
-    """The configured trainer for ``recipe`` (nothing trained yet). ``train`` runs it."""
+def build_trainer(recipe: TrainRecipe, *, quiet: bool = False, rollout_backend: Any = None):
+    """The configured trainer for ``recipe`` (nothing trained yet). ``train`` runs it.
+
+    ``rollout_backend`` (RC recipes only) decodes RC rollouts instead of the
+    policy itself: tests pass a scripted backend to know every summary.
+    """
     try:
         import torch
         import trl  # noqa: F401
@@ -341,17 +398,22 @@ def build_trainer(recipe: TrainRecipe, *, quiet: bool = False):
     # rank's copy on GPU 0 first.
     backend = HFBackend(recipe.model.name or str(embedded_model_path()), device="cpu", dtype=recipe.model.dtype)
     torch.manual_seed(args.seed)
+    rc_rows = None
+    if recipe.rc is not None:
+        rc_rows = RCRows(recipe.rc, task, problems, backend.tokenizer, reasoning_tokens=args.max_completion_length,
+                         temperature=args.temperature, num_generations=args.num_generations, seed=args.seed,
+                         system=recipe.data.system, log=output / RC_LOG)
     trainer = make_trainer(
         args, backend.model, backend.tokenizer, task, problems, arms,
         curriculum=_curriculum(recipe, arms, args.max_steps), book=book, system=recipe.data.system,
         peft_config=lora_config(recipe.model.lora) if recipe.model.lora is not None else None,
-        curriculum_log=output / "curriculum.jsonl", quiet=quiet,
+        curriculum_log=output / "curriculum.jsonl", quiet=quiet, rc_rows=rc_rows, rollout_backend=rollout_backend,
     )
     trainer.add_callback(_jsonl_callback(output / "metrics.jsonl", quiet))
     return trainer
 
 
-def train(recipe: TrainRecipe, *, quiet: bool = False) -> TrainResult:
+def train(recipe: TrainRecipe, *, quiet: bool = False, rollout_backend: Any = None) -> TrainResult:
     """Run (or resume) a recipe; writes metrics.jsonl, curriculum.jsonl, checkpoints and final/ under ``recipe.output``.
 
     A run whose last checkpoint already reached ``max_steps`` is not trained
@@ -359,10 +421,10 @@ def train(recipe: TrainRecipe, *, quiet: bool = False) -> TrainResult:
     written from that checkpoint if the kill came before ``final/`` was.
     """
     output = Path(recipe.output)
-    trainer = build_trainer(recipe, quiet=quiet)
+    trainer = build_trainer(recipe, quiet=quiet, rollout_backend=rollout_backend)
     resume = last_checkpoint(output)
     step0 = checkpoint_step(resume) if resume else 0
-    for name in ("metrics.jsonl", "curriculum.jsonl"):
+    for name in ("metrics.jsonl", "curriculum.jsonl", RC_LOG):
         _truncate_jsonl(output / name, step0)
     t0 = time.perf_counter()
     if resume is not None and step0 >= trainer.args.max_steps:

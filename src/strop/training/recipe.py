@@ -118,6 +118,35 @@ class RewardSpec:
 
 
 @dataclass(frozen=True)
+class RCSpec:
+    """RC training (Wu et al., arXiv 2602.03773; docs/training.md "RC training").
+
+    Per problem, RC runs ``turns`` (T_train) turns with the current policy;
+    ``states`` (N_summ) of its summaries are drawn, the empty start summary
+    among the candidates; from each, ``grpo.num_generations`` (K) reasoning
+    traces are trained on, GRPO advantages within each group of K. The
+    reasoning budget H_R is ``grpo.max_completion_length`` (the traces trained
+    on and the rollouts' reasoning turns alike); ``summary_tokens`` is H_S.
+    ``buffer`` keeps the newest state per problem so later epochs start RC
+    from where the last one stopped.
+    """
+
+    turns: int = 3
+    states: int = 2
+    summary_tokens: int = 64
+    buffer: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("turns", "states", "summary_tokens"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"rc.{name} must be an integer >= 1, got {v!r}")
+        if self.states > self.turns + 1:
+            raise ConfigError(f"rc.states ({self.states}) cannot exceed rc.turns + 1 ({self.turns + 1}): "
+                              "a rollout of T turns yields T summaries plus the empty start")
+
+
+@dataclass(frozen=True)
 class TrainRecipe:
     data: DataSpec
     output: str
@@ -126,6 +155,7 @@ class TrainRecipe:
     reward: RewardSpec = field(default_factory=RewardSpec)
     grpo: Mapping[str, Any] = field(default_factory=dict)
     tensorboard: bool = False
+    rc: RCSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"grpo": dict(self.grpo)}
@@ -155,7 +185,7 @@ def _grpo_fields() -> set[str]:
 
 
 def recipe_from_dict(raw: Mapping[str, Any]) -> TrainRecipe:
-    """Validate a parsed recipe. Top-level keys: model, data, curriculum, reward, grpo, output, tensorboard."""
+    """Validate a parsed recipe. Top-level keys: model, data, curriculum, reward, grpo, output, tensorboard, rc."""
     if not isinstance(raw, Mapping):
         raise ConfigError("a recipe must be a YAML mapping")
     top = {f.name for f in dataclasses.fields(TrainRecipe)}
@@ -177,11 +207,22 @@ def recipe_from_dict(raw: Mapping[str, Any]) -> TrainRecipe:
         raise ConfigError(f"unknown GRPOConfig field(s) in grpo: {sorted(bad)} (see TRL's GRPOConfig documentation)")
     if "output_dir" in grpo_raw:
         raise ConfigError("set the run folder with the top-level 'output', not grpo.output_dir")
+    rc = None
+    if raw.get("rc") not in (None, False):
+        rc = _build(RCSpec, {} if raw["rc"] is True else raw["rc"], "rc")
+    curriculum_raw = raw.get("curriculum")
+    if rc is not None:
+        # RC training draws its own problems (an epoch order and the replay
+        # buffer); a curriculum choosing them as well would be silently ignored.
+        if curriculum_raw is not None and not (isinstance(curriculum_raw, Mapping) and curriculum_raw.get("kind", "sec") == "none"):
+            raise ConfigError("an rc recipe draws its own problems: leave out 'curriculum' or set curriculum.kind: none")
+        curriculum_raw = {"kind": "none"}
     return TrainRecipe(
         data=_build(DataSpec, raw["data"], "data"),
         output=str(raw["output"]),
         model=model,
-        curriculum=_build(CurriculumSpec, raw.get("curriculum"), "curriculum"),
+        rc=rc,
+        curriculum=_build(CurriculumSpec, curriculum_raw, "curriculum"),
         reward=_build(RewardSpec, raw.get("reward"), "reward"),
         grpo={**GRPO_DEFAULTS, **grpo_raw},
         tensorboard=bool(raw.get("tensorboard", False)),

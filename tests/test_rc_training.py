@@ -1,0 +1,289 @@
+"""RC training (strop.training.rc) on a scripted backend and, through TRL, on a tiny LM built in the test.
+
+Checked exactly: the states a step draws (the empty start among the
+candidates, a buffered start when there is one), what each trace is
+conditioned on (the prompt RC decoding uses at that state), the grouping of
+TRL's advantages (K consecutive rows per state), the buffer's replacement rule
+(newest state per problem) and its use by later epochs; and that a run killed
+with SIGKILL resumes with its buffer, order and random state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from strop.backends.chat import user_turn
+from strop.backends.scripted import ScriptedBackend
+from strop.errors import ConfigError
+from strop.methods.rc import RCConfig, reason_prompt
+from strop.tasks import Problem
+from strop.training.data import render_chat_text
+from strop.training.rc import EMPTY, SUMMARY, RCRows, RCState, candidate_states, draw_states, rc_rollouts
+from strop.training.recipe import RCSpec, recipe_from_dict
+
+PLAIN_TOKENIZER = SimpleNamespace(chat_template=None, bos_token="", eos_token="")
+
+
+def scripted() -> ScriptedBackend:
+    """Reasoning answers 'R<n>' (n = the latest summary's turn + 1); a summary is 'S<turn>:<question>'.
+
+    The turn is read from the prompt itself, so every summary says exactly
+    which state it came from.
+    """
+
+    def respond(prompt: str) -> str:
+        q = re.search(r"Q(\d+)\?", prompt).group(0)
+        if "Write a first-person summary" in prompt:
+            m = re.search(r"Here is my latest attempt:\nR(\d+)", prompt)
+            return f"S{m.group(1)}:{q}"
+        m = re.findall(r"S(\d+):", prompt)
+        return f"R{int(m[-1]) + 1 if m else 1} \\boxed{{7}}"
+
+    return ScriptedBackend(respond)
+
+
+def problems(n: int) -> list[Problem]:
+    return [Problem(id=f"p{i}", question=f"Q{i}?", gold="7") for i in range(n)]
+
+
+class SevenTask:
+    name = "seven"
+
+    def check(self, problem, text):  # pragma: no cover - not called without TRL
+        raise AssertionError
+
+
+def rc_rows(spec: RCSpec, n: int = 3, k: int = 4, seed: int = 0) -> RCRows:
+    return RCRows(spec, SevenTask(), problems(n), PLAIN_TOKENIZER, reasoning_tokens=32, temperature=1.0,
+                  num_generations=k, seed=seed)
+
+
+# ------------------------------------------------------------------ rollouts
+def test_each_rollout_turn_reasons_from_the_previous_summary_only():
+    backend = scripted()
+    cfg = RCConfig(turns=3, reasoning_tokens=32, summary_tokens=32)
+    starts = [RCState("p0", "", 0), RCState("p1", "S4:Q1?", 4)]
+    rngs = [np.random.default_rng(i) for i in range(2)]
+    out = rc_rollouts(backend, ["Q0?", "Q1?"], starts, cfg, rngs)
+    assert out == [[RCState("p0", f"S{t}:Q0?", t) for t in (1, 2, 3)],
+                   [RCState("p1", f"S{t}:Q1?", t) for t in (5, 6, 7)]]
+    # Per turn: two reasoning prompts (batched), then two summary prompts.
+    reasoning = [p for p in backend.prompts if "Write a first-person summary" not in p]
+    assert len(reasoning) == 6 and len(backend.prompts) == 12
+    want = [reason_prompt(cfg, "Q0?", ""), reason_prompt(cfg, "Q1?", "S4:Q1?"),
+            reason_prompt(cfg, "Q0?", "S1:Q0?"), reason_prompt(cfg, "Q1?", "S5:Q1?"),
+            reason_prompt(cfg, "Q0?", "S2:Q0?"), reason_prompt(cfg, "Q1?", "S6:Q1?")]
+    assert reasoning == [backend.detokenize(backend.chat_prompt(user_turn(w))) for w in want]
+    # Nothing older than the latest summary reaches a reasoning turn.
+    assert "S1:" not in reasoning[4] and "R1" not in reasoning[4]
+
+
+def test_candidates_are_the_empty_start_a_buffered_start_and_every_produced_summary():
+    made = [RCState("p", f"s{t}", t) for t in (1, 2, 3)]
+    assert candidate_states("p", RCState("p", "", 0), made) == [RCState("p", "", 0), *made]
+    start = RCState("p", "old", 5)
+    assert candidate_states("p", start, made) == [RCState("p", "", 0), start, *made]
+
+
+def test_draws_are_distinct_and_uniform_over_the_candidates_empty_included():
+    cands = [RCState("p", "", 0)] + [RCState("p", f"s{t}", t) for t in (1, 2, 3)]
+    rng = np.random.default_rng(0)
+    counts: Counter = Counter()
+    for _ in range(4000):
+        d = draw_states(cands, 2, rng)
+        assert len(d) == 2 and d[0] != d[1]
+        counts.update(s.turn for s in d)
+    # Each of the 4 candidates is in a draw of 2 half the time (binomial sd 0.008).
+    assert all(abs(counts[t] / 4000 - 0.5) < 0.04 for t in range(4)), counts
+    assert draw_states(cands[:1], 2, rng) == cands[:1]
+
+
+# --------------------------------------------------------------- a step's rows
+def test_a_step_draws_n_summ_states_per_problem_and_k_rows_per_state():
+    rows = rc_rows(RCSpec(turns=3, states=2), n=3, k=4)
+    backend = scripted()
+    states = rows.step_states(backend, groups=4)  # 4 groups / 2 states = 2 problems
+    assert len(states) == 4
+    by_problem = Counter(s.problem_id for s in states)
+    assert sorted(by_problem.values()) == [2, 2]
+    for s in states:
+        assert 0 <= s.turn <= 3 and s.summary == ("" if s.turn == 0 else f"S{s.turn}:Q{s.problem_id[1:]}?")
+    table = rows.rows(states)
+    assert len(table) == 16
+    for i, s in enumerate(states):
+        group = table[4 * i:4 * i + 4]
+        want = render_chat_text(PLAIN_TOKENIZER, reason_prompt(rows.config, f"Q{s.problem_id[1:]}?", s.summary), None)
+        assert all(r == {"prompt": want, "problem_id": s.problem_id, "category": SUMMARY if s.turn else EMPTY} for r in group)
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        rows.step_states(backend, groups=3)
+
+
+def test_the_buffer_keeps_the_newest_state_and_the_next_epoch_starts_from_it():
+    rows = rc_rows(RCSpec(turns=2, states=1), n=2, k=2)
+    backend = scripted()
+    rows.step_states(backend, groups=2)  # epoch 1: both problems, from the empty summary
+    assert rows.epoch == 1 and len(rows.buffer) == 2
+    assert {rows.buffer.get(f"p{i}") for i in range(2)} == {RCState(f"p{i}", f"S2:Q{i}?", 2) for i in range(2)}
+    backend.prompts.clear()
+    states = rows.step_states(backend, groups=2)  # epoch 2 continues at turn 3
+    assert rows.epoch == 2
+    first_turn = [p for p in backend.prompts if "Write a first-person summary" not in p][:2]
+    assert sorted(re.search(r"S\d+:Q\d\?", p).group(0) for p in first_turn) == ["S2:Q0?", "S2:Q1?"]
+    # Newest replaces older: turn 4 now, not 2.
+    assert {rows.buffer.get(f"p{i}") for i in range(2)} == {RCState(f"p{i}", f"S4:Q{i}?", 4) for i in range(2)}
+    # Candidates were empty, the buffered start (turn 2) and the new turns 3, 4.
+    assert all(s.turn in (0, 2, 3, 4) for s in states)
+
+    off = rc_rows(RCSpec(turns=2, states=1, buffer=False), n=2, k=2)
+    off.step_states(backend, groups=2)
+    backend.prompts.clear()
+    off.step_states(backend, groups=2)
+    assert len(off.buffer) == 0 and not any("S2:" in p for p in backend.prompts if "first-person" not in p)
+
+
+def test_state_dict_round_trip_continues_identically():
+    a = rc_rows(RCSpec(), n=5, k=2, seed=3)
+    a.step_states(scripted(), groups=4)
+    saved = json.loads(json.dumps(a.state_dict()))
+    b = rc_rows(RCSpec(), n=5, k=2, seed=99)
+    b.load_state_dict(saved)
+    assert a.step_states(scripted(), groups=4) == b.step_states(scripted(), groups=4)
+    assert a.buffer.state_dict() == b.buffer.state_dict() and (a.epoch, a.pos) == (b.epoch, b.pos)
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"rc": {"turns": 0}}, "rc.turns"),
+    ({"rc": {"states": 5, "turns": 3}}, "cannot exceed"),
+    ({"rc": {"sumary_tokens": 3}}, "unknown key"),
+    ({"rc": {}, "curriculum": {"kind": "sec"}}, "draws its own problems"),
+])
+def test_bad_rc_sections_are_clear_errors(body, needle):
+    with pytest.raises(ConfigError, match=needle):
+        recipe_from_dict({"data": {"task": "arithmetic"}, "output": "runs/x", **body})
+    ok = recipe_from_dict({"data": {"task": "arithmetic"}, "output": "runs/x", "rc": True})
+    assert ok.rc == RCSpec() and ok.curriculum.kind == "none"
+
+
+# -------------------------------------------------------------- through TRL
+trl = pytest.importorskip("trl")
+
+from strop.training.advantages import group_advantages  # noqa: E402
+from strop.training.grpo import RC_LOG, build_trainer, last_checkpoint, load_metrics, train  # noqa: E402
+from strop.training.rc import RC_STATE  # noqa: E402
+from strop.evaluation.harness import read_records  # noqa: E402
+from tiny_lm import build_tiny_lm  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    # RC prompts (template + summary) run to ~400 characters of this char-level model.
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny") / "model", seed=0, max_positions=1024)
+
+
+@pytest.fixture(scope="module")
+def questions(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "q.jsonl"
+    path.write_text("".join(json.dumps({"q": f"Q{i}?", "a": "7"}) + "\n" for i in range(6)))
+    return path
+
+
+def rc_recipe(model: Path, data: Path, out: Path, **grpo) -> dict:
+    return {
+        "model": {"name": str(model)},
+        "data": {"task": "jsonl", "data": str(data), "fields": {"question": "q", "answer": "a"}, "verifier": "number"},
+        "rc": {"turns": 3, "states": 2, "summary_tokens": 6},
+        "grpo": {"num_generations": 4, "per_device_train_batch_size": 16, "max_completion_length": 6,
+                 "learning_rate": 3e-3, "beta": 0.0, "temperature": 1.0, "save_steps": 1000, "seed": 0,
+                 "gradient_checkpointing": False, **grpo},
+        "output": str(out),
+    }
+
+
+@pytest.mark.slow
+def test_trl_trains_each_drawn_state_as_one_group_of_k(tiny_model, questions, tmp_path):
+    backend = scripted()
+    trainer = build_trainer(recipe_from_dict(rc_recipe(tiny_model, questions, tmp_path / "run", max_steps=3)),
+                            quiet=True, rollout_backend=backend)
+    seen = []
+    original = trainer._generate_and_score_completions
+
+    def spy(inputs):
+        out = original(inputs)
+        if trainer.model.training:
+            prompts = trainer.processing_class.batch_decode(out["prompt_ids"], skip_special_tokens=True)
+            seen.append((prompts, out["advantages"].detach().cpu().numpy().copy(), list(trainer.rewards.last),
+                         list(trainer.rc_rows.last_states)))
+        return out
+
+    trainer._generate_and_score_completions = spy
+    trainer.train()
+    assert len(seen) == 3
+    for prompts, adv, book, states in seen:
+        assert len(states) == 4 and len(prompts) == 16
+        rewards = np.array([s for _, s in book])
+        np.testing.assert_allclose(adv, group_advantages(rewards, 4), atol=1e-5)  # per state
+        for i, s in enumerate(states):
+            want = render_chat_text(trainer.processing_class, reason_prompt(trainer.rc_rows.config, trainer.rc_rows.problems[s.problem_id].question, s.summary), None)
+            # What TRL generated from, modulo the char tokenizer's unknown characters.
+            want = trainer.processing_class.decode(trainer.processing_class(want)["input_ids"], skip_special_tokens=True)
+            assert prompts[4 * i:4 * i + 4] == [want] * 4
+    log = read_records(tmp_path / "run" / RC_LOG)
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert [[(s["problem_id"], s["summary"], s["turn"]) for s in r["states"]] for r in log] == \
+        [[(s.problem_id, s.summary, s.turn) for s in states] for *_, states in seen]
+    metrics, _ = load_metrics(tmp_path / "run")
+    assert all("rc/buffer" in m and "rc/mean_turn" in m for m in metrics)
+
+
+def _strop_train(recipe: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.Popen([sys.executable, "-m", "strop", "train", str(recipe), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+@pytest.mark.slow
+def test_killed_rc_run_resumes_with_its_buffer(tiny_model, questions, tmp_path):
+    """Rollouts by the policy itself: the resumed run must match an uninterrupted one state for state."""
+    import yaml
+
+    steps = 9  # 2 problems a step, 6 problems: the buffer is read from epoch 2 on (step 4)
+    whole = rc_recipe(tiny_model, questions, tmp_path / "whole", max_steps=steps, save_steps=3)
+    train(recipe_from_dict(whole), quiet=True)
+
+    killed = tmp_path / "killed.yaml"
+    killed.write_text(yaml.safe_dump(rc_recipe(tiny_model, questions, tmp_path / "killed", max_steps=steps, save_steps=3)))
+    proc = _strop_train(killed)
+    deadline = time.monotonic() + 300
+    while (ck := last_checkpoint(tmp_path / "killed")) is None:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ck.name != f"checkpoint-{steps}" and not (tmp_path / "killed" / "final").exists()
+    assert json.loads((ck / RC_STATE).read_text())["buffer"]  # the buffer went into the checkpoint
+
+    proc = _strop_train(killed)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert f"resumed from {ck.name}" in out
+
+    log_whole, log_killed = read_records(tmp_path / "whole" / RC_LOG), read_records(tmp_path / "killed" / RC_LOG)
+    assert [r["step"] for r in log_killed] == list(range(1, steps + 1))
+    assert log_killed == log_whole  # states drawn, their summaries and rewards, epoch, buffer size
+    assert any(s["turn"] > 3 for r in log_whole for s in r["states"]), "no state came from the buffer"
+    s_whole = json.loads((tmp_path / "whole" / f"checkpoint-{steps}" / RC_STATE).read_text())
+    s_killed = json.loads((tmp_path / "killed" / f"checkpoint-{steps}" / RC_STATE).read_text())
+    assert s_killed == s_whole
