@@ -92,3 +92,14 @@ def test_sample_index_is_the_exact_inverse_cdf():
             expected -= 1
         got = sample_index(w, u)
         assert w[got] > 0 and (got == expected or abs(cdf[got] - u * cdf[-1]) < 1e-6 * cdf[-1])
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 1e-40, 1e-8])
+@pytest.mark.parametrize("top_k", [None, 3])
+def test_a_vanishing_temperature_picks_the_argmax_without_nan(temperature, top_k):
+    # Found by fuzzing the server: 1e-300 overflowed logits / T to inf - inf = nan.
+    logits = np.array([0.5, 2.0, -1.0, 1.9, -np.inf], dtype=np.float32)
+    for seed in range(20):
+        d = draw(logits, temperature=temperature, top_k=top_k, top_p=1.0, rng=np.random.default_rng(seed), want_entropy=True)
+        assert d.token == 1 and all(math.isfinite(v) for v in (d.base_logprob, d.proposal_logprob, d.entropy))
+        assert d.proposal_logprob == pytest.approx(0.0, abs=1e-6)

@@ -95,7 +95,10 @@ def proposal_support(
 
     ``logits``: (V,) float64. Requires temperature > 0.
     """
-    scaled = logits / temperature if temperature != 1.0 else logits
+    # Shift by the max before dividing: a tiny temperature (1e-300) would
+    # otherwise overflow to inf - inf = nan; shifted, the top token stays at 0.
+    with np.errstate(over="ignore"):
+        scaled = (logits - np.max(logits)) / temperature if temperature != 1.0 else logits
     vocab = scaled.shape[0]
     ids: np.ndarray | None = None
     vals = scaled
@@ -186,7 +189,10 @@ def draw(
         if temperature == 1.0:
             w, log_zq = e, math.log(z)
         else:
-            w = np.exp(shifted / np.float32(temperature))
+            t32 = np.float32(temperature)
+            # A temperature below float32's range (1e-300 from a fuzzer) would divide by 0: do that one in float64.
+            with np.errstate(over="ignore"):  # -x / tiny T -> -inf -> weight 0: what a vanishing temperature means
+                w = np.exp(shifted / t32) if t32 > 0 else np.exp(shifted.astype(np.float64) / temperature)
             log_zq = math.log(float(np.sum(w, dtype=np.float64)))
         tok = sample_index(w, rng.random())
         base = float(x[tok]) - log_z

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from strop.errors import StropError
+from strop.methods.settings import method_settings
 
 app = typer.Typer(
     name="strop",
@@ -75,34 +76,6 @@ TTDepthOpt = Annotated[int, typer.Option(help="ttrl: depth of each problem's var
 TTVarOpt = Annotated[int, typer.Option(help="ttrl: symbolic variants tried per tree node.", rich_help_panel=PANEL_T)]
 TTReqOpt = Annotated[int, typer.Option(help="ttrl: model-written variant requests per tree node (0: symbolic only).", rich_help_panel=PANEL_T)]
 TTLrOpt = Annotated[float, typer.Option(help="ttrl: LoRA learning rate.", rich_help_panel=PANEL_T)]
-
-
-def method_settings(method: str, *, n: int, temperature: float, top_p: float, top_k: Optional[int], max_tokens: int, alpha: float,
-                    block_size: int, mcmc_steps: int, cut: str, beta: float, proposal_temperature: Optional[float], turns: int,
-                    reasoning_tokens: int, summary_tokens: int, ttrl: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """Keyword arguments for ``run_method``, built from command-line options (validated by the configs)."""
-    from strop.backends import SamplingParams
-    from strop.methods import get_method
-
-    get_method(method)  # fail on a bad name before loading a model
-    if method == "ttrl":
-        from strop.ladder.ttrl import TTRLConfig
-
-        return {"config": TTRLConfig(temperature=temperature, max_tokens=max_tokens, num_generations=max(2, n), **(ttrl or {}))}
-    if method == "power":
-        from strop.methods.power import PowerConfig
-
-        return {"config": PowerConfig(alpha=alpha, block_size=block_size, mcmc_steps=mcmc_steps, max_tokens=max_tokens, cut=cut,
-                                      beta=beta, proposal_temperature=proposal_temperature, top_k=top_k)}
-    if method in ("rc", "self-refine", "long"):
-        from strop.methods.rc import RCConfig
-
-        return {"config": RCConfig(turns=turns, reasoning_tokens=reasoning_tokens, summary_tokens=summary_tokens,
-                                   temperature=temperature, top_p=top_p)}
-    out: dict[str, Any] = {"params": SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k)}
-    if method in ("best-of-n", "majority"):
-        out["n"] = n
-    return out
 
 
 def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -362,6 +335,35 @@ def power_mixing(
     (Path(out) / "power_mixing.json").write_text(json.dumps(result, indent=1))
     plot_mixing(result, str(Path(out) / "power_mixing.png"))
     typer.echo(f"\nwrote {Path(out) / 'power_mixing.json'} and {Path(out) / 'power_mixing.png'}")
+
+
+@app.command()
+def serve(
+    backend: BackendOpt = "llamacpp", model: ModelOpt = None, base_url: BaseUrlOpt = None, tokenizer: TokOpt = None, n_ctx: NCtxOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    served_model_name: Annotated[Optional[str], typer.Option(help="The model id clients send (default: smollm2 for the embedded model, else the model's file or folder name).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(envvar="STROP_API_KEY", help="Require Authorization: Bearer KEY (or set STROP_API_KEY).")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens one generation may ask for (max_tokens, H_R, H_S).")] = 4096,
+    max_request_tokens: Annotated[int, typer.Option(help="Most tokens one request may decode in all (n x the method's budget).")] = 65536,
+    max_pending: Annotated[int, typer.Option(help="Requests running or queued at once; one more gets 429.")] = 16,
+    timeout: Annotated[float, typer.Option(help="Per-request time limit in seconds, queueing included (then 503).")] = 600.0,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body (then 413).")] = 1 << 20,
+    graceful_timeout: Annotated[float, typer.Option(help="On Ctrl-C / SIGTERM: seconds to let in-flight requests finish before they are cancelled.")] = 30.0,
+) -> None:
+    """Serve strop's methods behind an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models, /health)."""
+    from pathlib import Path
+
+    import uvicorn
+
+    from strop.server import ServeConfig, create_app
+
+    name = served_model_name or ("smollm2" if model is None else Path(model.rstrip("/")).name.removesuffix(".gguf"))
+    config = ServeConfig(model_name=name, max_tokens=max_tokens, max_request_tokens=max_request_tokens, max_pending=max_pending,
+                         timeout_s=timeout, max_body_bytes=max_body_bytes, api_key=api_key)
+    be = _load(backend, model, base_url, tokenizer, n_ctx)
+    err.print(f"serving {name} ({backend}) on http://{host}:{port}/v1  methods by model prefix, e.g. rc/{name}, or extra_body={{'strop': {{...}}}}")
+    uvicorn.run(create_app(be, config), host=host, port=port, timeout_graceful_shutdown=graceful_timeout, log_level="warning")
 
 
 @app.command()

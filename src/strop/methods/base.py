@@ -84,6 +84,11 @@ def register_method(name: str, *, takes_question: bool = False, takes_problem: b
     return deco
 
 
+def takes_question(name: str) -> bool:
+    """Whether the method builds its own prompts from the question text (RC and its comparison points)."""
+    return name in _TAKES_QUESTION
+
+
 def takes_problem(name: str) -> bool:
     return name in _TAKES_PROBLEM
 

@@ -115,7 +115,8 @@ def _result(name: str, config: RCConfig, gens: list[Generation], turns: list[dic
 
 def rc_batch(backend: Backend, questions: Sequence[str], rngs: Sequence[np.random.Generator], *, config: RCConfig | None = None,
              system: str | None = None, summaries: Sequence[str] | None = None, progress: Progress | None = None,
-             extract: Callable[[str], str | None] = extract_answer) -> list[MethodResult]:
+             extract: Callable[[str], str | None] = extract_answer,
+             on_turn: Callable[[int, dict[str, Any]], None] | None = None) -> list[MethodResult]:
     """RC on several questions at once: each turn's reasoning steps are one batch, then its summaries.
 
     Row i draws only from ``rngs[i]`` (reasoning, then summary, turn by turn),
@@ -124,6 +125,7 @@ def rc_batch(backend: Backend, questions: Sequence[str], rngs: Sequence[np.rando
     ``summaries`` start rows from a given summary instead of the empty one
     (RC training resumes rollouts from its replay buffer this way). Each
     result's ``elapsed_s`` is its share of the batch's wall time.
+    ``on_turn(i, turn)`` is called as each row's turn finishes (the server streams turns this way).
     """
     config = config or RCConfig()
     if len(rngs) != len(questions) or (summaries is not None and len(summaries) != len(questions)):
@@ -147,6 +149,8 @@ def rc_batch(backend: Backend, questions: Sequence[str], rngs: Sequence[np.rando
             turns[i].append({"turn": t, "reasoning": r.text, "summary": s.text, "answer": extract(r.text),
                              "reasoning_tokens": r.completion_tokens, "summary_tokens": s.completion_tokens,
                              "conditioned_on_summary": current[i], "reasoning_index": len(gens[i]) - 2})
+            if on_turn:
+                on_turn(i, turns[i][-1])
         current = [s.text for s in summary]
         if progress:
             progress(t, config.turns)
@@ -156,9 +160,11 @@ def rc_batch(backend: Backend, questions: Sequence[str], rngs: Sequence[np.rando
 
 @register_method("rc", takes_question=True)
 def rc(backend: Backend, question: str, rng: np.random.Generator, *, progress: Progress | None = None, system: str | None = None,
-       config: RCConfig | None = None, extract: Callable[[str], str | None] = extract_answer) -> MethodResult:
-    """RC decoding: turn t sees only the problem and the summary of turns < t."""
-    return rc_batch(backend, [question], [rng], config=config, system=system, progress=progress, extract=extract)[0]
+       config: RCConfig | None = None, extract: Callable[[str], str | None] = extract_answer,
+       on_turn: Callable[[dict[str, Any]], None] | None = None) -> MethodResult:
+    """RC decoding: turn t sees only the problem and the summary of turns < t. ``on_turn(turn)`` sees each finished turn."""
+    return rc_batch(backend, [question], [rng], config=config, system=system, progress=progress, extract=extract,
+                    on_turn=(lambda _, t: on_turn(t)) if on_turn else None)[0]
 
 
 @register_method("self-refine", takes_question=True)

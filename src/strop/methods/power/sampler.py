@@ -200,10 +200,22 @@ def power(
     progress: Progress | None = None,
     config: PowerConfig | None = None,
     extract: Callable[[str], str | None] = extract_answer,
+    on_block: Callable[[int, str], None] | None = None,
 ) -> MethodResult:
-    """Power sampling by Metropolis-Hastings (see ``PowerConfig``)."""
+    """Power sampling by Metropolis-Hastings (see ``PowerConfig``).
+
+    ``on_block(k, text)`` sees the chain's text after block k. It is a
+    snapshot, not a prefix of the answer: a later block's MH steps may cut and
+    redraw any earlier token.
+    """
     config = config or PowerConfig()
-    chain, stats, wall = power_sample_chain(backend, prompt_ids, config, rng, progress=progress)
+
+    def block_text(k: int, chain: Chain) -> None:
+        assert on_block is not None
+        on_block(k, backend.detokenize(chain.tokens[:-1] if chain.ended else chain.tokens))
+
+    chain, stats, wall = power_sample_chain(backend, prompt_ids, config, rng, progress=progress,
+                                            on_block=block_text if on_block else None)
     body = chain.tokens[:-1] if chain.ended else chain.tokens
     g = Generation(
         token_ids=tuple(chain.tokens),

@@ -1,0 +1,522 @@
+"""``strop serve``: strop's methods behind the OpenAI chat/completions API (FastAPI).
+
+One backend serves every request, so requests are queued to a single
+worker thread: no two requests ever touch the backend's state (KV cache,
+prefix cache, weights) at once, and each request's randomness comes only from
+its own seed. Admission is bounded (``max_pending`` running or queued, then
+429), every request has a time limit (then 503, and the method stops at its
+next turn, block or sample), and a per-request decode budget rejects absurd
+settings before any work (400).
+
+Method choice: ``extra_body={"strop": {"method": "power", "alpha": 4}}`` or
+a model-name prefix (``power/smollm2``). Streaming sends each RC turn and
+each power-sampling block as it finishes, as ``strop`` events on the chunks;
+the answer's text follows as content when the method has committed to it,
+since RC's answer is its last turn and a power-sampling chain may redraw any
+token until it ends. ``usage.completion_tokens`` counts every token the
+method decoded (discarded samples, rejected proposals, summaries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from strop import __version__
+from strop.backends.base import Backend
+from strop.errors import BackendError, ConfigError, StropError
+import strop.methods  # noqa: F401  (registers the methods)
+from strop.methods.base import MethodResult, get_method, takes_question
+from strop.methods.settings import method_settings
+from strop.server.schemas import SERVED_METHODS, ChatRequest, CompletionRequest, text_of
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Limits and identity of a server.
+
+    Attributes:
+        model_name: the id clients pass as ``model`` (``<method>/<model_name>`` picks a method).
+        max_tokens: most tokens one generation may ask for (``max_tokens`` / H_R / H_S).
+        default_max_tokens: chat ``max_tokens`` when the request gives none.
+        max_request_tokens: most tokens one request may decode in all (n x the method's budget).
+        max_body_bytes: larger request bodies get 413.
+        max_pending: requests running or queued at once; one more gets 429.
+        timeout_s: per-request time limit, queueing included; then 503.
+        api_key: when set, requests need ``Authorization: Bearer <api_key>``.
+    """
+
+    model_name: str = "smollm2"
+    max_tokens: int = 4096
+    default_max_tokens: int = 256
+    max_request_tokens: int = 65536
+    max_body_bytes: int = 1 << 20
+    max_pending: int = 16
+    timeout_s: float = 600.0
+    api_key: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_tokens", "default_max_tokens", "max_request_tokens", "max_body_bytes", "max_pending"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"serve: {name} must be >= 1, got {getattr(self, name)}")
+        if not self.timeout_s > 0:
+            raise ConfigError(f"serve: timeout_s must be > 0, got {self.timeout_s}")
+        if not self.model_name or self.model_name.split("/", 1)[0] in SERVED_METHODS:
+            raise ConfigError(f"serve: model_name {self.model_name!r} must be non-empty and not start with a method name")
+
+
+class APIError(Exception):
+    """An error answered in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers
+
+    def response(self) -> JSONResponse:
+        kind = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
+                413: "invalid_request_error", 429: "rate_limit_error"}.get(self.status, "server_error")
+        body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+class Cancelled(Exception):
+    """Raised inside a method (at its next turn, block or sample) when its request was given up."""
+
+
+# ------------------------------------------------------------------ the plan
+@dataclass
+class Plan:
+    """What one request will run: method, its keyword arguments, the input, n choices, a seed."""
+
+    method: str
+    kwargs: dict[str, Any]
+    prompt_ids: list[int] | None
+    question: str | None
+    system: str | None
+    n: int
+    seed: int
+    prompt_tokens: int
+
+
+def _budget(method: str, kwargs: dict[str, Any]) -> int:
+    """Most tokens one choice of ``method`` can decode, from its settings (for the request limit)."""
+    cfg = kwargs.get("config")
+    if method == "power":
+        return cfg.max_tokens * (1 + cfg.mcmc_steps)
+    if method in ("rc", "long"):
+        return cfg.turns * (cfg.reasoning_tokens + cfg.summary_tokens)
+    if method == "self-refine":
+        return cfg.turns * cfg.reasoning_tokens
+    return kwargs["params"].max_tokens * kwargs.get("n", 1)
+
+
+def resolve_method(model: str, requested: str | None, config: ServeConfig) -> str:
+    """The method a request names, by ``strop.method`` or by a ``<method>/`` model prefix; 404 for another model."""
+    prefix = None
+    if model != config.model_name:
+        head, _, rest = model.partition("/")
+        if head not in SERVED_METHODS or rest != config.model_name:
+            raise APIError(404, f"model {model!r} is not served here; use {config.model_name!r} or <method>/{config.model_name} "
+                                f"(methods: {', '.join(SERVED_METHODS)})", code="model_not_found", param="model")
+        prefix = head
+    if prefix and requested and prefix != requested:
+        raise APIError(400, f"the model prefix asks for {prefix!r} but strop.method asks for {requested!r}", param="strop.method")
+    return requested or prefix or "sample"
+
+
+def plan_request(req: ChatRequest | CompletionRequest, backend: Backend, config: ServeConfig) -> Plan:
+    """Validate a request against the server's limits and the backend, and say what will run (no decoding)."""
+    opts = req.strop.model_dump(exclude_none=True) if req.strop else {}
+    method = resolve_method(req.model, opts.pop("method", None), config)
+    chat = isinstance(req, ChatRequest)
+    max_tokens = (req.max_completion_tokens or req.max_tokens) if chat else req.max_tokens
+    max_tokens = max_tokens or config.default_max_tokens
+    for name, value in (("max_tokens", max_tokens), ("strop.reasoning_tokens", opts.get("reasoning_tokens")),
+                        ("strop.summary_tokens", opts.get("summary_tokens"))):
+        if value is not None and value > config.max_tokens:
+            raise APIError(400, f"{name} = {value} exceeds this server's limit of {config.max_tokens}", param=name)
+    if chat and req.top_logprobs:
+        raise APIError(400, "top_logprobs is not supported (logprobs of the chosen tokens are)", param="top_logprobs")
+    if not chat and req.logprobs:
+        raise APIError(400, "completions logprobs (top alternatives) are not supported; use chat with logprobs: true",
+                       param="logprobs")
+    if not chat and req.echo:
+        raise APIError(400, "echo is not supported", param="echo")
+    stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    if any(not s for s in stop) or len(stop) > 4:
+        raise APIError(400, "stop takes at most 4 non-empty strings", param="stop")
+    if stop and method not in ("sample", "greedy", "best-of-n", "majority"):
+        raise APIError(400, f"stop is not supported by method {method!r} (it would cut a turn or a chain midway)", param="stop")
+
+    defaults = {"n": 4, "alpha": 4.0, "block_size": 192, "mcmc_steps": 10, "cut": "uniform", "beta": 4.0,
+                "proposal_temperature": None, "turns": 4, "reasoning_tokens": 256, "summary_tokens": 96, "top_k": None}
+    settings = {**defaults, **opts}
+    try:
+        kwargs = method_settings(method, temperature=1.0 if req.temperature is None else req.temperature,
+                                 top_p=1.0 if req.top_p is None else req.top_p, max_tokens=max_tokens, **settings)
+    except StropError as e:
+        raise APIError(400, str(e), param="strop") from e
+    if stop:
+        kwargs["params"] = replace(kwargs["params"], stop=stop)
+    budget = _budget(method, kwargs) * req.n
+    if budget > config.max_request_tokens:
+        raise APIError(400, f"this request could decode up to {budget} tokens ({method}, n = {req.n}); "
+                            f"this server's limit is {config.max_request_tokens}", param="max_tokens")
+
+    if chat:
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": text_of(m.content)} for m in req.messages]
+        users = [m["content"] for m in messages if m["role"] == "user"]
+        systems = [m["content"] for m in messages if m["role"] == "system"]
+        question, system = (users[-1] if users else None), (systems[0] if systems else None)
+        if takes_question(method) and question is None:
+            raise APIError(400, f"method {method!r} needs a user message (the problem)", param="messages")
+    else:
+        messages, question, system = None, req.prompt, None
+    prompt_ids: list[int] | None = None
+    try:
+        if takes_question(method):
+            prompt_tokens = len(backend.chat_prompt([*([{"role": "system", "content": system}] if system else []),
+                                                     {"role": "user", "content": question or ""}]))
+        else:
+            prompt_ids = backend.chat_prompt(messages) if messages is not None else backend.tokenize(req.prompt)
+            if not prompt_ids:
+                raise APIError(400, "the prompt is empty", param="prompt")
+            backend.check_fits(len(prompt_ids))
+            prompt_tokens = len(prompt_ids)
+    except StropError as e:  # template failure, untokenizable text, prompt longer than the context
+        raise APIError(400, str(e), param="messages" if chat else "prompt",
+                       code="context_length_exceeded" if "context" in str(e) else None) from e
+    seed = req.seed if req.seed is not None else secrets.randbits(63)
+    return Plan(method, kwargs, prompt_ids, question, system, req.n, seed, prompt_tokens)
+
+
+def run_plan(backend: Backend, plan: Plan, cancel: threading.Event, emit: Callable[[dict[str, Any]], None]) -> list[MethodResult]:
+    """Run the plan's n choices one after another (on the backend's thread); ``emit`` gets progress events."""
+    results = []
+    for i in range(plan.n):
+        def check() -> None:
+            if cancel.is_set():
+                raise Cancelled()
+
+        def progress(done: int, total: int, i: int = i) -> None:
+            check()
+            emit({"event": "progress", "choice": i, "done": done, "total": total})
+
+        extra: dict[str, Any] = {}
+        if plan.method == "rc":
+            def on_turn(t: dict[str, Any], i: int = i) -> None:
+                check()
+                emit({"event": "turn", "choice": i, "turn": t["turn"], "reasoning": t["reasoning"], "summary": t["summary"],
+                      "answer": t["answer"]})
+            extra["on_turn"] = on_turn
+        elif plan.method == "power":
+            def on_block(k: int, text: str, i: int = i) -> None:
+                check()
+                emit({"event": "block", "choice": i, "block": k, "text": text})
+            extra["on_block"] = on_block
+        check()
+        rng = np.random.default_rng([plan.seed, i])
+        fn = get_method(plan.method)
+        if takes_question(plan.method):
+            results.append(fn(backend, plan.question, rng, progress=progress, system=plan.system, **plan.kwargs, **extra))
+        else:
+            results.append(fn(backend, plan.prompt_ids, rng, progress=progress, **plan.kwargs, **extra))
+    return results
+
+
+# ---------------------------------------------------------------- responses
+def _finish(r: MethodResult) -> str:
+    return "length" if r.candidates[r.chosen].finish_reason == "length" else "stop"
+
+
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def _strop_block(plan: Plan, results: list[MethodResult]) -> dict[str, Any]:
+    return {"method": plan.method, "seed": plan.seed,
+            "choices": [{"answer": r.answer, "decoded_tokens": r.decoded_tokens, "config": _jsonable(r.config),
+                         "stats": _jsonable(r.stats)} for r in results]}
+
+
+def _usage(plan: Plan, results: list[MethodResult]) -> dict[str, int]:
+    completion = sum(r.decoded_tokens for r in results)
+    return {"prompt_tokens": plan.prompt_tokens, "completion_tokens": completion, "total_tokens": plan.prompt_tokens + completion}
+
+
+def _logprobs(backend: Backend, r: MethodResult) -> dict[str, Any]:
+    g = r.candidates[r.chosen]
+    ids = list(g.token_ids)
+    if g.finish_reason == "eos" and ids:
+        ids = ids[:-1]  # the EOS token is not part of the text
+    out = []
+    for tid, lp in zip(ids, g.base_logprobs):
+        tok = backend.detokenize([tid])
+        out.append({"token": tok, "logprob": float(lp) if math.isfinite(lp) else -9999.0,
+                    "bytes": list(tok.encode("utf-8")), "top_logprobs": []})
+    return {"content": out}
+
+
+def chat_body(plan: Plan, results: list[MethodResult], backend: Backend, *, rid: str, created: int, model: str,
+              logprobs: bool) -> dict[str, Any]:
+    choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "finish_reason": _finish(r),
+                "logprobs": _logprobs(backend, r) if logprobs else None} for i, r in enumerate(results)]
+    return {"id": rid, "object": "chat.completion", "created": created, "model": model, "choices": choices,
+            "usage": _usage(plan, results), "strop": _strop_block(plan, results)}
+
+
+def completion_body(plan: Plan, results: list[MethodResult], *, rid: str, created: int, model: str) -> dict[str, Any]:
+    choices = [{"index": i, "text": r.text, "finish_reason": _finish(r), "logprobs": None} for i, r in enumerate(results)]
+    return {"id": rid, "object": "text_completion", "created": created, "model": model, "choices": choices,
+            "usage": _usage(plan, results), "strop": _strop_block(plan, results)}
+
+
+# ------------------------------------------------------------------- engine
+class Engine:
+    """One worker thread in front of the backend, bounded admission, time limits, cancellation."""
+
+    def __init__(self, backend: Backend, config: ServeConfig) -> None:
+        self.backend, self.config = backend, config
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strop-backend")
+        self.pending = 0
+        self.draining = False
+        self.cancels: set[threading.Event] = set()
+
+    def admit(self) -> threading.Event:
+        if self.draining:
+            raise APIError(503, "the server is shutting down", code="shutting_down")
+        if self.pending >= self.config.max_pending:
+            raise APIError(429, f"too many requests in flight (limit {self.config.max_pending}); retry shortly",
+                           code="too_many_requests", headers={"Retry-After": "1"})
+        self.pending += 1
+        cancel = threading.Event()
+        self.cancels.add(cancel)
+        return cancel
+
+    def submit(self, plan: Plan, cancel: threading.Event, emit: Callable[[dict[str, Any]], None]) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self.pool, run_plan, self.backend, plan, cancel, emit)
+
+        def release(_: Any) -> None:
+            # A request counts against max_pending until the backend is done with it, even after a timeout.
+            self.pending -= 1
+            self.cancels.discard(cancel)
+
+        fut.add_done_callback(release)
+        return fut
+
+    def shutdown(self) -> None:
+        self.draining = True
+        for c in list(self.cancels):
+            c.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.backend.close()
+
+
+def _timeout_error(config: ServeConfig) -> APIError:
+    return APIError(503, f"the request did not finish within this server's time limit ({config.timeout_s:g} s)", code="timeout")
+
+
+def _error_event(err: APIError) -> str:
+    """An error inside a stream that has already answered 200: one SSE event in OpenAI's error shape."""
+    return "data: " + json.dumps({"error": {"message": err.message, "code": err.code, "status": err.status,
+                                            "type": "server_error" if err.status >= 500 else "invalid_request_error"}}) + "\n\n"
+
+
+def _method_error(e: BaseException) -> APIError:
+    if isinstance(e, BackendError):
+        return APIError(503, f"backend failed: {e}", code="backend_error")
+    if isinstance(e, StropError):
+        return APIError(400, str(e))
+    return APIError(500, f"internal error: {type(e).__name__}: {e}", code="internal_error")
+
+
+# ---------------------------------------------------------------------- app
+class _BodyLimit:
+    """ASGI middleware: bodies over ``limit`` bytes get 413 before they are parsed (chunked bodies included)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_big = APIError(413, f"request body exceeds this server's limit of {self.limit} bytes", code="request_too_large").response()
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await too_big(scope, receive, send)
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await too_big(scope, receive, send)
+
+
+class _TooLarge(BaseException):
+    """Not an Exception: FastAPI turns any Exception raised while reading a body into a 400, and this must stay a 413."""
+
+
+def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
+    """The FastAPI app serving ``backend``; ``uvicorn.run(create_app(...))`` or ``strop serve`` runs it."""
+    config = config or ServeConfig()
+    engine = Engine(backend, config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # uvicorn has stopped accepting and waited for (or cancelled) in-flight requests.
+        engine.shutdown()
+
+    app = FastAPI(title="strop", version=__version__, lifespan=lifespan,
+                  description="strop's reasoning methods behind the OpenAI chat/completions API.")
+    app.state.engine = engine
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        first = errs[0] if errs else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        msg = first.get("msg", "invalid request")
+        if first.get("type") == "json_invalid":
+            msg = "the request body is not valid JSON"
+        return APIError(400, f"{where}: {msg}" if where else msg, param=where or None, code="invalid_request").response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return APIError(exc.status_code, str(exc.detail)).response()
+
+    async def authorised(request: Request) -> None:
+        if config.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not (given.startswith("Bearer ") and secrets.compare_digest(given[7:].encode(), config.api_key.encode())):
+            raise APIError(401, "missing or wrong API key (Authorization: Bearer <key>)", code="invalid_api_key")
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "shutting_down" if engine.draining else "ok", "model": config.model_name,
+                "backend": getattr(backend, "name", "?"), "pending": engine.pending, "max_pending": config.max_pending}
+
+    @app.get("/v1/models", dependencies=[Depends(authorised)])
+    async def models() -> dict[str, Any]:
+        ids = [config.model_name] + [f"{m}/{config.model_name}" for m in SERVED_METHODS]
+        return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "strop"} for i in ids]}
+
+    async def run(req: ChatRequest | CompletionRequest, chat: bool) -> Any:
+        plan = plan_request(req, backend, config)
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}"
+        created = int(time.time())
+        cancel = engine.admit()
+        loop = asyncio.get_running_loop()
+        if not req.stream:
+            fut = engine.submit(plan, cancel, lambda ev: None)
+            try:
+                results = await asyncio.wait_for(asyncio.shield(fut), config.timeout_s)
+            except asyncio.TimeoutError:
+                cancel.set()
+                raise _timeout_error(config) from None
+            except asyncio.CancelledError:  # the client went away
+                cancel.set()
+                raise
+            except Cancelled:
+                raise APIError(503, "the request was cancelled (server shutting down)", code="cancelled") from None
+            except Exception as e:  # noqa: BLE001 - every failure becomes an answer, never a dropped connection
+                raise _method_error(e) from e
+            if chat:
+                return chat_body(plan, results, backend, rid=rid, created=created, model=req.model, logprobs=req.logprobs)
+            return completion_body(plan, results, rid=rid, created=created, model=req.model)
+
+        queue: asyncio.Queue = asyncio.Queue()
+        fut = engine.submit(plan, cancel, lambda ev: loop.call_soon_threadsafe(queue.put_nowait, ev))
+        fut.add_done_callback(lambda f: queue.put_nowait({"event": "_done"}))
+        return StreamingResponse(_stream(plan, req, chat, fut, queue, cancel, rid, created), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def _stream(plan: Plan, req: Any, chat: bool, fut: asyncio.Future, queue: asyncio.Queue, cancel: threading.Event,
+                      rid: str, created: int) -> AsyncIterator[str]:
+        kind = "chat.completion.chunk" if chat else "text_completion"
+
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
+            return "data: " + json.dumps({"id": rid, "object": kind, "created": created, "model": req.model,
+                                          "choices": choices, **extra}) + "\n\n"
+
+        def piece(i: int, text: str | None = None, finish: str | None = None, role: bool = False) -> dict[str, Any]:
+            if chat:
+                delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else ({"content": text} if text is not None else {})
+                return {"index": i, "delta": delta, "finish_reason": finish, "logprobs": None}
+            return {"index": i, "text": text or "", "finish_reason": finish, "logprobs": None}
+
+        deadline = time.monotonic() + config.timeout_s
+        try:
+            if chat:
+                yield chunk([piece(i, role=True) for i in range(plan.n)])
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    ev = await asyncio.wait_for(queue.get(), max(left, 0.001))
+                except asyncio.TimeoutError:
+                    cancel.set()
+                    yield _error_event(_timeout_error(config))
+                    break
+                if ev["event"] != "_done":
+                    yield chunk([piece(ev["choice"])], strop=ev)
+                    continue
+                try:
+                    results = fut.result()
+                except BaseException as e:  # noqa: BLE001 - reported in the stream, the connection closes cleanly
+                    yield _error_event(_method_error(e) if not isinstance(e, Cancelled)
+                                       else APIError(503, "the request was cancelled", code="cancelled"))
+                    break
+                for i, r in enumerate(results):
+                    yield chunk([piece(i, r.text)])
+                    yield chunk([piece(i, finish=_finish(r))])
+                final = {"strop": _strop_block(plan, results)}
+                if req.stream_options and req.stream_options.include_usage:
+                    final["usage"] = _usage(plan, results)
+                yield chunk([], **final)
+                break
+            yield "data: [DONE]\n\n"
+        finally:
+            if not fut.done():
+                cancel.set()  # the client went away or the time ran out: stop at the next turn / block / sample
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorised)])
+    async def chat_completions(req: ChatRequest) -> Any:
+        return await run(req, chat=True)
+
+    @app.post("/v1/completions", dependencies=[Depends(authorised)])
+    async def completions(req: CompletionRequest) -> Any:
+        return await run(req, chat=False)
+
+    app.add_middleware(_BodyLimit, limit=config.max_body_bytes)
+    return app
