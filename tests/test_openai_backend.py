@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 
+from loopback import client, free_port, running
 from strop.backends import SamplingParams, load_backend
 from strop.errors import BackendError
 from strop.models import embedded_model_path
@@ -27,12 +28,6 @@ pytestmark = pytest.mark.slow
 # batched-vs-sequential noise this bounds.
 SERVER_VS_LOCAL_MAX_TOL = 0.5
 SERVER_VS_LOCAL_MEAN_TOL = 0.12
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +131,21 @@ def test_garbage_answers_are_clear_errors():
                 b.generate(b.tokenize("hi"), SamplingParams(max_tokens=2), np.random.default_rng(0))
     finally:
         srv.shutdown()
+
+
+def test_strop_serve_in_front_of_an_upstream_server(remote):
+    """strop serve over the openai backend: RC runs on the upstream server, answers in OpenAI shape; upstream down is a 503."""
+    openai = pytest.importorskip("openai")
+    pytest.importorskip("uvicorn")
+
+    with running(remote) as url:
+        r = client(url).chat.completions.create(model="rc/smollm2", messages=[{"role": "user", "content": "What is 4 + 4?"}],
+                                                seed=3, extra_body={"strop": {"turns": 2, "reasoning_tokens": 24, "summary_tokens": 16}})
+        turns = r.strop["choices"][0]["stats"]["turns"]
+        assert len(turns) == 2 and r.choices[0].message.content == turns[-1]["reasoning"]
+        assert r.usage.completion_tokens == sum(t["reasoning_tokens"] + t["summary_tokens"] for t in turns)
+    down = load_backend("openai", model="x", base_url=f"http://127.0.0.1:{free_port()}/v1", timeout=5)
+    with running(down, model_name="x") as url:
+        with pytest.raises(openai.InternalServerError) as e:
+            client(url).chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        assert e.value.status_code == 503 and "backend failed" in str(e.value)

@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import string
 import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -31,7 +29,7 @@ from strop.backends.toy import ToyBackend  # noqa: E402
 from strop.methods import get_method  # noqa: E402
 from strop.methods.base import takes_question  # noqa: E402
 from strop.methods.settings import method_settings  # noqa: E402
-from strop.server import ServeConfig, create_app  # noqa: E402
+from loopback import client, free_port, running  # noqa: E402
 
 VOCAB = list(string.printable) + ["<eos>"]
 
@@ -61,29 +59,6 @@ class CharToy(ToyBackend):
         return super().generate(prompt_ids, params, rng)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def running(backend, **config):
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(backend, ServeConfig(**config)), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
 @pytest.fixture(scope="module")
 def toy():
     return CharToy()
@@ -93,10 +68,6 @@ def toy():
 def url(toy):
     with running(toy, max_tokens=512, max_request_tokens=20000) as u:
         yield u
-
-
-def client(url: str, **kw) -> openai.OpenAI:
-    return openai.OpenAI(base_url=url + "/v1", api_key=kw.pop("api_key", "unused"), max_retries=0, timeout=60, **kw)
 
 
 # Small settings per method, so each runs in milliseconds on the toy.
