@@ -1,11 +1,13 @@
 """RC training on the arithmetic task: accuracy per RC turn before and after, beyond the trained turns.
 
-    python bench/rc_training.py [--steps 20] [--turns 6] [--limit 150] [--out runs/rc]
+    python bench/rc_training.py [--steps 12] [--turns 6] [--limit 75] [--out runs/rc]
 
 Steps (each a strop command, resumable; re-running finishes what is missing):
 1. Before: ``strop eval --method rc --turns 6`` (H_R = H_S = 48, temperature 1) on the
-   first 150 held-out arithmetic problems (seed 0: one-digit sums, one-digit
-   two-operation sums, two-digit sums), base model, hf backend.
+   first 75 held-out arithmetic problems (seed 0: the 50 one-digit sums and the first 25
+   one-digit two-operation sums), base model, hf backend, all 75 decoded as one batch.
+   RC re-reads a fresh prompt every turn, so on 2 CPU cores one such evaluation takes
+   about half an hour; --limit 150 adds 75 two-digit-operation problems.
 2. ``strop train recipes/rc-arith.yaml``: RC training with T_train = 3, N_summ = 2, K = 8,
    replay buffer.
 3. After: the same evaluation on the trained model.
@@ -69,9 +71,9 @@ def plot(before: list[dict], after: list[dict], trained_turns: int, path: Path, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--turns", type=int, default=6)
-    ap.add_argument("--limit", type=int, default=150)
+    ap.add_argument("--limit", type=int, default=75)
     ap.add_argument("--out", default="runs/rc")
     a = ap.parse_args()
     out = ROOT / a.out

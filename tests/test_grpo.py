@@ -226,3 +226,14 @@ def test_a_checkpoint_whose_state_file_is_empty_or_cut_is_not_resumed_from(tmp_p
         (tmp_path / f"checkpoint-{step}").mkdir()
         (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(text)
     assert last_checkpoint(tmp_path).name == "checkpoint-1"
+
+
+def test_fewer_problems_than_groups_per_step_still_trains(tiny_model, tmp_path):
+    # One problem, 4 groups a step: TRL's sampler alone would yield no batch and train 0 steps.
+    data = tmp_path / "one.jsonl"
+    data.write_text(json.dumps({"q": "Say 7.", "a": "7", "cat": "only"}) + "\n")
+    for kind in ("none", "sec"):
+        recipe = tiny_recipe(tiny_model, data, tmp_path / kind, max_steps=2)
+        recipe["curriculum"] = {"kind": kind}
+        res = train(recipe_from_dict(recipe), quiet=True)
+        assert res.steps == 2 and len(load_metrics(tmp_path / kind)[0]) == 2

@@ -337,6 +337,12 @@ def make_trainer(args: Any, model: Any, tokenizer: Any, task: Task, problems: li
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     rows, pool = prompt_rows(tokenizer, task, problems, arms, system)
+    # TRL's RepeatSampler drops a generation batch it cannot fill with distinct
+    # rows: fewer problems than prompt groups per step would train 0 steps
+    # without a word (seen: a test-time tree with 1 variant). Repeat the rows.
+    groups = args.generation_batch_size // args.num_generations
+    if len(rows) < groups:
+        rows = [rows[i % len(rows)] for i in range(groups)]
     model.train()
     trainer = _trainer_class()(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
