@@ -283,6 +283,25 @@ def test_queue_limit_is_429_time_limit_is_503_and_the_server_stays_up(toy):
         assert r.choices[0].message.content == local(toy, "sample", "c", 1, 3).text
 
 
+def test_a_timed_out_rc_request_stops_at_its_next_turn(toy):
+    with running(toy, timeout_s=0.5) as u:
+        toy.calls, toy.hold_after = 0, 1  # turn 1's reasoning runs; its summary waits at the gate
+        toy.gate.clear()
+        try:
+            r = requests.post(u + "/v1/chat/completions", timeout=30, json={
+                "model": "rc/smollm2", "messages": [{"role": "user", "content": "Q?"}],
+                "strop": {"turns": 5, "reasoning_tokens": 6, "summary_tokens": 5}})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "timeout"
+        finally:
+            toy.gate.set()
+            toy.hold_after = None
+        deadline = time.monotonic() + 10
+        while requests.get(u + "/health", timeout=10).json()["pending"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert toy.calls == 2  # the held summary finished; turn 2 never started
+
+
 # ----------------------------------------------------------------- fuzzing
 schemathesis = pytest.importorskip("schemathesis")
 hypothesis = pytest.importorskip("hypothesis")
