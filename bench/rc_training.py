@@ -11,8 +11,8 @@ Steps (each a strop command, resumable; re-running finishes what is missing):
 2. ``strop train recipes/rc-arith.yaml``: RC training with T_train = 3, N_summ = 2, K = 8,
    replay buffer.
 3. After: the same evaluation on the trained model.
-4. ``docs/rc_training_accuracy_vs_turn.png`` (before vs after, 95% intervals, the trained
-   turns shaded) and ``summary.json`` (per-turn accuracy, training curves, wall times).
+4. ``docs/rc_training_accuracy_vs_turn.png`` (before vs after, 95% intervals, the turns
+   training saw shaded: states s_0..s_3 condition reasoning turns 1-4) and ``summary.json`` (per-turn accuracy, training curves, wall times).
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def plot(before: list[dict], after: list[dict], trained_turns: int, path: Path, 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.axvspan(0.5, trained_turns + 0.5, color="0.92", label=f"turns trained (T_train = {trained_turns})")
+    # Rollouts of T_train turns give states s_0..s_T; a trace from s_t is reasoning turn t + 1.
+    ax.axvspan(0.5, trained_turns + 1.5, color="0.92", label=f"reasoning turns trained from (s_0..s_{trained_turns}, T_train = {trained_turns})")
     for rows, label in ((before, "base model"), (after, "after RC training")):
         t = [r["turn"] for r in rows]
         acc = [r["accuracy"] for r in rows]

@@ -124,3 +124,13 @@ def test_missing_and_corrupt_model_files(tmp_path):
         load_backend("llamacpp", str(truncated))
     with pytest.raises(ModelLoadError, match="folder"):
         load_backend("llamacpp", str(tmp_path))
+
+
+def test_reset_cache_makes_the_next_call_compute_its_whole_prompt(llama):
+    p = llama.chat_prompt("What is 2 + 2?")
+    a = llama.generate(p, SamplingParams(max_tokens=6, temperature=0), np.random.default_rng(0))
+    again = llama.generate(p, SamplingParams(max_tokens=6, temperature=0), np.random.default_rng(0))
+    assert again.cached_prompt_tokens == len(p) - 1
+    llama.reset_cache()
+    fresh = llama.generate(p, SamplingParams(max_tokens=6, temperature=0), np.random.default_rng(0))
+    assert fresh.cached_prompt_tokens == 0 and fresh.token_ids == a.token_ids

@@ -220,6 +220,15 @@ class Backend(ABC):
     def close(self) -> None:
         """Release the model. Idempotent."""
 
+    def reset_cache(self) -> None:
+        """Forget any cached prefix, so the next call computes its whole prompt afresh.
+
+        Reusing a cached prefix is exact in arithmetic but not in float
+        rounding (a prompt evaluated in other chunks rounds differently), so a
+        caller that needs an output independent of earlier calls (the server,
+        between requests) resets first. Default: nothing is cached.
+        """
+
     def __enter__(self) -> Backend:
         return self
 

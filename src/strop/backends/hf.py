@@ -268,7 +268,10 @@ class HFBackend(Backend):
         elapsed = time.perf_counter() - started
         return [self._result(t, f, txt, len(p), 0, started, params, elapsed) for t, f, txt, p in zip(traces, finish, texts, prompts)]
 
-    def close(self) -> None:
+    def reset_cache(self) -> None:
         self._kv = None
         self._ids = []
+
+    def close(self) -> None:
+        self.reset_cache()
 

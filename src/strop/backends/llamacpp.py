@@ -189,6 +189,12 @@ class LlamaCppBackend(Backend):
         """The underlying ``llama_cpp.Llama`` (shares this backend's KV cache)."""
         return self._llm
 
+    def reset_cache(self) -> None:
+        llm = getattr(self, "_llm", None)
+        if llm is not None:
+            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+            llm.n_tokens = 0
+
     def close(self) -> None:
         llm = getattr(self, "_llm", None)
         if llm is not None:

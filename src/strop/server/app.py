@@ -207,7 +207,13 @@ def plan_request(req: ChatRequest | CompletionRequest, backend: Backend, config:
 
 
 def run_plan(backend: Backend, plan: Plan, cancel: threading.Event, emit: Callable[[dict[str, Any]], None]) -> list[MethodResult]:
-    """Run the plan's n choices one after another (on the backend's thread); ``emit`` gets progress events."""
+    """Run the plan's n choices one after another (on the backend's thread); ``emit`` gets progress events.
+
+    The backend's prefix cache is reset first, so a response depends only on its
+    own request and seed, not on which request ran before it: with llama.cpp's
+    prefix reuse, a greedy answer was seen to flip between requests under load.
+    """
+    backend.reset_cache()
     results = []
     for i in range(plan.n):
         def check() -> None:
