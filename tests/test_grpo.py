@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ pytest.importorskip("trl")
 from strop.training.advantages import group_advantages  # noqa: E402
 from strop.training.grpo import CURRICULUM_STATE, build_trainer, last_checkpoint, load_metrics, train  # noqa: E402
 from strop.training.recipe import recipe_from_dict  # noqa: E402
+from killed_runs import kill_after_first_checkpoint, resume  # noqa: E402
 from tiny_lm import build_tiny_lm  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -99,12 +98,6 @@ def test_trl_advantages_are_group_advantages_and_batches_follow_the_curriculum(t
     assert [r["counts"] for r in curriculum] == [{a: arms.count(a) // 8 for a in ("long", "short")} for _, _, arms in seen]
 
 
-def _strop_train(recipe: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.Popen([sys.executable, "-m", "strop", "train", str(recipe), "--quiet", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-
-
 def test_killed_run_resumes_with_the_same_curriculum_and_random_state(tiny_model, say_seven, tmp_path):
     import yaml
 
@@ -116,20 +109,8 @@ def test_killed_run_resumes_with_the_same_curriculum_and_random_state(tiny_model
 
     killed = tmp_path / "killed.yaml"
     killed.write_text(yaml.safe_dump(tiny_recipe(tiny_model, say_seven, tmp_path / "killed", max_steps=steps, save_steps=4)))
-    proc = _strop_train(killed)
-    deadline = time.monotonic() + 300
-    while (ck := last_checkpoint(tmp_path / "killed")) is None:
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert ck.name != f"checkpoint-{steps}" and not (tmp_path / "killed" / "final").exists()
-
-    proc = _strop_train(killed)
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out
-    assert f"resumed from {ck.name}" in out
+    ck = kill_after_first_checkpoint(killed, tmp_path / "killed", steps)
+    resume(killed, ck)
 
     m_whole, c_whole = load_metrics(tmp_path / "whole")
     m_killed, c_killed = load_metrics(tmp_path / "killed")

@@ -11,12 +11,7 @@ with SIGKILL resumes with its buffer, order and random state.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -180,9 +175,10 @@ def test_bad_rc_sections_are_clear_errors(body, needle):
 trl = pytest.importorskip("trl")
 
 from strop.training.advantages import group_advantages  # noqa: E402
-from strop.training.grpo import RC_LOG, build_trainer, last_checkpoint, load_metrics, train  # noqa: E402
+from strop.training.grpo import RC_LOG, build_trainer, load_metrics, train  # noqa: E402
 from strop.training.rc import RC_STATE  # noqa: E402
 from strop.evaluation.harness import read_records  # noqa: E402
+from killed_runs import kill_after_first_checkpoint, resume  # noqa: E402
 from tiny_lm import build_tiny_lm  # noqa: E402
 
 
@@ -247,12 +243,6 @@ def test_trl_trains_each_drawn_state_as_one_group_of_k(tiny_model, questions, tm
     assert all("rc/buffer" in m and "rc/mean_turn" in m for m in metrics)
 
 
-def _strop_train(recipe: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.Popen([sys.executable, "-m", "strop", "train", str(recipe), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-
-
 @pytest.mark.slow
 def test_killed_rc_run_resumes_with_its_buffer(tiny_model, questions, tmp_path):
     """Rollouts by the policy itself: the resumed run must match an uninterrupted one state for state."""
@@ -264,21 +254,9 @@ def test_killed_rc_run_resumes_with_its_buffer(tiny_model, questions, tmp_path):
 
     killed = tmp_path / "killed.yaml"
     killed.write_text(yaml.safe_dump(rc_recipe(tiny_model, questions, tmp_path / "killed", max_steps=steps, save_steps=3)))
-    proc = _strop_train(killed)
-    deadline = time.monotonic() + 300
-    while (ck := last_checkpoint(tmp_path / "killed")) is None:
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert ck.name != f"checkpoint-{steps}" and not (tmp_path / "killed" / "final").exists()
+    ck = kill_after_first_checkpoint(killed, tmp_path / "killed", steps)
     assert json.loads((ck / RC_STATE).read_text())["buffer"]  # the buffer went into the checkpoint
-
-    proc = _strop_train(killed)
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out
-    assert f"resumed from {ck.name}" in out
+    resume(killed, ck)
 
     log_whole, log_killed = read_records(tmp_path / "whole" / RC_LOG), read_records(tmp_path / "killed" / RC_LOG)
     assert [r["step"] for r in log_killed] == list(range(1, steps + 1))
