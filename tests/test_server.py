@@ -77,13 +77,11 @@ SMALL = {
     "rc": {"turns": 2, "reasoning_tokens": 6, "summary_tokens": 5},
     "self-refine": {"turns": 2, "reasoning_tokens": 6}, "long": {"turns": 2, "reasoning_tokens": 4, "summary_tokens": 3},
 }
-DEFAULTS = {"n": 4, "alpha": 4.0, "block_size": 192, "mcmc_steps": 10, "cut": "uniform", "beta": 4.0,
-            "proposal_temperature": None, "turns": 4, "reasoning_tokens": 256, "summary_tokens": 96, "top_k": None}
 
 
 def local(backend, method: str, question: str, seed: int, max_tokens: int, choice: int = 0):
     """The same method run directly: what the server must have answered."""
-    kwargs = method_settings(method, temperature=1.0, top_p=1.0, max_tokens=max_tokens, **{**DEFAULTS, **SMALL[method]})
+    kwargs = method_settings(method, temperature=1.0, top_p=1.0, max_tokens=max_tokens, **SMALL[method])
     rng = np.random.default_rng([seed, choice])
     fn = get_method(method)
     if takes_question(method):

@@ -130,7 +130,7 @@ class HFBackend(Backend):
         """A backend over a model already in memory, sharing its weights (no copy).
 
         Training uses it to decode with the policy it is updating (RC rollouts);
-        call ``close()`` after the weights change, as the prefix cache was
+        call ``reset_cache()`` after the weights change, as the prefix cache was
         computed with the old ones.
         """
         import torch

@@ -62,7 +62,7 @@ class TTRLConfig:
 
 
 def _answer(backend: Any, prompt: list[int], params: SamplingParams, rngs: list[np.random.Generator]) -> list[Generation]:
-    backend.close()  # the prefix KV cache was computed with other weights
+    backend.reset_cache()  # the prefix KV cache was computed with other weights
     was_training = backend.model.training
     backend.model.eval()
     try:
@@ -149,7 +149,7 @@ def test_time_rl(backend: Backend, task: Task, problem: Problem, rng: np.random.
                 restored = trainer.model.unload() if hasattr(trainer.model, "unload") else trainer.model
                 backend.model = restored
                 backend.model.eval()
-                backend.close()
+                backend.reset_cache()
     else:
         after = before
     verify(after, "after", steps_done)

@@ -103,12 +103,12 @@ def _ask(backend: Backend, system: str | None, text: str, params: SamplingParams
     return backend.generate(backend.chat_prompt(user_turn(text, system)), params, rng)
 
 
-def _result(name: str, config: RCConfig, gens: list[Generation], turns: list[dict[str, Any]], started: float, extract) -> MethodResult:
+def _result(name: str, config: RCConfig, gens: list[Generation], turns: list[dict[str, Any]], elapsed_s: float, extract) -> MethodResult:
     last = gens[-1] if not turns else gens[turns[-1]["reasoning_index"]]
     stats = {
         "turns": turns,
         "decoded_tokens": sum(g.completion_tokens for g in gens),
-        "elapsed_s": time.perf_counter() - started,
+        "elapsed_s": elapsed_s,
     }
     return MethodResult(name, asdict(config), tuple(gens), gens.index(last), extract(last.text), stats)
 
@@ -155,7 +155,7 @@ def rc_batch(backend: Backend, questions: Sequence[str], rngs: Sequence[np.rando
         if progress:
             progress(t, config.turns)
     elapsed = (time.perf_counter() - started) / max(n, 1)
-    return [_result("rc", config, g, ts, time.perf_counter() - elapsed, extract) for g, ts in zip(gens, turns)]
+    return [_result("rc", config, g, ts, elapsed, extract) for g, ts in zip(gens, turns)]
 
 
 @register_method("rc", takes_question=True)
@@ -186,7 +186,7 @@ def self_refine(backend: Backend, question: str, rng: np.random.Generator, *, pr
         attempt = r.text
         if progress:
             progress(t, config.turns)
-    return _result("self-refine", config, gens, turns, started, extract)
+    return _result("self-refine", config, gens, turns, time.perf_counter() - started, extract)
 
 
 @register_method("long", takes_question=True)
@@ -198,4 +198,4 @@ def long_generation(backend: Backend, question: str, rng: np.random.Generator, *
     started = time.perf_counter()
     g = _ask(backend, system, config.reason_template.format(problem=question),
              config.params(config.turns * (config.reasoning_tokens + config.summary_tokens)), rng)
-    return _result("long", config, [g], [], started, extract)
+    return _result("long", config, [g], [], time.perf_counter() - started, extract)

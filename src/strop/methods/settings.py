@@ -5,10 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 
-def method_settings(method: str, *, n: int, temperature: float, top_p: float, top_k: int | None, max_tokens: int, alpha: float,
-                    block_size: int, mcmc_steps: int, cut: str, beta: float, proposal_temperature: float | None, turns: int,
-                    reasoning_tokens: int, summary_tokens: int, ttrl: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Keyword arguments for ``run_method`` from flat settings (validated by the configs): the CLI's options and the server's request fields."""
+def method_settings(method: str, *, temperature: float = 1.0, top_p: float = 1.0, max_tokens: int = 256, n: int = 4,
+                    top_k: int | None = None, alpha: float = 4.0, block_size: int = 192, mcmc_steps: int = 10, cut: str = "uniform",
+                    beta: float = 4.0, proposal_temperature: float | None = None, turns: int = 4, reasoning_tokens: int = 256,
+                    summary_tokens: int = 96, ttrl: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``run_method`` from flat settings (validated by the configs): the CLI's options and the server's request fields.
+
+    The defaults are ``strop solve``'s; a server request overrides only what it names.
+    """
     from strop.backends import SamplingParams
     from strop.methods import get_method
 

@@ -164,12 +164,9 @@ def plan_request(req: ChatRequest | CompletionRequest, backend: Backend, config:
     if stop and method not in ("sample", "greedy", "best-of-n", "majority"):
         raise APIError(400, f"stop is not supported by method {method!r} (it would cut a turn or a chain midway)", param="stop")
 
-    defaults = {"n": 4, "alpha": 4.0, "block_size": 192, "mcmc_steps": 10, "cut": "uniform", "beta": 4.0,
-                "proposal_temperature": None, "turns": 4, "reasoning_tokens": 256, "summary_tokens": 96, "top_k": None}
-    settings = {**defaults, **opts}
     try:
         kwargs = method_settings(method, temperature=1.0 if req.temperature is None else req.temperature,
-                                 top_p=1.0 if req.top_p is None else req.top_p, max_tokens=max_tokens, **settings)
+                                 top_p=1.0 if req.top_p is None else req.top_p, max_tokens=max_tokens, **opts)
     except StropError as e:
         raise APIError(400, str(e), param="strop") from e
     if stop:

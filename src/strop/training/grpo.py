@@ -101,7 +101,7 @@ def _trainer_class():
                 states = self.rc_rows.step_states(backend, groups)
             finally:
                 policy.train(was_training)
-                backend.close()  # its prefix cache would outlive this step's weights
+                backend.reset_cache()  # its prefix cache would outlive this step's weights
             return self.rc_rows.rows(states)[:n_local]
 
         def _generate_and_score_completions(self, inputs: list[dict]) -> dict:
