@@ -8,6 +8,20 @@ import pytest
 from strop.backends.toy import ToyBackend
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Before any test: can this llama.cpp build decode on this CPU? Checked in a child process.
+
+    A build that crashes (SIGSEGV/SIGILL inside llama_decode) would otherwise kill
+    pytest itself at the first llama.cpp test, with no summary. The verdict is
+    remembered per build (strop.backends.native), so this costs one child start per build.
+    """
+    from strop.backends.native import check_build
+
+    verdict = check_build()
+    if not verdict.ok:
+        pytest.exit(f"llama.cpp smoke check failed, no test was run.\n{verdict.message}", returncode=1)
+
+
 def branching_toy() -> ToyBackend:
     """A 4-token model with sequences of unequal length, EOS at different depths.
 

@@ -25,15 +25,21 @@ def running(backend, **config):
     server = uvicorn.Server(uvicorn.Config(create_app(backend, ServeConfig(**config)), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
+    wait_until(lambda: server.started or not thread.is_alive(), "server did not start")
+    assert thread.is_alive(), "server thread died while starting"
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def wait_until(condition, what: str, timeout_s: float = 120.0) -> None:
+    """Poll ``condition()`` until it holds; fail naming ``what`` after a generous ``timeout_s`` (loaded CI machines are slow)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} (waited {timeout_s:.0f} s)"
+        time.sleep(0.02)
 
 
 def client(url: str, **kw):

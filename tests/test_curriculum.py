@@ -135,7 +135,8 @@ def test_curriculum_validation():
 
 # ---------------------------------------------------------------- recipes
 def test_recipe_validation_names_the_bad_key(tmp_path):
-    pytest.importorskip("trl")
+    import trl  # noqa: F401 - part of the test install; missing, it must fail, not skip
+
     from strop.training.recipe import load_recipe, recipe_from_dict
 
     r = recipe_from_dict({"data": {"task": "arithmetic"}, "output": "runs/x", "grpo": {"max_steps": 3}})
@@ -163,8 +164,9 @@ def test_recipe_validation_names_the_bad_key(tmp_path):
 
 
 def test_shipped_recipes_load():
-    pytest.importorskip("trl")
     from pathlib import Path
+
+    import trl  # noqa: F401 - part of the test install; missing, it must fail, not skip
 
     from strop.training.recipe import load_recipe
 

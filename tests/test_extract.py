@@ -36,4 +36,6 @@ def test_hostile_inputs_end_quickly():
     for text in ["9" * 10_000_000, "{" * 1_000_000 + "\\boxed{" * 100_000, "\\boxed{" + "{" * 500_000]:
         t = time.perf_counter()
         extract_answer(text)
-        assert time.perf_counter() - t < 2.0
+        # Linear-time parsing takes well under a second; a backtracking regex would take hours.
+        # The bound is loose so that a loaded CI machine cannot fail it.
+        assert time.perf_counter() - t < 20.0

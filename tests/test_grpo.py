@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import trl  # noqa: F401 - the train extra is part of the test install; missing, it must fail, not skip
 
-pytest.importorskip("trl")
-
-from strop.training.advantages import group_advantages  # noqa: E402
-from strop.training.grpo import CURRICULUM_STATE, build_trainer, last_checkpoint, load_metrics, train  # noqa: E402
-from strop.training.recipe import recipe_from_dict  # noqa: E402
-from killed_runs import kill_after_first_checkpoint, resume  # noqa: E402
-from tiny_lm import build_tiny_lm  # noqa: E402
+from killed_runs import kill_after_first_checkpoint, resume
+from strop.training.advantages import group_advantages
+from strop.training.grpo import CURRICULUM_STATE, build_trainer, last_checkpoint, load_metrics, train
+from strop.training.recipe import recipe_from_dict
+from tiny_lm import build_tiny_lm
 
 pytestmark = pytest.mark.slow
 
@@ -66,8 +65,9 @@ def test_grpo_learns_a_verifiable_task(tiny_model, say_seven, tmp_path):
     assert len(rewards) == steps and len(curriculum) == steps
     first, last = np.mean(rewards[:5]), np.mean(rewards[-10:])
     # A random char-level LM says a lone "7" ~2-5% of the time; GRPO must make it the habit.
-    # Seen here (fixed seeds, CPU, 8 s): first 5 steps 0.04, last 10 steps 0.89.
-    assert first < 0.15 and last > 0.6, (first, last)
+    # Seen (fixed seeds): CPU first 5 steps 0.04, last 10 0.89; an H200 GPU learned faster (first 5: 0.131).
+    # So the check is the gain, not how low the start is: a wide margin on both sides of every run seen.
+    assert last > 0.6 and last - first > 0.3, (first, last)
     for key in ("reward_std", "frac_reward_zero_std", "completions/mean_length", "entropy", "wall_per_step_s",
                 "category/short/reward", "curriculum/share/long", "curriculum/q/short"):
         assert any(key in m for m in metrics), key

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
+import torch  # noqa: F401 - the hf extra is part of the test install; missing, it must fail, not skip
 
 from strop.backends import SamplingParams
 
-pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
 
 # llama.cpp runs the Q4_1 weights with quantised kernels; transformers runs the

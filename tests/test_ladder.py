@@ -227,9 +227,8 @@ def test_ladder_recipe_takes_task_file_and_arms_from_the_tree(tmp_path):
 # ------------------------------------------------------ test-time variant RL
 @pytest.fixture(scope="module")
 def tiny_backend(tmp_path_factory):
-    from tiny_lm import build_tiny_lm
-
     from strop.backends.hf import HFBackend
+    from tiny_lm import build_tiny_lm
 
     return HFBackend(str(build_tiny_lm(tmp_path_factory.mktemp("tiny") / "m", seed=0)), device="cpu")
 

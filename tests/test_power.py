@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import branching_toy, empirical, tv_distance
 from strop.backends import SamplingParams
 from strop.backends.toy_models import stylized_reasoning
 from strop.errors import CapabilityError, ConfigError
@@ -14,8 +15,6 @@ from strop.methods.power import PowerConfig, cut_log_probs, entropy_cut_weights,
 from strop.methods.power.exact import block_laws, exact_chain, power_target, tv
 from strop.methods.power.kernels import mh_accepts
 from strop.methods.power.sampler import Chain, ChainStats, mh_step
-
-from conftest import branching_toy, empirical, tv_distance
 
 # ----------------------------------------------------------------- kernels
 
@@ -111,7 +110,7 @@ def run_chains(toy, config, n=N_CHAINS, seed=0):
     root = np.random.default_rng(seed)
     for rng in root.spawn(n):
         blocks = []
-        chain, _, _ = power_sample_chain(toy, toy.tokenize("q"), config, rng, on_block=lambda k, c: blocks.append(tuple(c.tokens)))
+        chain, _, _ = power_sample_chain(toy, toy.tokenize("q"), config, rng, on_block=lambda k, c, blocks=blocks: blocks.append(tuple(c.tokens)))
         finals.append(tuple(chain.tokens))
         per_block.append(blocks)
     return finals, per_block

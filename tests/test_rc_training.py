@@ -172,13 +172,11 @@ def test_bad_rc_sections_are_clear_errors(body, needle):
 
 
 # -------------------------------------------------------------- through TRL
-trl = pytest.importorskip("trl")
-
+from killed_runs import kill_after_first_checkpoint, resume  # noqa: E402
+from strop.evaluation.harness import read_records  # noqa: E402
 from strop.training.advantages import group_advantages  # noqa: E402
 from strop.training.grpo import RC_LOG, build_trainer, load_metrics, train  # noqa: E402
 from strop.training.rc import RC_STATE  # noqa: E402
-from strop.evaluation.harness import read_records  # noqa: E402
-from killed_runs import kill_after_first_checkpoint, resume  # noqa: E402
 from tiny_lm import build_tiny_lm  # noqa: E402
 
 
@@ -231,7 +229,8 @@ def test_trl_trains_each_drawn_state_as_one_group_of_k(tiny_model, questions, tm
         rewards = np.array([s for _, s in book])
         np.testing.assert_allclose(adv, group_advantages(rewards, 4), atol=1e-5)  # per state
         for i, s in enumerate(states):
-            want = render_chat_text(trainer.processing_class, reason_prompt(trainer.rc_rows.config, trainer.rc_rows.problems[s.problem_id].question, s.summary), None)
+            question = trainer.rc_rows.problems[s.problem_id].question
+            want = render_chat_text(trainer.processing_class, reason_prompt(trainer.rc_rows.config, question, s.summary), None)
             # What TRL generated from, modulo the char tokenizer's unknown characters.
             want = trainer.processing_class.decode(trainer.processing_class(want)["input_ids"], skip_special_tokens=True)
             assert prompts[4 * i:4 * i + 4] == [want] * 4

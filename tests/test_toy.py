@@ -7,11 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from conftest import empirical, tv_distance
 from strop.backends import SamplingParams
 from strop.backends.toy import ToyBackend
 from strop.errors import ConfigError
-
-from conftest import empirical, tv_distance
 
 
 def test_sequence_probabilities_sum_to_one(toy):

@@ -217,10 +217,10 @@ class Backend(ABC):
             if cap not in self.capabilities:
                 raise CapabilityError(self.name, cap)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release the model. Idempotent."""
 
-    def reset_cache(self) -> None:
+    def reset_cache(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Forget any cached prefix, so the next call computes its whole prompt afresh.
 
         Reusing a cached prefix is exact in arithmetic but not in float

@@ -254,7 +254,8 @@ class HFBackend(Backend):
                     if finish[i] is not None:
                         nxt.append(self.pad_id)
                         continue
-                    traces[i].add(draw(last[i], temperature=params.temperature, top_k=params.top_k, top_p=params.top_p, rng=rngs[i], want_entropy=params.return_entropy))
+                    traces[i].add(draw(last[i], temperature=params.temperature, top_k=params.top_k, top_p=params.top_p, rng=rngs[i],
+                                        want_entropy=params.return_entropy))
                     nxt.append(traces[i].tokens[-1])
                     end = self._finished(traces[i], params, budget[i])
                     if end is not None:

@@ -70,12 +70,16 @@ class LlamaCppBackend(Backend):
             context, at most 4096).
         n_threads: CPU threads (default: llama-cpp-python's own default).
         n_batch: prompt tokens decoded per llama.cpp call.
+        native_check: before the first load of this llama.cpp build, decode a
+            few tokens in a child process (strop.backends.native), so a build
+            that crashes on this CPU is a clear ModelLoadError, not a dead process.
     """
 
     name = "llamacpp"
     capabilities = frozenset({LOGPROBS, ENTROPY, SCORE, PREFIX_CACHE, EXACT_LOGPROBS})
 
-    def __init__(self, model: str, *, n_ctx: int | None = None, n_threads: int | None = None, n_batch: int = 512) -> None:
+    def __init__(self, model: str, *, n_ctx: int | None = None, n_threads: int | None = None, n_batch: int = 512,
+                 native_check: bool = True) -> None:
         path = Path(model)
         if path.is_dir():
             raise ModelLoadError(f"the llamacpp backend needs a GGUF file, and {model} is a folder; use --backend hf for Hugging Face model folders")
@@ -88,6 +92,12 @@ class LlamaCppBackend(Backend):
             raise ModelLoadError("the llamacpp backend needs llama-cpp-python: pip install llama-cpp-python") from e
         if n_ctx is not None and n_ctx < 16:
             raise ConfigError(f"n_ctx must be >= 16, got {n_ctx}")
+        if native_check:
+            from strop.backends.native import check_build
+
+            verdict = check_build()
+            if not verdict.ok:
+                raise ModelLoadError(verdict.message)
         self._lib = llama_cpp
         kwargs = {"n_threads": n_threads} if n_threads else {}
         try:
@@ -185,7 +195,7 @@ class LlamaCppBackend(Backend):
         return Scored(lp, ent, cached)
 
     @property
-    def llama(self):  # noqa: ANN201 - llama_cpp.Llama, for benchmarks and power users
+    def llama(self):
         """The underlying ``llama_cpp.Llama`` (shares this backend's KV cache)."""
         return self._llm
 

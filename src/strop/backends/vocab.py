@@ -30,7 +30,7 @@ class Vocab(Protocol):
 class GGUFVocab:
     """Tokenizer, special tokens and chat template of a GGUF model, read through llama.cpp."""
 
-    def __init__(self, llm) -> None:  # noqa: ANN001 - a llama_cpp.Llama
+    def __init__(self, llm) -> None:
         import llama_cpp
 
         self._llm = llm
@@ -47,9 +47,9 @@ class GGUFVocab:
 
     @classmethod
     def load(cls, path: str) -> GGUFVocab:
-        from strop.backends.llamacpp import quiet_stderr
-
         import llama_cpp
+
+        from strop.backends.llamacpp import quiet_stderr
 
         check_gguf(Path(path))
         try:

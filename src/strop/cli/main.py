@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -28,7 +28,7 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
-def _backend_options(backend: str, base_url: Optional[str], tokenizer: Optional[str], n_ctx: Optional[int]) -> dict[str, Any]:
+def _backend_options(backend: str, base_url: str | None, tokenizer: str | None, n_ctx: int | None) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     if backend == "openai":
         if base_url:
@@ -47,25 +47,27 @@ def _backend_options(backend: str, base_url: Optional[str], tokenizer: Optional[
 
 # Options shared by `solve` and `eval`, declared once.
 PANEL_S, PANEL_P, PANEL_R, PANEL_T = "Sampling", "Power sampling", "RC / self-refine / long", "Test-time variant RL (ttrl)"
-MethodOpt = Annotated[str, typer.Option(help="Method: greedy, sample, best-of-n, majority, power, rc, self-refine, long; eval only: ttrl (test-time variant RL, --backend hf).")]
+MethodOpt = Annotated[str, typer.Option(help="Method: greedy, sample, best-of-n, majority, power, rc, self-refine, long;"
+                                                " eval only: ttrl (test-time variant RL, --backend hf).")]
 BackendOpt = Annotated[str, typer.Option(help="Backend: llamacpp (default), hf, openai.")]
-ModelOpt = Annotated[Optional[str], typer.Option(help="GGUF file, HF model folder or hub id; default: the embedded SmolLM2-135M-Instruct. With --backend openai: the server's model name.")]
+ModelOpt = Annotated[str | None, typer.Option(help="GGUF file, HF model folder or hub id; default: the embedded SmolLM2-135M-Instruct."
+                                                      " With --backend openai: the server's model name.")]
 NOpt = Annotated[int, typer.Option("-n", "--n", help="Samples for best-of-n and majority; ttrl: samples per GRPO group.", rich_help_panel=PANEL_S)]
 TempOpt = Annotated[float, typer.Option(help="Sampling temperature.", rich_help_panel=PANEL_S)]
 TopPOpt = Annotated[float, typer.Option(help="Nucleus sampling mass, in (0, 1].", rich_help_panel=PANEL_S)]
-TopKOpt = Annotated[Optional[int], typer.Option(help="Keep only the k most likely tokens.", rich_help_panel=PANEL_S)]
+TopKOpt = Annotated[int | None, typer.Option(help="Keep only the k most likely tokens.", rich_help_panel=PANEL_S)]
 MaxTokOpt = Annotated[int, typer.Option(help="Most tokens to generate per sample (power: per chain).", rich_help_panel=PANEL_S)]
 SeedOpt = Annotated[int, typer.Option(help="Random seed; the same seed gives the same output.")]
-SystemOpt = Annotated[Optional[str], typer.Option(help="System message (default: the model template's own).")]
-BaseUrlOpt = Annotated[Optional[str], typer.Option(help="--backend openai: server URL, e.g. http://127.0.0.1:8000/v1.")]
-TokOpt = Annotated[Optional[str], typer.Option(help="--backend openai: local tokenizer matching the server's model (default: the embedded GGUF).")]
-NCtxOpt = Annotated[Optional[int], typer.Option(help="Context window to allocate (tokens).")]
+SystemOpt = Annotated[str | None, typer.Option(help="System message (default: the model template's own).")]
+BaseUrlOpt = Annotated[str | None, typer.Option(help="--backend openai: server URL, e.g. http://127.0.0.1:8000/v1.")]
+TokOpt = Annotated[str | None, typer.Option(help="--backend openai: local tokenizer matching the server's model (default: the embedded GGUF).")]
+NCtxOpt = Annotated[int | None, typer.Option(help="Context window to allocate (tokens).")]
 AlphaOpt = Annotated[float, typer.Option(help="power: the exponent; samples from p^alpha.", rich_help_panel=PANEL_P)]
 BlockOpt = Annotated[int, typer.Option(help="power: tokens per block (B).", rich_help_panel=PANEL_P)]
 StepsOpt = Annotated[int, typer.Option(help="power: MH steps per block (N).", rich_help_panel=PANEL_P)]
 CutOpt = Annotated[str, typer.Option(help="power: cut rule, uniform | entropy | max-swap.", rich_help_panel=PANEL_P)]
 BetaOpt = Annotated[float, typer.Option(help="power: exponent of the entropy-jump cut weights.", rich_help_panel=PANEL_P)]
-PropTOpt = Annotated[Optional[float], typer.Option(help="power: proposal temperature (default 1/alpha).", rich_help_panel=PANEL_P)]
+PropTOpt = Annotated[float | None, typer.Option(help="power: proposal temperature (default 1/alpha).", rich_help_panel=PANEL_P)]
 TurnsOpt = Annotated[int, typer.Option(help="rc/self-refine: turns T (long: budget T * (H_R + H_S)).", rich_help_panel=PANEL_R)]
 HROpt = Annotated[int, typer.Option(help="rc: most tokens per reasoning turn (H_R).", rich_help_panel=PANEL_R)]
 HSOpt = Annotated[int, typer.Option(help="rc: most tokens per summary (H_S).", rich_help_panel=PANEL_R)]
@@ -84,7 +86,7 @@ def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: (asdict(v) if is_dataclass(v) else v) for k, v in kwargs.items()}
 
 
-def _load(backend: str, model: Optional[str], base_url: Optional[str], tokenizer: Optional[str], n_ctx: Optional[int]):
+def _load(backend: str, model: str | None, base_url: str | None, tokenizer: str | None, n_ctx: int | None):
     from strop.backends import load_backend
 
     with err.status(f"loading model ({backend})..."):
@@ -130,19 +132,21 @@ def solve(
 
 @app.command("eval")
 def eval_cmd(
-    task: Annotated[str, typer.Option(help="Task: gsm8k, math500, aime2024, mit-integration-bee-2025, countdown, humaneval, arithmetic, or jsonl (with --field).")],
+    task: Annotated[str, typer.Option(help="Task: gsm8k, math500, aime2024, mit-integration-bee-2025, countdown, humaneval, arithmetic,"
+                                                 " or jsonl (with --field).")],
     out: Annotated[str, typer.Option(help="Run folder: records.jsonl (as it goes), metrics.json, plots. Re-running resumes.")],
-    data: Annotated[Optional[str], typer.Option(help="JSON/JSONL/parquet file, or hub:DATASET[:SPLIT] (online). Default: the task's own source.")] = None,
-    field: Annotated[Optional[list[str]], typer.Option(help="jsonl task: NAME=COLUMN for question, answer, id, category (repeatable).")] = None,
+    data: Annotated[str | None, typer.Option(help="JSON/JSONL/parquet file, or hub:DATASET[:SPLIT] (online). Default: the task's own source.")] = None,
+    field: Annotated[list[str] | None, typer.Option(help="jsonl task: NAME=COLUMN for question, answer, id, category (repeatable).")] = None,
     verifier: Annotated[str, typer.Option(help="jsonl task: math | exact | number.")] = "math",
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N problems.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N problems.")] = None,
     samples: Annotated[int, typer.Option(help="Attempts per problem (for pass@k and majority@k).")] = 1,
     method: MethodOpt = "sample", backend: BackendOpt = "llamacpp", model: ModelOpt = None, n: NOpt = 4,
     temperature: TempOpt = 1.0, top_p: TopPOpt = 1.0, top_k: TopKOpt = None, max_tokens: MaxTokOpt = 256, seed: SeedOpt = 0,
     system: SystemOpt = None, base_url: BaseUrlOpt = None, tokenizer: TokOpt = None, n_ctx: NCtxOpt = None,
     alpha: AlphaOpt = 4.0, block_size: BlockOpt = 192, mcmc_steps: StepsOpt = 10, cut: CutOpt = "uniform", beta: BetaOpt = 4.0,
     proposal_temperature: PropTOpt = None, turns: TurnsOpt = 4, reasoning_tokens: HROpt = 256, summary_tokens: HSOpt = 96,
-    batch_size: Annotated[int, typer.Option(help="greedy/sample/rc on a batching backend (hf): attempts decoded together (same random streams; rounding can flip a rare token).")] = 32,
+    batch_size: Annotated[int, typer.Option(help="greedy/sample/rc on a batching backend (hf): attempts decoded together"
+                                                  " (same random streams; rounding can flip a rare token).")] = 32,
     ttrl_steps: TTStepsOpt = 8, ttrl_depth: TTDepthOpt = 2, ttrl_variants: TTVarOpt = 4, ttrl_model_requests: TTReqOpt = 0,
     ttrl_lr: TTLrOpt = 1e-4,
 ) -> None:
@@ -190,7 +194,7 @@ def eval_cmd(
 @app.command()
 def report(
     runs: Annotated[list[str], typer.Argument(help="Run folders written by `strop eval`, or by `strop train` (not mixed).")],
-    plot: Annotated[Optional[str], typer.Option(help="Also draw a PNG: accuracy vs tokens of eval runs, or reward, arm mix and Q of training runs.")] = None,
+    plot: Annotated[str | None, typer.Option(help="Also draw a PNG: accuracy vs tokens of eval runs, or reward, arm mix and Q of training runs.")] = None,
 ) -> None:
     """Compare finished eval runs, or training runs, side by side."""
     from pathlib import Path
@@ -220,8 +224,8 @@ def report(
 @app.command()
 def train(
     recipe: Annotated[str, typer.Argument(help="YAML recipe (see docs/training.md and recipes/).")],
-    max_steps: Annotated[Optional[int], typer.Option(help="Override grpo.max_steps (a finished run can be extended).")] = None,
-    output: Annotated[Optional[str], typer.Option(help="Override the recipe's output folder.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Override grpo.max_steps (a finished run can be extended).")] = None,
+    output: Annotated[str | None, typer.Option(help="Override the recipe's output folder.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar or per-step lines.")] = False,
 ) -> None:
     """GRPO on a strop task through TRL, with a curriculum (SEC, random, schedule). Resumes from the last checkpoint in the output folder."""
@@ -230,7 +234,7 @@ def train(
     _run_recipe(lambda overrides: load_recipe(recipe, overrides), max_steps, output, quiet)
 
 
-def _run_recipe(load: Any, max_steps: Optional[int], output: Optional[str], quiet: bool) -> None:
+def _run_recipe(load: Any, max_steps: int | None, output: str | None, quiet: bool) -> None:
     """Train ``load(overrides)`` with the command line's overrides and print where everything went."""
     from strop.training.grpo import train as run_training
 
@@ -254,15 +258,15 @@ app.add_typer(ladder_app, name="ladder")
 def ladder_build(
     task: Annotated[str, typer.Option(help="Task whose problems are the roots: integrals, mit-integration-bee-2025, arithmetic.")],
     out: Annotated[str, typer.Option(help="Tree file (JSON lines; a .expanded log beside it). Re-running resumes.")],
-    data: Annotated[Optional[str], typer.Option(help="Problems file; default: the task's own source.")] = None,
+    data: Annotated[str | None, typer.Option(help="Problems file; default: the task's own source.")] = None,
     seed: Annotated[int, typer.Option(help="Generator seed of a built-in task, and of the variants.")] = 1,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N problems.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N problems.")] = None,
     depth: Annotated[int, typer.Option(help="Depth cap (the paper uses 2-3).")] = 2,
     symbolic: Annotated[int, typer.Option(help="Symbolic variants tried per node (0: none).")] = 4,
     model_requests: Annotated[int, typer.Option(help="Requests to the model per node for written variants (0: none).")] = 0,
     variants_per_request: Annotated[int, typer.Option(help="Variants asked for in one request.")] = 10,
-    exclude_data: Annotated[Optional[str], typer.Option(help="Test set file of the same task: its problems never enter the tree.")] = None,
-    exclude_seed: Annotated[Optional[int], typer.Option(help="Built-in task: exclude the problems of this generator seed (what strop eval --seed uses).")] = None,
+    exclude_data: Annotated[str | None, typer.Option(help="Test set file of the same task: its problems never enter the tree.")] = None,
+    exclude_seed: Annotated[int | None, typer.Option(help="Built-in task: exclude the problems of this generator seed (what strop eval --seed uses).")] = None,
     backend: BackendOpt = "llamacpp", model: ModelOpt = None, base_url: BaseUrlOpt = None, tokenizer: TokOpt = None,
 ) -> None:
     """Build a variant tree of TASK's problems: symbolic and/or model-written variants, validated and de-duplicated."""
@@ -294,8 +298,8 @@ def ladder_build(
 def ladder_train(
     tree: Annotated[str, typer.Argument(help="Tree file written by strop ladder build.")],
     recipe: Annotated[str, typer.Option(help="YAML recipe for the model, curriculum, reward and GRPO settings (data comes from the tree).")],
-    max_steps: Annotated[Optional[int], typer.Option(help="Override grpo.max_steps.")] = None,
-    output: Annotated[Optional[str], typer.Option(help="Override the recipe's output folder.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Override grpo.max_steps.")] = None,
+    output: Annotated[str | None, typer.Option(help="Override the recipe's output folder.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar or per-step lines.")] = False,
 ) -> None:
     """GRPO on a variant tree: its depths are the curriculum's arms, easiest (deepest) first."""
@@ -342,8 +346,9 @@ def serve(
     backend: BackendOpt = "llamacpp", model: ModelOpt = None, base_url: BaseUrlOpt = None, tokenizer: TokOpt = None, n_ctx: NCtxOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    served_model_name: Annotated[Optional[str], typer.Option(help="The model id clients send (default: smollm2 for the embedded model, else the model's file or folder name).")] = None,
-    api_key: Annotated[Optional[str], typer.Option(envvar="STROP_API_KEY", help="Require Authorization: Bearer KEY (or set STROP_API_KEY).")] = None,
+    served_model_name: Annotated[str | None, typer.Option(
+        help="The model id clients send (default: smollm2 for the embedded model, else the model's file or folder name).")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="STROP_API_KEY", help="Require Authorization: Bearer KEY (or set STROP_API_KEY).")] = None,
     max_tokens: Annotated[int, typer.Option(help="Most tokens one generation may ask for (max_tokens, H_R, H_S).")] = 4096,
     max_request_tokens: Annotated[int, typer.Option(help="Most tokens one request may decode in all (n x the method's budget).")] = 65536,
     max_pending: Annotated[int, typer.Option(help="Requests running or queued at once; one more gets 429.")] = 16,
@@ -367,10 +372,41 @@ def serve(
 
 
 @app.command()
-def info() -> None:
-    """Show the embedded model, the backends and the methods."""
+def demo(
+    n: Annotated[int, typer.Option("-n", "--n", help="How many one-digit sums.")] = 20,
+    seed: SeedOpt = 0,
+) -> None:
+    """What strop is for, in about a minute: plain sampling vs power sampling on the same one-digit sums (embedded model)."""
+    from rich.table import Table
+
+    from strop.cli.demo import ALPHA, BLOCK, DEMO_SEED, MAX_TOKENS, STEPS, run_demo
+
+    if n < 1:
+        raise StropError(f"--n must be >= 1, got {n}")
+    be = _load("llamacpp", None, None, None, None)
+    typer.echo(f"{n} one-digit sums (\"3 + 5 = ?\", generator seed {DEMO_SEED}) answered by the embedded SmolLM2-135M-Instruct"
+               f" on llama.cpp, two ways, seed {seed}:")
+    with be, err.status("solving...") as status:
+        rows = run_demo(be, n=n, seed=seed, progress=lambda m, done, total: status.update(f"{m}: {done}/{total}"))
+    table = Table("method", "correct", "accuracy", "tokens decoded", "seconds")
+    for r in rows:
+        table.add_row(r.method, f"{r.correct}/{r.total}", f"{r.correct / r.total:.0%}", str(r.decoded_tokens), f"{r.seconds:.1f}")
+    Console().print(table)
+    typer.echo(f"Power sampling draws from p^alpha (alpha {ALPHA:g}) by Metropolis-Hastings: blocks of {BLOCK} tokens,"
+               f" {STEPS} MH steps each, at most {MAX_TOKENS} tokens; it spends more tokens to sharpen the model's own distribution.")
+    typer.echo("Go further:")
+    typer.echo('  strop solve "12 + 7 = ?" --method power --alpha 4 --block-size 16 --mcmc-steps 10 --max-tokens 48')
+    typer.echo("  strop eval --task arithmetic --method power --block-size 16 --mcmc-steps 10 --max-tokens 48 --limit 50 --out runs/power")
+    typer.echo("  strop info    # backends, methods, the llama.cpp build;  README.md for RC, LADDER, SEC training and strop serve")
+
+
+@app.command()
+def info(
+    check: Annotated[bool, typer.Option(help="Re-run the llama.cpp smoke check instead of reading the remembered verdict.")] = False,
+) -> None:
+    """Show the embedded model, the backends, the methods, and the llama.cpp build (its CPU features, whether it runs here)."""
     from strop import __version__
-    from strop.backends import backend_names
+    from strop.backends import backend_names, native
     from strop.methods import method_names
     from strop.models import embedded_model_path
 
@@ -378,6 +414,16 @@ def info() -> None:
     typer.echo(f"embedded model: {embedded_model_path()}")
     typer.echo(f"backends: {', '.join(backend_names())}")
     typer.echo(f"methods: {', '.join(method_names())}")
+    flags = native.cpu_flags()
+    shown = [f for f in ("sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8")
+             if f in flags]
+    typer.echo(f"this CPU: {' '.join(shown) or 'unknown'} (portable build level: {native.default_level(flags)})")
+    with err.status("checking the llama.cpp build in a child process..."):
+        verdict = native.check_build(force=check)
+    typer.echo(f"llama.cpp build: {verdict.system_info or 'unknown'}")
+    typer.echo(f"llama.cpp on this CPU: {'ok' if verdict.ok else 'FAILS'}{' (remembered)' if verdict.cached else ''}")
+    if not verdict.ok:
+        typer.echo(verdict.message)
 
 
 def main() -> None:
@@ -387,7 +433,8 @@ def main() -> None:
     except StropError as e:
         from rich.markup import escape
 
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
+        # soft_wrap: no hard line breaks, so a command in the message stays copy-pasteable.
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted")

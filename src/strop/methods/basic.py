@@ -126,11 +126,15 @@ def best_of_n(backend: Backend, prompt_ids: Sequence[int], rng: np.random.Genera
     """
     started = time.perf_counter()
     p = params or SamplingParams()
-    gens = draw_until(backend, prompt_ids, p, token_budget, rng, progress) if token_budget is not None else draw_samples(backend, prompt_ids, p, n, rng, progress)
+    if token_budget is not None:
+        gens = draw_until(backend, prompt_ids, p, token_budget, rng, progress)
+    else:
+        gens = draw_samples(backend, prompt_ids, p, n, rng, progress)
     scores = [score(g) for g in gens]
     best = int(np.argmax(scores))
     stats = {**_stats(gens, started), "scores": scores}
-    return MethodResult("best-of-n", {**asdict(p), "n": len(gens), "token_budget": token_budget, "score": getattr(score, "__name__", "custom")}, tuple(gens), best,
+    config = {**asdict(p), "n": len(gens), "token_budget": token_budget, "score": getattr(score, "__name__", "custom")}
+    return MethodResult("best-of-n", config, tuple(gens), best,
                         extract(gens[best].text), stats)
 
 

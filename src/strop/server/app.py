@@ -37,10 +37,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+import strop.methods  # noqa: F401  (registers the methods)
 from strop import __version__
 from strop.backends.base import Backend
 from strop.errors import BackendError, ConfigError, StropError
-import strop.methods  # noqa: F401  (registers the methods)
 from strop.methods.base import MethodResult, get_method, takes_question
 from strop.methods.settings import method_settings
 from strop.server.schemas import SERVED_METHODS, ChatRequest, CompletionRequest, text_of
@@ -445,7 +445,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
             fut = engine.submit(plan, cancel, lambda ev: None)
             try:
                 results = await asyncio.wait_for(asyncio.shield(fut), config.timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 cancel.set()
                 raise _timeout_error(config) from None
             except asyncio.CancelledError:  # the client went away
@@ -453,7 +453,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
                 raise
             except Cancelled:
                 raise APIError(503, "the request was cancelled (server shutting down)", code="cancelled") from None
-            except Exception as e:  # noqa: BLE001 - every failure becomes an answer, never a dropped connection
+            except Exception as e:
                 raise _method_error(e) from e
             if chat:
                 return chat_body(plan, results, backend, rid=rid, created=created, model=req.model, logprobs=req.logprobs)
@@ -487,7 +487,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
                 left = deadline - time.monotonic()
                 try:
                     ev = await asyncio.wait_for(queue.get(), max(left, 0.001))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     cancel.set()
                     yield _error_event(_timeout_error(config))
                     break

@@ -9,4 +9,5 @@ from strop.tasks import builtin  # noqa: F401  (registers the built-in tasks)
 from strop.tasks.arithmetic import ArithmeticProblem, arithmetic_problems
 from strop.tasks.base import Problem, Task, get_task, jsonl_task, load_records, register_task, resolve_task, task_names
 
-__all__ = ["ArithmeticProblem", "Problem", "Task", "arithmetic_problems", "get_task", "jsonl_task", "load_records", "register_task", "resolve_task", "task_names"]
+__all__ = ["ArithmeticProblem", "Problem", "Task", "arithmetic_problems", "get_task", "jsonl_task", "load_records", "register_task",
+           "resolve_task", "task_names"]

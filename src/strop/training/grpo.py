@@ -35,12 +35,12 @@ import numpy as np
 
 from strop.errors import ConfigError, StropError
 from strop.evaluation.harness import read_records
+from strop.tasks import Problem, Task
 from strop.training.advantages import arm_signal
 from strop.training.curriculum import Curriculum, make_curriculum
 from strop.training.data import arms_of, prompt_rows, training_problems
-from strop.tasks import Problem, Task
-from strop.training.recipe import TrainRecipe
 from strop.training.rc import RC_STATE, RCRows
+from strop.training.recipe import TrainRecipe
 from strop.training.rewards import RewardBook
 
 CURRICULUM_STATE = "strop_curriculum.json"

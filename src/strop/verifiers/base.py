@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 
-class Verdict(str, Enum):
+class Verdict(str, Enum):  # noqa: UP042 - StrEnum would change str(verdict), which records and messages use
     CORRECT = "correct"
     INCORRECT = "incorrect"
     UNVERIFIABLE = "unverifiable"  # the answer could not be checked either way (unparsable, singular everywhere, ...)

@@ -48,7 +48,8 @@ def mixing_row(k: int, T: int, cut: str, s: MixingSettings) -> dict:
             steps = step
         if steps is not None and step >= s.curve_steps:
             break
-    return {"k": k, "T": T, "cut": cut, "states": len(chain.states), "steps_to_tv": steps, "tv_after": {str(x): curve[x] for x in (1, 10, 100) if x < len(curve)},
+    return {"k": k, "T": T, "cut": cut, "states": len(chain.states), "steps_to_tv": steps,
+            "tv_after": {str(x): curve[x] for x in (1, 10, 100) if x < len(curve)},
             "curve": curve}
 
 
