@@ -84,7 +84,7 @@ def main() -> None:
     walls["trained-rc"] = rc_eval(out / "trained-rc", a.limit, a.turns, str(out / "train" / "final"))
 
     sys.path.insert(0, str(ROOT / "src"))
-    from strop.evaluation.harness import read_records
+    from strop.records import read_records
     from strop.training.recipe import load_recipe
 
     trained_turns = load_recipe(ROOT / "recipes/rc-arith.yaml").rc.turns

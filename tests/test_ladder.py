@@ -301,7 +301,7 @@ def test_ttrl_is_refused_outside_eval_and_off_the_hf_backend():
     from strop.methods import run_method
 
     backend = ScriptedBackend(lambda p: "1")
-    with pytest.raises(UnknownNameError, match="strop eval --method ttrl"):
+    with pytest.raises(UnknownNameError, match="unknown method 'ttrl'"):  # a solver, not a decoding method
         run_method("ttrl", backend, "1 + 1 = ?", np.random.default_rng(0))
     task = get_task("arithmetic")
     with pytest.raises(Exception, match="--backend hf"):

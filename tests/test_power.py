@@ -10,6 +10,7 @@ import pytest
 from conftest import branching_toy, empirical, tv_distance
 from strop.backends import SamplingParams
 from strop.backends.toy_models import stylized_reasoning
+from strop.engine import run_steps
 from strop.errors import CapabilityError, ConfigError
 from strop.methods.power import PowerConfig, cut_log_probs, entropy_cut_weights, log_acceptance, power_sample_chain
 from strop.methods.power.exact import block_laws, exact_chain, power_target, tv
@@ -150,7 +151,7 @@ def test_max_swap_never_accepts_a_worse_sequence():
         g = toy.generate(toy.tokenize("q"), SamplingParams(max_tokens=4, temperature=config.temperature), rng)
         chain = Chain().cut_then_extend(0, g)
         for _ in range(5):
-            new, accepted = mh_step(toy, toy.tokenize("q"), chain, 4, config, rng, ChainStats())
+            new, accepted = run_steps(toy, mh_step(toy.tokenize("q"), chain, 4, config, rng, ChainStats()))
             if accepted:
                 assert sum(new.base) > sum(chain.base)
             else:

@@ -173,7 +173,7 @@ def test_bad_rc_sections_are_clear_errors(body, needle):
 
 # -------------------------------------------------------------- through TRL
 from killed_runs import kill_after_first_checkpoint, resume  # noqa: E402
-from strop.evaluation.harness import read_records  # noqa: E402
+from strop.records import read_records  # noqa: E402
 from strop.training.advantages import group_advantages  # noqa: E402
 from strop.training.grpo import RC_LOG, build_trainer, load_metrics, train  # noqa: E402
 from strop.training.rc import RC_STATE  # noqa: E402

@@ -25,9 +25,8 @@ import requests
 
 from loopback import client, free_port, running, wait_until
 from strop.backends.toy import ToyBackend
-from strop.methods import get_method
+from strop.methods import get_method, method_settings
 from strop.methods.base import takes_question
-from strop.methods.settings import method_settings
 
 VOCAB = list(string.printable) + ["<eos>"]
 
@@ -51,13 +50,13 @@ class CharToy(ToyBackend):
     def tokenize(self, text: str) -> list[int]:
         return super().tokenize("".join(c if c in string.printable else "?" for c in text))
 
-    def generate(self, prompt_ids, params, rng):
+    def generate(self, prompt_ids, params, rng, **kw):
         self.calls += 1
         if self.hold_after is not None and self.calls > self.hold_after:
             if not self.gate.is_set():
                 self.held.set()
             assert self.gate.wait(120), "test gate never opened"
-        return super().generate(prompt_ids, params, rng)
+        return super().generate(prompt_ids, params, rng, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -131,6 +131,24 @@ class Scored:
         return float(np.sum(self.logprobs))
 
 
+OnToken = Callable[[int], None]
+
+
+@dataclass(frozen=True, eq=False)
+class GenRequest:
+    """One completion a method asks for: what the engine batches with other methods' requests.
+
+    ``rng`` is the request's only randomness, so a row's tokens do not depend
+    on which other rows share its batch. ``on_token(id)`` (optional) sees each
+    token as it is drawn (the server streams sample/greedy this way).
+    """
+
+    prompt_ids: Sequence[int]
+    params: SamplingParams
+    rng: np.random.Generator
+    on_token: OnToken | None = None
+
+
 @dataclass
 class TokenTrace:
     """Per-token records of a sequence as it was drawn: ids, base and proposal log-probs, entropies."""
@@ -157,8 +175,10 @@ class Backend(ABC):
 
     name: ClassVar[str]
     capabilities: frozenset[str] = frozenset()
-    #: whether ``generate_batch`` runs prompts together (else it loops)
+    #: whether ``generate_many`` runs rows together (else it loops over ``generate``)
     batches: ClassVar[bool] = False
+    #: most rows one ``generate_many`` call should hold (the engine fills rounds up to it)
+    max_batch: int = 1
 
     #: a human-readable id of the loaded model (a path or hub id)
     model_id: str
@@ -189,22 +209,33 @@ class Backend(ABC):
 
     # ------------------------------------------------------------ sampling
     @abstractmethod
-    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator) -> Generation:
+    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator, *,
+                 on_token: OnToken | None = None) -> Generation:
         """Draw one completion of ``prompt_ids``.
 
         ``rng`` is the only source of randomness: the same rng state and the
         same prompt give the same tokens. Backends with ``prefix_cache`` reuse
         the longest cached prefix of ``prompt_ids``, so resampling a suffix
-        (``prompt + kept_tokens``) costs only the new tokens.
+        (``prompt + kept_tokens``) costs only the new tokens. ``on_token`` sees
+        each token id as it is drawn.
         """
+
+    def generate_many(self, requests: Sequence[GenRequest]) -> list[Generation]:
+        """One completion per request, each with its own settings and rng.
+
+        The default runs them one by one; backends that batch (``batches``)
+        override it and decode the rows together. Either way row i's tokens
+        come only from ``requests[i].rng``.
+        """
+        return [self.generate(r.prompt_ids, r.params, r.rng, **({"on_token": r.on_token} if r.on_token else {})) for r in requests]
 
     def generate_batch(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, rngs: Sequence[np.random.Generator]
     ) -> list[Generation]:
-        """One completion per prompt, each with its own rng. Backends that can batch override this."""
+        """One completion per prompt with shared settings, each with its own rng (``generate_many`` underneath)."""
         if len(prompts) != len(rngs):
             raise ConfigError(f"generate_batch needs one rng per prompt, got {len(prompts)} prompts and {len(rngs)} rngs")
-        return [self.generate(p, params, r) for p, r in zip(prompts, rngs)]
+        return self.generate_many([GenRequest(p, params, r) for p, r in zip(prompts, rngs)])
 
     def score(self, prompt_ids: Sequence[int], continuation_ids: Sequence[int], *, entropies: bool = False) -> Scored:
         """Base log-probs (and entropies) of ``continuation_ids`` after ``prompt_ids``."""
@@ -251,6 +282,7 @@ class Backend(ABC):
         prompt_len: int,
         params: SamplingParams,
         rng: np.random.Generator,
+        on_token: OnToken | None = None,
     ) -> tuple[TokenTrace, FinishReason, str]:
         """The shared single-sequence sampling loop.
 
@@ -263,14 +295,9 @@ class Backend(ABC):
         trace = TokenTrace()
         logits = first_logits
         while True:
-            trace.add(draw(
-                logits,
-                temperature=params.temperature,
-                top_k=params.top_k,
-                top_p=params.top_p,
-                rng=rng,
-                want_entropy=params.return_entropy,
-            ))
+            trace.add(draw_params(logits, params, rng))
+            if on_token is not None:
+                on_token(trace.tokens[-1])
             end = self._finished(trace, params, budget)
             if end is not None:
                 return trace, end[0], end[1]
@@ -312,6 +339,12 @@ class Backend(ABC):
             cached_prompt_tokens=cached,
             elapsed_s=time.perf_counter() - started if elapsed_s is None else elapsed_s,
         )
+
+
+def draw_params(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> Draw:
+    """``draw`` with a request's sampling settings."""
+    return draw(logits, temperature=params.temperature, top_k=params.top_k, top_p=params.top_p, rng=rng,
+                want_entropy=params.return_entropy)
 
 
 def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:

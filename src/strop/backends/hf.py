@@ -31,12 +31,15 @@ from strop.backends.base import (
     Backend,
     FinishReason,
     Generation,
+    GenRequest,
+    OnToken,
     SamplingParams,
     Scored,
     TokenTrace,
     common_prefix_len,
+    draw_params,
 )
-from strop.backends.logits import draw, score_rows
+from strop.backends.logits import score_rows
 from strop.errors import ConfigError, ModelLoadError
 from strop.models import check_gguf, is_gguf_spec
 
@@ -195,12 +198,13 @@ class HFBackend(Backend):
             del self._ids[keep:]
         return self._forward(ids[keep:]), keep
 
-    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator) -> Generation:
+    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator, *,
+                 on_token: OnToken | None = None) -> Generation:
         started = time.perf_counter()
         ids = [int(t) for t in prompt_ids]
         self.check_fits(len(ids))
         logits, cached = self._prefill(ids, len(ids) - 1)
-        trace, finish, text = self._decode(logits[-1], lambda t: self._forward([t])[-1], len(ids), params, rng)
+        trace, finish, text = self._decode(logits[-1], lambda t: self._forward([t])[-1], len(ids), params, rng, on_token)
         return self._result(trace, finish, text, len(ids), cached, started, params)
 
     def score(self, prompt_ids: Sequence[int], continuation_ids: Sequence[int], *, entropies: bool = False) -> Scored:
@@ -217,16 +221,18 @@ class HFBackend(Backend):
         lp, ent = score_rows(rows, np.asarray(continuation_ids), entropies)
         return Scored(lp, ent, cached)
 
-    def generate_batch(
-        self, prompts: Sequence[Sequence[int]], params: SamplingParams, rngs: Sequence[np.random.Generator]
-    ) -> list[Generation]:
-        """All prompts in one left-padded batch; each row draws from its own rng."""
-        if len(prompts) != len(rngs):
-            raise ConfigError(f"generate_batch needs one rng per prompt, got {len(prompts)} prompts and {len(rngs)} rngs")
-        if len(prompts) <= 1:
-            return [self.generate(p, params, r) for p, r in zip(prompts, rngs)]
+    def generate_many(self, requests: Sequence[GenRequest]) -> list[Generation]:
+        """All rows in one left-padded batch, each with its own settings and rng.
+
+        The prompts are recomputed (no prefix reuse across calls: the KV cache
+        of a batch is not kept); one request alone takes the one-sequence path,
+        which reuses its cached prefix.
+        """
+        if len(requests) <= 1:
+            return super().generate_many(requests)
         torch = self.torch
         started = time.perf_counter()
+        prompts = [[int(t) for t in r.prompt_ids] for r in requests]
         for p in prompts:
             self.check_fits(len(p))
         width = max(len(p) for p in prompts)
@@ -234,10 +240,10 @@ class HFBackend(Backend):
         ids = torch.full((n, width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((n, width), dtype=torch.long)
         for i, p in enumerate(prompts):
-            ids[i, width - len(p) :] = torch.tensor(list(p))
+            ids[i, width - len(p) :] = torch.tensor(p)
             mask[i, width - len(p) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        budget = [min(params.max_tokens, self.context_length - len(p)) for p in prompts]
+        budget = [min(r.params.max_tokens, self.context_length - len(p)) for r, p in zip(requests, prompts)]
         traces = [TokenTrace() for _ in prompts]
         finish: list[FinishReason | None] = [None] * n
         texts: list[str] = [""] * n
@@ -250,14 +256,15 @@ class HFBackend(Backend):
                 kv = out.past_key_values
                 last = out.logits[:, -1].float().cpu().numpy()
                 nxt = []
-                for i in range(n):
+                for i, r in enumerate(requests):
                     if finish[i] is not None:
                         nxt.append(self.pad_id)
                         continue
-                    traces[i].add(draw(last[i], temperature=params.temperature, top_k=params.top_k, top_p=params.top_p, rng=rngs[i],
-                                        want_entropy=params.return_entropy))
+                    traces[i].add(draw_params(last[i], r.params, r.rng))
                     nxt.append(traces[i].tokens[-1])
-                    end = self._finished(traces[i], params, budget[i])
+                    if r.on_token is not None:
+                        r.on_token(nxt[-1])
+                    end = self._finished(traces[i], r.params, budget[i])
                     if end is not None:
                         finish[i], texts[i] = end
                 if all(f is not None for f in finish):
@@ -267,7 +274,8 @@ class HFBackend(Backend):
                 mask = torch.cat([mask, alive], dim=1)
         # Rows share one forward pass, so each is charged the batch's wall time.
         elapsed = time.perf_counter() - started
-        return [self._result(t, f, txt, len(p), 0, started, params, elapsed) for t, f, txt, p in zip(traces, finish, texts, prompts)]
+        return [self._result(t, f, txt, len(p), 0, started, r.params, elapsed)
+                for t, f, txt, p, r in zip(traces, finish, texts, prompts, requests)]
 
     def reset_cache(self) -> None:
         self._kv = None

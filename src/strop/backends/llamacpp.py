@@ -1,15 +1,20 @@
-"""llama.cpp backend (the default): llama-cpp-python on CPU, with exact log-probs.
+"""llama.cpp backend (the default): llama-cpp-python on CPU, with exact log-probs, many sequences at once.
 
 strop drives llama.cpp's decode step itself instead of the high-level
 ``Llama.generate``/``create_completion``: those need ``logits_all=True`` for
 log-probs, which copies the full vocabulary row into a Python-side buffer for
-every token (about 5x slower here). Here each step reads only the one logits
-row it needs, as a zero-copy view, and the shared numpy kernel draws the token
-and computes its base/proposal log-probs and entropy.
+every token (about 5x slower here), and they decode one sequence at a time.
+Here one llama.cpp context holds ``n_seq`` sequences (slots) in one unified
+KV cache; ``generate_many`` decodes every row's next token in one
+``llama_decode`` call (one batch of several sequence ids), reads only the
+logits rows it needs as zero-copy views, and the shared numpy kernel draws
+each row's token from that row's own rng.
 
-The KV cache holds one sequence. A request whose prompt shares a prefix with
-it decodes only the new tokens, so resampling a suffix (MCMC) or continuing a
-turn (RC) costs only the tokens that changed.
+Each slot keeps the tokens it last held, so a request whose prompt shares a
+prefix with a slot decodes only the new tokens: resampling a suffix (MCMC)
+or continuing a turn (RC) costs only what changed. Rows of one call that share
+a long prefix (n samples of one prompt) compute it once and copy it between
+slots (``llama_memory_seq_cp``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextlib
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +35,42 @@ from strop.backends.base import (
     PREFIX_CACHE,
     SCORE,
     Backend,
+    FinishReason,
     Generation,
+    GenRequest,
+    OnToken,
     SamplingParams,
     Scored,
+    TokenTrace,
     common_prefix_len,
+    draw_params,
 )
 from strop.backends.logits import score_rows
 from strop.backends.vocab import GGUFVocab
 from strop.errors import BackendError, ConfigError, ModelLoadError
 from strop.models import check_gguf
 
-# Context we allocate when the user gives none: enough for every strop method
+# Context per sequence when the user gives none: enough for every strop method
 # on a laptop without reserving the model's full trained context in RAM.
 DEFAULT_N_CTX = 4096
+# Sequences decoded together. Measured on the embedded model (2-core CPU): tokens/s
+# grows up to ~16 rows and flattens after (bench/backend_speed.py).
+DEFAULT_N_SEQ = 16
+# KV cells shared by all slots (the embedded model: ~23 KB a cell, so ~380 MB).
+DEFAULT_KV_CELLS = 16384
+# A row joins a batch only while the rows' tokens fit in this share of the cells:
+# the rest is headroom, since llama.cpp may not find room in a fragmented cache.
+_KV_FILL = 0.5
+# Copy a prefix from another row of the same call only when it saves this many tokens.
+_MIN_COPY = 16
+
+
+def default_threads() -> int:
+    """The CPUs this process may run on (llama-cpp-python's own default is half the cores)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
@@ -61,15 +90,33 @@ def quiet_stderr():
             os.close(fd)
 
 
+@dataclass
+class _Row:
+    """One request in flight: its slot, ids, trace and the logits row its next token comes from."""
+
+    req: GenRequest
+    ids: list[int]
+    slot: int
+    keep: int  # prompt tokens reused from the slot's cache (or copied from another row)
+    budget: int
+    copy_from: int | None = None  # index of the row whose prefix this one copies
+    trace: TokenTrace = field(default_factory=TokenTrace)
+    logits: np.ndarray | None = None
+    finish: FinishReason | None = None
+    text: str = ""
+
+
 class LlamaCppBackend(Backend):
-    """A GGUF model run by llama.cpp.
+    """A GGUF model run by llama.cpp, several sequences per decode step.
 
     Args:
         model: path to a GGUF file.
-        n_ctx: context window to allocate (default: the model's trained
+        n_ctx: context window of one sequence (default: the model's trained
             context, at most 4096).
-        n_threads: CPU threads (default: llama-cpp-python's own default).
+        n_threads: CPU threads (default: every CPU this process may use).
         n_batch: prompt tokens decoded per llama.cpp call.
+        n_seq: sequences decoded together (``max_batch``; 1 turns batching off).
+        kv_cells: KV cache cells shared by all sequences (default 16384, at least n_ctx).
         native_check: before the first load of this llama.cpp build, decode a
             few tokens in a child process (strop.backends.native), so a build
             that crashes on this CPU is a clear ModelLoadError, not a dead process.
@@ -77,9 +124,10 @@ class LlamaCppBackend(Backend):
 
     name = "llamacpp"
     capabilities = frozenset({LOGPROBS, ENTROPY, SCORE, PREFIX_CACHE, EXACT_LOGPROBS})
+    batches = True
 
     def __init__(self, model: str, *, n_ctx: int | None = None, n_threads: int | None = None, n_batch: int = 512,
-                 native_check: bool = True) -> None:
+                 n_seq: int = DEFAULT_N_SEQ, kv_cells: int | None = None, native_check: bool = True) -> None:
         path = Path(model)
         if path.is_dir():
             raise ModelLoadError(f"the llamacpp backend needs a GGUF file, and {model} is a folder; use --backend hf for Hugging Face model folders")
@@ -92,35 +140,58 @@ class LlamaCppBackend(Backend):
             raise ModelLoadError("the llamacpp backend needs llama-cpp-python: pip install llama-cpp-python") from e
         if n_ctx is not None and n_ctx < 16:
             raise ConfigError(f"n_ctx must be >= 16, got {n_ctx}")
+        for name, v in (("n_threads", n_threads), ("n_seq", n_seq), ("n_batch", n_batch), ("kv_cells", kv_cells)):
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
         if native_check:
             from strop.backends.native import check_build
 
             verdict = check_build()
             if not verdict.ok:
                 raise ModelLoadError(verdict.message)
-        self._lib = llama_cpp
-        kwargs = {"n_threads": n_threads} if n_threads else {}
+        self._lib = lib = llama_cpp
+        self.n_threads = n_threads or default_threads()
         try:
             with quiet_stderr():
-                # n_ctx=0 asks llama.cpp for the trained context; we cap it below.
-                probe = n_ctx or DEFAULT_N_CTX
-                self._llm = llama_cpp.Llama(
-                    model_path=str(path), n_ctx=probe, n_batch=n_batch, logits_all=False, verbose=False, **kwargs
-                )
+                # The Llama object loads the weights and the vocabulary; its own small
+                # context is unused: strop decodes in the multi-sequence context below.
+                self._llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, n_batch=64, logits_all=False, verbose=False,
+                                            n_threads=self.n_threads)
         except (ValueError, RuntimeError, OSError) as e:
             raise ModelLoadError(f"llama.cpp could not load {path}: {e} (is the file a complete GGUF model?)") from e
         llm = self._llm
         self.model_id = str(path)
-        # llama.cpp may round the context up (to 256) while llama-cpp-python sizes
-        # its token buffer by the request; the smaller is the real limit.
-        self.context_length = min(llm.n_ctx(), len(llm.input_ids), llm._model.n_ctx_train())
+        self.context_length = min(n_ctx or DEFAULT_N_CTX, llm._model.n_ctx_train() or DEFAULT_N_CTX)
         self.n_vocab = llm.n_vocab()
-        self.n_batch = llm.n_batch  # llama-cpp-python caps it at n_ctx
+        self.max_batch = n_seq
+        self.kv_cells = max(kv_cells or DEFAULT_KV_CELLS, self.context_length)
+        self.n_batch = max(1, min(n_batch, self.kv_cells))
         self.vocab = GGUFVocab(llm)
         self.chat_template = self.vocab.chat_template
         self.eos_token_ids = self.vocab.eos_token_ids
         self.bos_token = self.vocab.bos_token
         self.eos_token = self.vocab.eos_token
+
+        params = lib.llama_context_default_params()
+        params.n_ctx = self.kv_cells
+        params.n_batch = params.n_ubatch = self.n_batch
+        params.n_seq_max = n_seq
+        params.kv_unified = True  # one pool of cells: a long sequence may use what short ones leave
+        params.n_threads = params.n_threads_batch = self.n_threads
+        params.no_perf = True
+        with quiet_stderr():
+            ctx = lib.llama_init_from_model(llm._model.model, params)
+        if not ctx:
+            self.close()
+            raise ModelLoadError(f"llama.cpp could not create a context of {self.kv_cells} cells for {n_seq} sequences; "
+                                 "lower kv_cells or n_seq")
+        self._ctx = ctx
+        self._mem = lib.llama_get_memory(ctx)
+        self._batch_cap = max(self.n_batch, n_seq)
+        self._batch = lib.llama_batch_init(self._batch_cap, 0, 1)
+        self._slots: list[list[int]] = [[] for _ in range(n_seq)]  # tokens each slot's cache holds
+        self._last_used = [0] * n_seq
+        self._clock = 0
 
     # ----------------------------------------------------------- tokenizer
     def tokenize(self, text: str) -> list[int]:
@@ -129,41 +200,64 @@ class LlamaCppBackend(Backend):
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.vocab.detokenize(ids)
 
-    # --------------------------------------------------------------- model
-    def _eval(self, tokens: Sequence[int], all_logits: bool) -> np.ndarray:
-        """Append ``tokens`` to the cached sequence.
+    # ------------------------------------------------------- the llama.cpp calls
+    def _fill(self, items: Sequence[tuple[int, int, int, bool]]) -> None:
+        """Load (token, position, slot, want logits) items into the batch."""
+        b = self._batch
+        for i, (tok, pos, seq, want) in enumerate(items):
+            b.token[i] = tok
+            b.pos[i] = pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seq
+            b.logits[i] = want
+        b.n_tokens = len(items)
 
-        Returns logits (len(tokens), V) if ``all_logits`` else the last row
-        (V,), the latter as a view valid only until the next decode.
+    def _run(self, items: Sequence[tuple[int, int, int, bool]]) -> None:
+        self._fill(items)
+        rc = self._lib.llama_decode(self._ctx, self._batch)
+        if rc != 0:
+            self.reset_cache()  # the cache state is unknown now: forget it
+            hint = " (no room left in the KV cache; lower n_seq or raise kv_cells)" if rc == 1 else ""
+            raise BackendError(f"llama.cpp decode failed with status {rc}{hint}")
+
+    def _row_logits(self, i: int) -> np.ndarray:
+        """Logits of batch item ``i``, a view valid until the next decode."""
+        return np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx, i), shape=(self.n_vocab,))
+
+    def _forget(self, slot: int, keep: int) -> None:
+        self._lib.llama_memory_seq_rm(self._mem, slot, keep, -1)
+        del self._slots[slot][keep:]
+
+    def _prefill(self, work: Sequence[tuple[int, list[int], int, set[int]]]) -> dict[tuple[int, int], np.ndarray]:
+        """Append tokens to slots in batches of at most ``n_batch`` tokens.
+
+        ``work``: (slot, tokens, first position, relative positions whose logits
+        are wanted). Returns copies of those logits keyed by (slot, relative position).
         """
-        llm, ctx = self._llm, self._llm._ctx
-        rows = []
-        for i in range(0, len(tokens), self.n_batch):
-            chunk = list(tokens[i : i + self.n_batch])
-            llm._batch.set_batch(batch=chunk, n_past=llm.n_tokens, logits_all=all_logits)
-            try:
-                ctx.decode(llm._batch)
-            except RuntimeError as e:
-                llm.n_tokens = 0  # the cache state is unknown now: forget it
-                raise BackendError(f"llama.cpp decode failed: {e}") from e
-            llm.input_ids[llm.n_tokens : llm.n_tokens + len(chunk)] = chunk
-            llm.n_tokens += len(chunk)
-            if all_logits:
-                rows.append(np.ctypeslib.as_array(ctx.get_logits(), shape=(len(chunk), self.n_vocab)).copy())
-        if all_logits:
-            return np.concatenate(rows)
-        return np.ctypeslib.as_array(ctx.get_logits_ith(-1), shape=(self.n_vocab,))
+        items: list[tuple[int, int, int, bool]] = []
+        keys: list[tuple[int, int] | None] = []
+        out: dict[tuple[int, int], np.ndarray] = {}
 
-    def _rewind(self, ids: Sequence[int], limit: int) -> int:
-        """Keep the cached prefix shared with ``ids``, at most ``limit`` tokens; drop the rest.
+        def flush() -> None:
+            if not items:
+                return
+            self._run(items)
+            for i, key in enumerate(keys):
+                if key is not None:
+                    out[key] = self._row_logits(i).copy()
+            items.clear()
+            keys.clear()
 
-        ``limit`` < len(ids) so that at least the logits we need get recomputed.
-        """
-        llm = self._llm
-        keep = min(common_prefix_len(llm.input_ids[: llm.n_tokens].tolist(), ids), limit)
-        llm._ctx.kv_cache_seq_rm(-1, keep, -1)
-        llm.n_tokens = keep
-        return keep
+        for slot, toks, start, wanted in work:
+            for j, tok in enumerate(toks):
+                want = j in wanted
+                items.append((tok, start + j, slot, want))
+                keys.append((slot, j) if want else None)
+                if len(items) == self.n_batch:
+                    flush()
+            self._slots[slot].extend(toks)
+        flush()
+        return out
 
     def _check_ids(self, ids: Sequence[int]) -> list[int]:
         out = [int(t) for t in ids]
@@ -172,14 +266,118 @@ class LlamaCppBackend(Backend):
             raise ConfigError(f"token ids out of range [0, {self.n_vocab}): {bad[:5]}")
         return out
 
-    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator) -> Generation:
+    # ------------------------------------------------------------ scheduling
+    def _assign(self, ids_list: list[list[int]], limits: list[int]) -> list[tuple[int, int]]:
+        """A free slot per row, preferring the slot whose cache shares the longest prefix; (slot, reusable tokens)."""
+        free = set(range(len(self._slots)))
+        out = []
+        for ids, limit in zip(ids_list, limits):
+            best = max(free, key=lambda s: (min(common_prefix_len(self._slots[s], ids), limit), -self._last_used[s]))
+            free.discard(best)
+            out.append((best, min(common_prefix_len(self._slots[best], ids), limit)))
+        return out
+
+    def _groups(self, requests: Sequence[GenRequest]) -> list[list[int]]:
+        """Indices of ``requests`` split into calls of at most ``max_batch`` rows whose tokens fit the cache."""
+        groups: list[list[int]] = []
+        cur: list[int] = []
+        need = 0
+        room = max(int(self.kv_cells * _KV_FILL), self.context_length)
+        for i, r in enumerate(requests):
+            n = len(r.prompt_ids) + min(r.params.max_tokens, self.context_length)
+            if cur and (len(cur) == self.max_batch or need + n > room):
+                groups.append(cur)
+                cur, need = [], 0
+            cur.append(i)
+            need += n
+        if cur:
+            groups.append(cur)
+        return groups
+
+    # ------------------------------------------------------------- sampling
+    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator, *,
+                 on_token: OnToken | None = None) -> Generation:
+        return self.generate_many([GenRequest(prompt_ids, params, rng, on_token)])[0]
+
+    def generate_many(self, requests: Sequence[GenRequest]) -> list[Generation]:
+        out: list[Generation | None] = [None] * len(requests)
+        for group in self._groups(requests):
+            for i, g in zip(group, self._generate_group([requests[i] for i in group])):
+                out[i] = g
+        return out  # type: ignore[return-value]
+
+    def _generate_group(self, requests: Sequence[GenRequest]) -> list[Generation]:
         started = time.perf_counter()
-        ids = self._check_ids(prompt_ids)
-        self.check_fits(len(ids))
-        cached = self._rewind(ids, len(ids) - 1)
-        first = self._eval(ids[cached:], all_logits=False)
-        trace, finish, text = self._decode(first, lambda t: self._eval([t], all_logits=False), len(ids), params, rng)
-        return self._result(trace, finish, text, len(ids), cached, started, params)
+        ids_list = [self._check_ids(r.prompt_ids) for r in requests]
+        for ids in ids_list:
+            self.check_fits(len(ids))
+        # Never reuse a prompt's last token: its logits must be computed.
+        assigned = self._assign(ids_list, [len(ids) - 1 for ids in ids_list])
+        rows = [_Row(r, ids, slot, keep, min(r.params.max_tokens, self.context_length - len(ids)))
+                for r, ids, (slot, keep) in zip(requests, ids_list, assigned)]
+        used = {row.slot for row in rows}
+        self._clock += 1
+        for row in rows:
+            self._last_used[row.slot] = self._clock
+        # Free the cells of slots this call does not use, when the rows need the room.
+        need = sum(len(row.ids) + row.budget for row in rows)
+        if need + sum(len(self._slots[s]) for s in range(len(self._slots)) if s not in used) > self.kv_cells * _KV_FILL:
+            for s in range(len(self._slots)):
+                if s not in used:
+                    self._forget(s, 0)
+        # Rows sharing a long prefix with an earlier row of this call copy it instead of computing it.
+        for j, row in enumerate(rows):
+            for i in range(j):
+                lead = rows[i]
+                if lead.copy_from is not None:
+                    continue
+                c = min(common_prefix_len(lead.ids, row.ids), len(row.ids) - 1)
+                if c >= row.keep + _MIN_COPY:
+                    row.copy_from, row.keep = i, c
+                    break
+        for row in rows:
+            if row.copy_from is None:
+                self._forget(row.slot, row.keep)
+        leaders = [r for r in rows if r.copy_from is None]
+        got = self._prefill([(r.slot, r.ids[r.keep:], r.keep, {len(r.ids) - r.keep - 1}) for r in leaders])
+        for r in leaders:
+            r.logits = got[(r.slot, len(r.ids) - r.keep - 1)]
+        followers = [r for r in rows if r.copy_from is not None]
+        for r in followers:
+            src = rows[r.copy_from].slot
+            self._forget(r.slot, 0)
+            self._lib.llama_memory_seq_cp(self._mem, src, r.slot, 0, r.keep)
+            self._slots[r.slot] = r.ids[: r.keep]
+        got = self._prefill([(r.slot, r.ids[r.keep:], r.keep, {len(r.ids) - r.keep - 1}) for r in followers])
+        for r in followers:
+            r.logits = got[(r.slot, len(r.ids) - r.keep - 1)]
+
+        active = list(rows)
+        while active:
+            items = []
+            still = []
+            for r in active:
+                assert r.logits is not None
+                r.trace.add(draw_params(r.logits, r.req.params, r.req.rng))
+                tok = r.trace.tokens[-1]
+                if r.req.on_token is not None:
+                    r.req.on_token(tok)
+                end = self._finished(r.trace, r.req.params, r.budget)
+                if end is not None:
+                    r.finish, r.text = end
+                    continue
+                items.append((tok, len(self._slots[r.slot]), r.slot, True))
+                still.append(r)
+            if not still:
+                break
+            self._run(items)
+            for k, r in enumerate(still):
+                self._slots[r.slot].append(items[k][0])
+                r.logits = self._row_logits(k)
+            active = still
+        # Rows share every decode call, so each is charged the call's wall time.
+        elapsed = time.perf_counter() - started
+        return [self._result(r.trace, r.finish or "length", r.text, len(r.ids), r.keep, started, r.req.params, elapsed) for r in rows]
 
     def score(self, prompt_ids: Sequence[int], continuation_ids: Sequence[int], *, entropies: bool = False) -> Scored:
         if not prompt_ids:
@@ -188,24 +386,40 @@ class LlamaCppBackend(Backend):
         self.check_fits(len(ids), 0)
         if not continuation_ids:
             return Scored(np.zeros(0), np.zeros(0) if entropies else None)
-        cached = self._rewind(ids, len(prompt_ids) - 1)
-        logits = self._eval(ids[cached:], all_logits=True)
-        first = len(prompt_ids) - 1 - cached  # row r predicts ids[cached + r + 1]
-        lp, ent = score_rows(logits[first : first + len(continuation_ids)], np.asarray(continuation_ids), entropies)
+        ((slot, cached),) = self._assign([ids], [len(prompt_ids) - 1])
+        self._clock += 1
+        self._last_used[slot] = self._clock
+        if len(ids) + sum(len(s) for s in self._slots) > self.kv_cells * _KV_FILL:
+            for s in range(len(self._slots)):
+                if s != slot:
+                    self._forget(s, 0)
+        self._forget(slot, cached)
+        first = len(prompt_ids) - 1 - cached  # relative position r predicts ids[cached + r + 1]
+        wanted = set(range(first, first + len(continuation_ids)))
+        got = self._prefill([(slot, ids[cached:], cached, wanted)])
+        logits = np.stack([got[(slot, r)] for r in sorted(wanted)])
+        lp, ent = score_rows(logits, np.asarray(continuation_ids), entropies)
         return Scored(lp, ent, cached)
 
     @property
     def llama(self):
-        """The underlying ``llama_cpp.Llama`` (shares this backend's KV cache)."""
+        """The underlying ``llama_cpp.Llama`` (its weights and vocabulary; strop decodes in its own context)."""
         return self._llm
 
     def reset_cache(self) -> None:
-        llm = getattr(self, "_llm", None)
-        if llm is not None:
-            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
-            llm.n_tokens = 0
+        if getattr(self, "_mem", None) is not None:
+            self._lib.llama_memory_clear(self._mem, True)
+            self._slots = [[] for _ in self._slots]
 
     def close(self) -> None:
+        batch = getattr(self, "_batch", None)
+        if batch is not None:
+            self._lib.llama_batch_free(batch)
+            self._batch = None
+        ctx = getattr(self, "_ctx", None)
+        if ctx is not None:
+            self._lib.llama_free(ctx)
+            self._ctx = self._mem = None
         llm = getattr(self, "_llm", None)
         if llm is not None:
             llm.close()

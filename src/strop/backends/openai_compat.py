@@ -32,6 +32,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,8 @@ from strop.backends.base import (
     Backend,
     FinishReason,
     Generation,
+    GenRequest,
+    OnToken,
     SamplingParams,
     Scored,
 )
@@ -77,10 +80,14 @@ class OpenAIBackend(Backend):
         top_logprobs: how many alternatives to ask for when estimating
             entropies or tempered proposal log-probs.
         timeout: seconds per request.
+        concurrency: requests ``generate_many`` keeps in flight at once, so a
+            server that batches (vLLM, SGLang, llama.cpp with parallel slots)
+            decodes them together; 1 sends them one at a time.
     """
 
     name = "openai"
     capabilities = frozenset({LOGPROBS, ENTROPY, SCORE, PREFIX_CACHE})
+    batches = True
 
     def __init__(
         self,
@@ -92,6 +99,7 @@ class OpenAIBackend(Backend):
         top_logprobs: int = 20,
         timeout: float = 120.0,
         context_length: int | None = None,
+        concurrency: int = 8,
     ) -> None:
         try:
             import openai
@@ -99,6 +107,10 @@ class OpenAIBackend(Backend):
             raise ModelLoadError("the openai backend needs the openai package: pip install openai") from e
         if not 1 <= top_logprobs <= 100:
             raise ConfigError(f"top_logprobs must be in [1, 100], got {top_logprobs}")
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        self.max_batch = concurrency
+        self._pool: ThreadPoolExecutor | None = None
         self._openai = openai
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         self._client = openai.OpenAI(
@@ -189,7 +201,22 @@ class OpenAIBackend(Backend):
         return all(p == "" or p == self.vocab.detokenize([t]) for p, t in zip(pieces, ids))
 
     # ------------------------------------------------------------ sampling
-    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator) -> Generation:
+    def generate_many(self, requests: Sequence[GenRequest]) -> list[Generation]:
+        """Up to ``concurrency`` HTTP requests in flight at once (a bounded thread pool); results in request order.
+
+        Each request's server seed comes from its own rng, so the answers do not
+        depend on which requests were in flight together (beyond the server's
+        own batched rounding).
+        """
+        if self.max_batch == 1 or len(requests) <= 1:
+            return super().generate_many(requests)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.max_batch, thread_name_prefix="strop-openai")
+        futures = [self._pool.submit(self.generate, r.prompt_ids, r.params, r.rng, on_token=r.on_token) for r in requests]
+        return [f.result() for f in futures]
+
+    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator, *,
+                 on_token: OnToken | None = None) -> Generation:
         started = time.perf_counter()
         ids = [int(t) for t in prompt_ids]
         self.check_fits(len(ids))
@@ -221,6 +248,9 @@ class OpenAIBackend(Backend):
             tok_ids.append(eos)
             base.append(float(sc.logprobs[0]))
             tops.append(None)
+        if on_token is not None:  # the server answered whole; report its tokens in order
+            for t in tok_ids:
+                on_token(t)
         if params.temperature == 0.0:
             proposal = [0.0] * len(base)
         elif exact_q:
@@ -281,6 +311,9 @@ class OpenAIBackend(Backend):
         return Scored(np.asarray(got, dtype=np.float64), ent, approximations=("entropy_topk",) if entropies else ())
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self._client.close()
 
 

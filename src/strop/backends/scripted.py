@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from strop.backends.base import Backend, Generation, SamplingParams
+from strop.backends.base import Backend, Generation, OnToken, SamplingParams
 
 
 class ScriptedBackend(Backend):
@@ -36,7 +36,8 @@ class ScriptedBackend(Backend):
     def detokenize(self, ids: Sequence[int]) -> str:
         return "".join(chr(i) for i in ids if i)
 
-    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator) -> Generation:
+    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator, *,
+                 on_token: OnToken | None = None) -> Generation:
         started = time.perf_counter()
         prompt = self.detokenize(prompt_ids)
         self.prompts.append(prompt)
@@ -48,5 +49,8 @@ class ScriptedBackend(Backend):
         else:
             ids = ids + [0]  # EOS
         n = len(ids)
+        if on_token is not None:
+            for t in ids:
+                on_token(t)
         return Generation(tuple(ids), self.detokenize(ids), np.zeros(n), np.zeros(n), np.zeros(n) if params.return_entropy else None,
                           finish, len(prompt_ids), 0, time.perf_counter() - started)

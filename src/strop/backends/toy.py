@@ -28,6 +28,7 @@ from strop.backends.base import (
     SCORE,
     Backend,
     Generation,
+    OnToken,
     SamplingParams,
     Scored,
 )
@@ -147,7 +148,8 @@ class ToyBackend(Backend):
         """Next-token logits after ``context`` (memoised; the model is deterministic)."""
         return self._cached(tuple(context))
 
-    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator) -> Generation:
+    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator, *,
+                 on_token: OnToken | None = None) -> Generation:
         started = time.perf_counter()
         ctx = list(prompt_ids)
         plen = len(ctx)
@@ -157,7 +159,7 @@ class ToyBackend(Backend):
             ctx.append(tok)
             return self.logits(ctx)
 
-        trace, finish, text = self._decode(self.logits(ctx), feed, plen, params, rng)
+        trace, finish, text = self._decode(self.logits(ctx), feed, plen, params, rng, on_token)
         return self._result(trace, finish, text, plen, plen, started, params)
 
     def score(self, prompt_ids: Sequence[int], continuation_ids: Sequence[int], *, entropies: bool = False) -> Scored:

@@ -16,7 +16,8 @@ import typer
 from rich.console import Console
 
 from strop.errors import StropError
-from strop.methods.settings import method_settings
+from strop.evaluation.solvers import is_solver, solver_names, solver_settings
+from strop.methods import Flat, method_names, method_settings, method_spec
 
 app = typer.Typer(
     name="strop",
@@ -47,8 +48,8 @@ def _backend_options(backend: str, base_url: str | None, tokenizer: str | None, 
 
 # Options shared by `solve` and `eval`, declared once.
 PANEL_S, PANEL_P, PANEL_R, PANEL_T = "Sampling", "Power sampling", "RC / self-refine / long", "Test-time variant RL (ttrl)"
-MethodOpt = Annotated[str, typer.Option(help="Method: greedy, sample, best-of-n, majority, power, rc, self-refine, long;"
-                                                " eval only: ttrl (test-time variant RL, --backend hf).")]
+MethodOpt = Annotated[str, typer.Option(help=f"Method: {', '.join(method_names())}; eval only: {', '.join(solver_names())}"
+                                                " (problem-level solvers; ttrl: test-time variant RL, --backend hf).")]
 BackendOpt = Annotated[str, typer.Option(help="Backend: llamacpp (default), hf, openai.")]
 ModelOpt = Annotated[str | None, typer.Option(help="GGUF file, HF model folder or hub id; default: the embedded SmolLM2-135M-Instruct."
                                                       " With --backend openai: the server's model name.")]
@@ -110,13 +111,15 @@ def solve(
         question = sys.stdin.read()
     if not question.strip():
         raise StropError("the question is empty")
+    if is_solver(method):
+        raise StropError(f"method '{method}' works on a task's problems, not on a bare question: use strop eval --method {method}")
     kwargs = method_settings(method, n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, alpha=alpha,
                              block_size=block_size, mcmc_steps=mcmc_steps, cut=cut, beta=beta, proposal_temperature=proposal_temperature,
                              turns=turns, reasoning_tokens=reasoning_tokens, summary_tokens=summary_tokens)
     be = _load(backend, model, base_url, tokenizer, n_ctx)
     with be:
         with err.status(f"{method}: generating...") as status:
-            unit = {"power": "MH steps", "rc": "turns", "self-refine": "turns"}.get(method, "samples")
+            unit = method_spec(method).unit
 
             def progress(done: int, total: int) -> None:
                 status.update(f"{method}: {done}/{total} {unit}")
@@ -145,8 +148,8 @@ def eval_cmd(
     system: SystemOpt = None, base_url: BaseUrlOpt = None, tokenizer: TokOpt = None, n_ctx: NCtxOpt = None,
     alpha: AlphaOpt = 4.0, block_size: BlockOpt = 192, mcmc_steps: StepsOpt = 10, cut: CutOpt = "uniform", beta: BetaOpt = 4.0,
     proposal_temperature: PropTOpt = None, turns: TurnsOpt = 4, reasoning_tokens: HROpt = 256, summary_tokens: HSOpt = 96,
-    batch_size: Annotated[int, typer.Option(help="greedy/sample/rc on a batching backend (hf): attempts decoded together"
-                                                  " (same random streams; rounding can flip a rare token).")] = 32,
+    batch_size: Annotated[int | None, typer.Option(help="Attempts in flight at once, their requests decoded together"
+                                                         " (default: the backend's batch size; same random streams, rounding can flip a rare token).")] = None,
     ttrl_steps: TTStepsOpt = 8, ttrl_depth: TTDepthOpt = 2, ttrl_variants: TTVarOpt = 4, ttrl_model_requests: TTReqOpt = 0,
     ttrl_lr: TTLrOpt = 1e-4,
 ) -> None:
@@ -159,19 +162,20 @@ def eval_cmd(
     from strop.evaluation.report import plot_runs, plot_turns, table
     from strop.tasks import resolve_task
 
-    if samples < 1 or (limit is not None and limit < 1) or batch_size < 1:
+    if samples < 1 or (limit is not None and limit < 1) or (batch_size is not None and batch_size < 1):
         raise StropError(f"--samples, --limit and --batch-size must be >= 1, got samples={samples}, limit={limit}, batch_size={batch_size}")
     pairs = [f.split("=", 1) for f in field or []]
     if any(len(p) != 2 for p in pairs):
         raise StropError(f"--field takes NAME=COLUMN, got {field}")
-    if method == "ttrl" and backend != "hf":
-        raise StropError("--method ttrl trains a LoRA adapter per problem: it needs --backend hf")
     t = resolve_task(task, dict(pairs), verifier, data)
-    kwargs = method_settings(method, n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, alpha=alpha,
-                             block_size=block_size, mcmc_steps=mcmc_steps, cut=cut, beta=beta, proposal_temperature=proposal_temperature,
-                             turns=turns, reasoning_tokens=reasoning_tokens, summary_tokens=summary_tokens,
-                             ttrl={"steps": ttrl_steps, "depth": ttrl_depth, "variants_per_node": ttrl_variants,
-                                   "model_requests": ttrl_model_requests, "learning_rate": ttrl_lr})
+    flat = Flat(n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, alpha=alpha, block_size=block_size,
+                mcmc_steps=mcmc_steps, cut=cut, beta=beta, proposal_temperature=proposal_temperature, turns=turns,
+                reasoning_tokens=reasoning_tokens, summary_tokens=summary_tokens)
+    if is_solver(method):
+        kwargs = solver_settings(method, flat, {"steps": ttrl_steps, "depth": ttrl_depth, "variants_per_node": ttrl_variants,
+                                                "model_requests": ttrl_model_requests, "learning_rate": ttrl_lr})
+    else:
+        kwargs = method_spec(method).settings(flat)
     problems = t.load(data, limit=limit, seed=seed)
     if not problems:
         raise StropError(f"task '{task}' has no problems in {data or 'its source'}")
@@ -355,6 +359,8 @@ def serve(
     timeout: Annotated[float, typer.Option(help="Per-request time limit in seconds, queueing included (then 503).")] = 600.0,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body (then 413).")] = 1 << 20,
     graceful_timeout: Annotated[float, typer.Option(help="On Ctrl-C / SIGTERM: seconds to let in-flight requests finish before they are cancelled.")] = 30.0,
+    max_batch: Annotated[int | None, typer.Option(help="Most rows decoded together per round, across requests (default: the backend's;"
+                                                       " 1: one row at a time).")] = None,
 ) -> None:
     """Serve strop's methods behind an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models, /health)."""
     from pathlib import Path
@@ -365,7 +371,7 @@ def serve(
 
     name = served_model_name or ("smollm2" if model is None else Path(model.rstrip("/")).name.removesuffix(".gguf"))
     config = ServeConfig(model_name=name, max_tokens=max_tokens, max_request_tokens=max_request_tokens, max_pending=max_pending,
-                         timeout_s=timeout, max_body_bytes=max_body_bytes, api_key=api_key)
+                         timeout_s=timeout, max_body_bytes=max_body_bytes, api_key=api_key, max_rows=max_batch)
     be = _load(backend, model, base_url, tokenizer, n_ctx)
     err.print(f"serving {name} ({backend}) on http://{host}:{port}/v1  methods by model prefix, e.g. rc/{name}, or extra_body={{'strop': {{...}}}}")
     uvicorn.run(create_app(be, config), host=host, port=port, timeout_graceful_shutdown=graceful_timeout, log_level="warning")
@@ -407,13 +413,12 @@ def info(
     """Show the embedded model, the backends, the methods, and the llama.cpp build (its CPU features, whether it runs here)."""
     from strop import __version__
     from strop.backends import backend_names, native
-    from strop.methods import method_names
     from strop.models import embedded_model_path
 
     typer.echo(f"strop {__version__}")
     typer.echo(f"embedded model: {embedded_model_path()}")
     typer.echo(f"backends: {', '.join(backend_names())}")
-    typer.echo(f"methods: {', '.join(method_names())}")
+    typer.echo(f"methods: {', '.join(method_names())}; eval solvers: {', '.join(solver_names())}")
     flags = native.cpu_flags()
     shown = [f for f in ("sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8")
              if f in flags]

@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 
 from strop.backends.base import Backend
-from strop.backends.chat import user_turn
+from strop.engine import Engine
 from strop.errors import StropError
 from strop.evaluation.metrics import majority_correct, pass_at_k, wilson_interval
-from strop.methods import run_problem_method
+from strop.evaluation.solvers import is_solver, solver
+from strop.methods import make_steps
 from strop.methods.base import MethodResult
-from strop.methods.basic import SINGLE_DRAW_METHODS, single_draw_params, single_draw_result
+from strop.records import read_records
 from strop.tasks.base import Problem, Task
 
 RECORDS = "records.jsonl"
@@ -49,24 +50,6 @@ class EvalSpec:
     method_config: dict[str, Any] = field(default_factory=dict)
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Complete JSON-lines records; a line cut by a kill is dropped and cut from the file so appends stay valid."""
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-        with path.open("r+b") as f:
-            f.truncate(len(raw))
-    out = []
-    for line in raw.decode("utf-8", errors="replace").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
 def evaluate(
     spec: EvalSpec,
     task: Task,
@@ -76,16 +59,20 @@ def evaluate(
     *,
     method_kwargs: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Run (or finish) the evaluation in ``out``; returns the metrics (also saved as metrics.json).
 
-    On a backend that batches (``hf``), ``greedy``, ``sample`` and ``rc``
-    attempts are decoded ``batch_size`` at a time across problems (RC: each
-    turn's reasoning steps in one batch, then their summaries). Each row still draws from
-    its own (seed, problem, sample) rng, so the random streams are those of a
-    one-at-a-time run; batched float32 rounding can still flip a token whose
-    draw lands next to a boundary (a few percent of 32-token samples).
+    Every method runs through the engine (``strop.engine``): ``batch_size``
+    attempts (default: the backend's ``max_batch``) are in flight at once, and
+    each round their pending requests are decoded together, whatever the
+    method (power chains, RC turns, best-of-n samples). Each attempt still
+    draws from its own (seed, problem, sample) rng, so its random stream is a
+    one-at-a-time run's; batched float rounding can still flip a token whose
+    draw lands next to a boundary. A record is written as soon as its attempt
+    finishes; its ``seconds`` is the wall time since the previous record, so
+    the records' seconds add up to the run's wall time. Problem-level solvers
+    (``strop.evaluation.solvers``, e.g. ttrl) run one attempt at a time.
     """
     out.mkdir(parents=True, exist_ok=True)
     spec_file = out / "run.json"
@@ -105,25 +92,32 @@ def evaluate(
     if progress:
         progress(finished, total)
     todo = [(i, prob, s) for i, prob in enumerate(problems) for s in range(spec.samples) if (prob.id, s) not in done]
-    batched = backend.batches and spec.method in (*SINGLE_DRAW_METHODS, "rc") and batch_size > 1
+    kwargs = method_kwargs or {}
+    in_flight = 1 if is_solver(spec.method) else max(1, batch_size or backend.max_batch)
     with path.open("a", encoding="utf-8") as f:
-        step = batch_size if batched else 1
-        for start in range(0, len(todo), step):
-            chunk = todo[start:start + step]
-            if batched and spec.method == "rc":
-                recs = batched_rc_attempts(spec, task, chunk, backend, method_kwargs or {})
-            elif batched:
-                recs = batched_attempts(spec, task, chunk, backend, method_kwargs or {})
-            else:
-                (i, prob, s), = chunk
-                recs = [attempt(spec, task, prob, i, s, backend, method_kwargs or {})]
-            for rec in recs:
-                f.write(json.dumps(rec, default=str) + "\n")
-                records.append(rec)
+        last = time.perf_counter()
+
+        def write(rec: dict[str, Any]) -> None:
+            nonlocal finished, last
+            now = time.perf_counter()
+            rec["seconds"], last = now - last, now
+            f.write(json.dumps(rec, default=str) + "\n")
             f.flush()
-            finished += len(recs)
+            records.append(rec)
+            finished += 1
             if progress:
                 progress(finished, total)
+
+        for start in range(0, len(todo), in_flight):
+            chunk = todo[start:start + in_flight]
+            if is_solver(spec.method):
+                (i, prob, s), = chunk
+                result = solver(spec.method)(backend, task, prob, _attempt_rng(spec, i, s), system=spec.system, **kwargs)
+                write(_record(spec, task, prob, s, result))
+                continue
+            machines = [make_steps(spec.method, backend, task.prompt(prob), _attempt_rng(spec, i, s), system=spec.system, **kwargs)
+                        for i, prob, s in chunk]
+            Engine(backend).run(machines, on_result=lambda k, result, chunk=chunk: write(_record(spec, task, chunk[k][1], chunk[k][2], result)))
     ids = {p.id for p in problems}
     metrics = compute_metrics([r for r in records if r["id"] in ids], spec.samples)
     metrics["spec"] = mine
@@ -135,36 +129,7 @@ def _attempt_rng(spec: EvalSpec, index: int, sample: int) -> np.random.Generator
     return np.random.default_rng([spec.seed, index, sample])
 
 
-def attempt(spec: EvalSpec, task: Task, prob: Problem, index: int, sample: int, backend: Backend, method_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """One (problem, sample): run the method, verify, and return the record."""
-    started = time.perf_counter()
-    result = run_problem_method(spec.method, backend, task, prob, _attempt_rng(spec, index, sample), system=spec.system, **method_kwargs)
-    return _record(spec, task, prob, sample, result, time.perf_counter() - started)
-
-
-def batched_attempts(spec: EvalSpec, task: Task, chunk: list[tuple[int, Problem, int]], backend: Backend,
-                     method_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
-    """Several one-draw attempts (greedy / sample) decoded in one batch; each record is charged its share of the time."""
-    params = single_draw_params(spec.method, method_kwargs.get("params"))
-    prompts = [backend.chat_prompt(user_turn(task.prompt(prob), spec.system)) for _, prob, _ in chunk]
-    started = time.perf_counter()
-    gens = backend.generate_batch(prompts, params, [_attempt_rng(spec, i, s) for i, _, s in chunk])
-    share = (time.perf_counter() - started) / len(chunk)
-    return [_record(spec, task, prob, s, single_draw_result(spec.method, params, g, started), share)
-            for (_, prob, s), g in zip(chunk, gens)]
-
-
-def batched_rc_attempts(spec: EvalSpec, task: Task, chunk: list[tuple[int, Problem, int]], backend: Backend,
-                        method_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
-    """RC attempts decoded together, turn by turn (``rc_batch``), each from its own per-attempt rng."""
-    from strop.methods.rc import rc_batch
-
-    results = rc_batch(backend, [task.prompt(prob) for _, prob, _ in chunk], [_attempt_rng(spec, i, s) for i, _, s in chunk],
-                       system=spec.system, **method_kwargs)
-    return [_record(spec, task, prob, s, r, r.stats["elapsed_s"]) for (_, prob, s), r in zip(chunk, results)]
-
-
-def _record(spec: EvalSpec, task: Task, prob: Problem, sample: int, result: MethodResult, seconds: float) -> dict[str, Any]:
+def _record(spec: EvalSpec, task: Task, prob: Problem, sample: int, result: MethodResult) -> dict[str, Any]:
     question = task.prompt(prob)
     v = task.check(prob, result.text)
     rec: dict[str, Any] = {
@@ -173,7 +138,7 @@ def _record(spec: EvalSpec, task: Task, prob: Problem, sample: int, result: Meth
         "gold": prob.gold if isinstance(prob.gold, (int, float, str)) else str(prob.gold),
         "verdict": v.verdict.value, "correct": v.correct, "detail": v.detail[:300],
         "tokens": result.decoded_tokens, "prompt_tokens": result.candidates[result.chosen].prompt_tokens,
-        "seconds": seconds, "pid": os.getpid(),
+        "seconds": None, "pid": os.getpid(),
     }
     turns = result.stats.get("turns")
     if turns:

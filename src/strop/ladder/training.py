@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from strop.errors import ConfigError
-from strop.evaluation.harness import read_records
 from strop.ladder.variants import KINDS
+from strop.records import read_records
 from strop.training.recipe import TrainRecipe, load_recipe
 
 

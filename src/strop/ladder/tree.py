@@ -26,8 +26,8 @@ import numpy as np
 from strop.backends.base import Backend, SamplingParams
 from strop.backends.chat import user_turn
 from strop.errors import ConfigError, StropError
-from strop.evaluation.harness import read_records
 from strop.ladder.variants import Candidate, VariantKind, request_plan
+from strop.records import read_records
 from strop.tasks import Problem
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from strop.backends.base import Backend, Generation, SamplingParams
 from strop.backends.chat import user_turn
 from strop.errors import CapabilityError, ConfigError
-from strop.methods.base import MethodResult, Progress
+from strop.methods.base import Flat, MethodResult, Progress
 from strop.tasks import Problem, Task
 
 
@@ -163,3 +163,14 @@ def test_time_rl(backend: Backend, task: Task, problem: Problem, rng: np.random.
         "decoded_tokens": train_tokens + sum(a["tokens"] for a in attempts), "wall_s": time.perf_counter() - started,
     }
     return MethodResult("ttrl", asdict(config), (after,), 0, final["answer"], stats)
+
+
+def settings(flat: Flat, options: dict[str, Any]) -> dict[str, Any]:
+    """``strop eval --method ttrl``'s settings: sampling from the flat options, the rest from ``--ttrl-*`` (``options``)."""
+    return {"config": TTRLConfig(temperature=flat.temperature, max_tokens=flat.max_tokens, num_generations=max(2, flat.n), **options)}
+
+
+def solve(backend: Backend, task: Task, problem: Problem, rng: np.random.Generator, *, system: str | None = None,
+          progress: Progress | None = None, config: TTRLConfig | None = None) -> MethodResult:
+    """The solver ``strop eval --method ttrl`` runs (registered in strop.evaluation.solvers)."""
+    return test_time_rl(backend, task, problem, rng, config=config or TTRLConfig(), system=system, progress=progress)

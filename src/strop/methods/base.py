@@ -1,16 +1,26 @@
-"""The method registry and the result every method returns."""
+"""The method registry and the result every method returns.
+
+A method is one module: a step machine (a generator that yields generation
+requests and returns a ``MethodResult``, see ``strop.engine``) and a
+``MethodSpec`` registered under its name. The spec is the method's whole
+description for the CLI, the eval harness and the server: what input it takes
+(prompt ids or the question text), how its settings are built from flat
+options (command-line flags, request fields) and validated, the most tokens
+one attempt may decode, whether stop strings apply, which events it emits.
+Nothing outside the registry branches on method names.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal
 
 import numpy as np
 
 from strop.backends.base import Backend, Generation
 from strop.backends.chat import user_turn
-from strop.errors import UnknownNameError
+from strop.errors import ConfigError, UnknownNameError
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,70 +67,159 @@ class MethodResult:
 
 
 Progress = Callable[[int, int], None]  # (done, total)
+#: ``events(kind, payload)``: a method's intermediate results as they happen (RC turns, power blocks)
+Events = Callable[[str, dict[str, Any]], None]
 
 
-class Method(Protocol):
-    def __call__(
-        self, backend: Backend, prompt_ids: Sequence[int], rng: np.random.Generator, *, progress: Progress | None = None, **config: Any
-    ) -> MethodResult: ...
+@dataclass(frozen=True)
+class Flat:
+    """Flat settings as the CLI and the server take them; each method builds its config from the ones it uses.
+
+    The defaults are ``strop solve``'s; a server request overrides only what it names.
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    max_tokens: int = 256
+    n: int = 4
+    alpha: float = 4.0
+    block_size: int = 192
+    mcmc_steps: int = 10
+    cut: str = "uniform"
+    beta: float = 4.0
+    proposal_temperature: float | None = None
+    turns: int = 4
+    reasoning_tokens: int = 256
+    summary_tokens: int = 96
 
 
-_METHODS: dict[str, Method] = {}
-# Methods that build their own prompts (RC: one per turn) take the question text, not prompt ids.
-_TAKES_QUESTION: set[str] = set()
-# Methods that need the task's problem itself (test-time variant RL makes variants of it and checks them).
-_TAKES_PROBLEM: set[str] = set()
+@dataclass(frozen=True)
+class MethodSpec:
+    """Everything the CLI, the harness and the server need to know about a method.
+
+    Attributes:
+        name: the registered name (``--method NAME``, ``<NAME>/model`` on the server).
+        steps: ``steps(model, input, rng, **kwargs) -> Steps``; ``input`` is prompt ids or the question text.
+            ``model`` is used only for tokenising and its limits, never to generate.
+        settings: flat options -> the keyword arguments of ``steps`` (validated: raises ConfigError).
+        budget: keyword arguments -> the most tokens one attempt may decode (the server's request limit).
+        input: "prompt" (chat prompt ids built from the question or the messages) or "question" (the method
+            builds its own prompts from the text: RC and its comparison points).
+        takes_stop: whether stop strings apply (they would cut a turn or a chain midway otherwise).
+        events: the kinds ``steps`` reports through its ``events`` callback (streamed by the server).
+        unit: what its progress counts (shown by the CLI).
+        help: one line for ``--help`` and ``strop info``.
+    """
+
+    name: str
+    steps: Callable[..., Any]
+    settings: Callable[[Flat], dict[str, Any]]
+    budget: Callable[[dict[str, Any]], int]
+    input: Literal["prompt", "question"] = "prompt"
+    takes_stop: bool = False
+    events: tuple[str, ...] = ()
+    unit: str = "samples"
+    help: str = ""
 
 
-def register_method(name: str, *, takes_question: bool = False, takes_problem: bool = False) -> Callable[[Method], Method]:
-    def deco(fn: Method) -> Method:
-        _METHODS[name] = fn
-        if takes_question:
-            _TAKES_QUESTION.add(name)
-        if takes_problem:
-            _TAKES_PROBLEM.add(name)
-        return fn
-
-    return deco
+_METHODS: dict[str, MethodSpec] = {}
 
 
-def takes_question(name: str) -> bool:
-    """Whether the method builds its own prompts from the question text (RC and its comparison points)."""
-    return name in _TAKES_QUESTION
+def register_method(spec: MethodSpec) -> MethodSpec:
+    """Make a method usable by name from ``strop solve``, ``strop eval`` and ``strop serve``."""
+    if not spec.name or "/" in spec.name:
+        raise ConfigError(f"a method name must be non-empty and without '/', got {spec.name!r}")
+    _METHODS[spec.name] = spec
+    return spec
 
 
-def takes_problem(name: str) -> bool:
-    return name in _TAKES_PROBLEM
+def load_plugins() -> list[str]:
+    """Import the modules that register more methods; returns their names.
 
+    Two ways to add a method without touching strop: a package declaring an
+    entry point in the group ``strop.methods`` (value: the module to import),
+    or ``STROP_PLUGINS=module[,module...]`` in the environment. A plugin that
+    fails to import is an error naming it, not a silently missing method.
+    """
+    import importlib
+    import os
+    from importlib.metadata import entry_points
 
-def run_problem_method(
-    name: str, backend: Backend, task: Any, problem: Any, rng: np.random.Generator, *, system: str | None = None,
-    progress: Progress | None = None, **config: Any
-) -> MethodResult:
-    """Run a method that needs a task's problem (``takes_problem``); any other method gets the problem's prompt."""
-    if name in _TAKES_PROBLEM:
-        return get_method(name)(backend, task, problem, rng, progress=progress, system=system, **config)
-    return run_method(name, backend, task.prompt(problem), rng, system=system, progress=progress, **config)
-
-
-def run_method(
-    name: str, backend: Backend, question: str, rng: np.random.Generator, *, system: str | None = None,
-    progress: Progress | None = None, **config: Any
-) -> MethodResult:
-    """Run method ``name`` on one question: the one call the CLI and the eval harness make."""
-    fn = get_method(name)
-    if name in _TAKES_PROBLEM:
-        raise UnknownNameError(f"method '{name}' works on a task's problems, not on a bare question: use strop eval --method {name}")
-    if name in _TAKES_QUESTION:
-        return fn(backend, question, rng, progress=progress, system=system, **config)
-    return fn(backend, backend.chat_prompt(user_turn(question, system)), rng, progress=progress, **config)
+    names = [ep.value for ep in entry_points(group="strop.methods")]
+    names += [m.strip() for m in os.environ.get("STROP_PLUGINS", "").split(",") if m.strip()]
+    for name in names:
+        try:
+            importlib.import_module(name.split(":")[0])
+        except Exception as e:
+            raise ConfigError(f"could not load the strop plugin {name!r}: {type(e).__name__}: {e}") from e
+    return names
 
 
 def method_names() -> list[str]:
     return sorted(_METHODS)
 
 
-def get_method(name: str) -> Method:
+def method_spec(name: str) -> MethodSpec:
     if name not in _METHODS:
         raise UnknownNameError(f"unknown method '{name}'; choose one of: {', '.join(method_names())}")
     return _METHODS[name]
+
+
+def takes_question(name: str) -> bool:
+    """Whether the method builds its own prompts from the question text (RC and its comparison points)."""
+    return method_spec(name).input == "question"
+
+
+def method_settings(name: str, **flat: Any) -> dict[str, Any]:
+    """Keyword arguments for method ``name`` from flat settings (``Flat``'s fields), validated."""
+    spec = method_spec(name)
+    unknown = sorted(set(flat) - set(Flat.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
+    return spec.settings(Flat(**flat))
+
+
+def make_steps(name: str, model: Backend, question: str | None, rng: np.random.Generator, *, prompt_ids: Sequence[int] | None = None,
+               system: str | None = None, progress: Progress | None = None, events: Events | None = None, **kwargs: Any) -> Any:
+    """A step machine of method ``name`` for one attempt.
+
+    ``question`` is the problem text; methods that take prompt ids get the chat
+    prompt of (``system``, ``question``) unless ``prompt_ids`` are given (a
+    whole conversation, or a raw completion prompt on the server).
+    """
+    spec = method_spec(name)
+    extra: dict[str, Any] = {"progress": progress}
+    if spec.events and events is not None:
+        extra["events"] = events
+    if spec.input == "question":
+        if question is None:
+            raise ConfigError(f"method '{name}' needs the question text (it builds its own prompts)")
+        return spec.steps(model, question, rng, system=system, **extra, **kwargs)
+    if prompt_ids is None:
+        if question is None:
+            raise ConfigError(f"method '{name}' needs a question or prompt ids")
+        prompt_ids = model.chat_prompt(user_turn(question, system))
+    return spec.steps(model, list(prompt_ids), rng, **extra, **kwargs)
+
+
+def run_method(name: str, backend: Backend, question: str, rng: np.random.Generator, *, system: str | None = None,
+               progress: Progress | None = None, events: Events | None = None, **config: Any) -> MethodResult:
+    """Run method ``name`` on one question, alone: the one call ``strop solve`` makes."""
+    from strop.engine import run_steps
+
+    return run_steps(backend, make_steps(name, backend, question, rng, system=system, progress=progress, events=events, **config))
+
+
+def get_method(name: str) -> Callable[..., MethodResult]:
+    """Method ``name`` as a plain function ``fn(backend, input, rng, **kwargs) -> MethodResult`` (run alone)."""
+    spec = method_spec(name)
+
+    def call(backend: Backend, inp: Any, rng: np.random.Generator, **kwargs: Any) -> MethodResult:
+        from strop.engine import run_steps
+
+        return run_steps(backend, spec.steps(backend, inp, rng, **kwargs))
+
+    call.__name__ = name.replace("-", "_")
+    call.__doc__ = spec.steps.__doc__
+    return call

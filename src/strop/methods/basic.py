@@ -1,9 +1,10 @@
-"""The baseline methods: greedy, sampling, best-of-n and majority vote.
+"""The baseline methods: greedy, sampling, best-of-n and majority vote, as step machines.
 
-Best-of-n and majority vote decode ``n`` independent samples (batched when the
-backend batches) and differ only in how they choose: best-of-n by a score
-(mean log-likelihood by default, the pick the power-sampling papers use for
-compute-matched baselines), majority vote by the most common extracted answer.
+Best-of-n and majority vote ask for ``n`` independent samples in one yield
+(the engine decodes them together, with other attempts' rows) and differ only
+in how they choose: best-of-n by a score (mean log-likelihood by default, the
+pick the power-sampling papers use for compute-matched baselines), majority
+vote by the most common extracted answer.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
-from strop.backends.base import Backend, Generation, SamplingParams
+from strop.backends.base import Backend, Generation, GenRequest, SamplingParams
 from strop.errors import ConfigError
-from strop.methods.base import MethodResult, Progress, register_method
+from strop.methods.base import Events, Flat, MethodResult, MethodSpec, Progress, register_method
 from strop.verifiers.extract import extract_answer
 
 Extract = Callable[[str], "str | None"]
@@ -36,23 +37,17 @@ def _stats(gens: Sequence[Generation], started: float) -> dict[str, float | int]
     }
 
 
-def draw_samples(
-    backend: Backend, prompt_ids: Sequence[int], params: SamplingParams, n: int, rng: np.random.Generator, progress: Progress | None
-) -> list[Generation]:
-    """``n`` independent completions; each gets its own child rng so results do not depend on batching."""
-    if not isinstance(n, int) or n < 1:
+def _check_n(n: int) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ConfigError(f"n must be an integer >= 1, got {n!r}")
-    rngs = rng.spawn(n)
-    if backend.batches:
-        gens = backend.generate_batch([prompt_ids] * n, params, rngs)
-        if progress:
-            progress(n, n)
-        return gens
-    gens: list[Generation] = []
-    for i, r in enumerate(rngs):
-        gens.append(backend.generate(prompt_ids, params, r))
-        if progress:
-            progress(i + 1, n)
+
+
+def sample_steps(prompt_ids: Sequence[int], params: SamplingParams, n: int, rng: np.random.Generator, progress: Progress | None):
+    """``n`` independent completions in one yield; each gets its own child rng, so results do not depend on batching."""
+    _check_n(n)
+    gens = yield [GenRequest(prompt_ids, params, r) for r in rng.spawn(n)]
+    if progress:
+        progress(n, n)
     return gens
 
 
@@ -64,38 +59,40 @@ def single_draw_params(method: str, params: SamplingParams | None) -> SamplingPa
     return p
 
 
-def single_draw_result(method: str, params: SamplingParams, g: Generation, started: float,
-                       extract: Extract = extract_answer) -> MethodResult:
-    """The result of a one-draw method; the eval harness builds the same from batched draws."""
-    return MethodResult(method, asdict(params), (g,), 0, extract(g.text), _stats([g], started))
-
-
-# Methods whose one draw per prompt can be decoded in a batch across prompts.
-SINGLE_DRAW_METHODS = ("greedy", "sample")
-
-
-@register_method("greedy")
-def greedy(backend: Backend, prompt_ids: Sequence[int], rng: np.random.Generator, *, progress: Progress | None = None,
-           params: SamplingParams | None = None, extract: Extract = extract_answer) -> MethodResult:
-    """Argmax decoding; ``params`` other than max_tokens/stop are ignored."""
+def _single(method: str, prompt_ids: Sequence[int], rng: np.random.Generator, params: SamplingParams | None, extract: Extract,
+            on_token: Callable[[int], None] | None):
     started = time.perf_counter()
-    p = single_draw_params("greedy", params)
-    return single_draw_result("greedy", p, backend.generate(prompt_ids, p, rng), started, extract)
+    p = single_draw_params(method, params)
+    (g,) = yield [GenRequest(prompt_ids, p, rng, on_token)]
+    return MethodResult(method, asdict(p), (g,), 0, extract(g.text), _stats([g], started))
 
 
-@register_method("sample")
-def sample(backend: Backend, prompt_ids: Sequence[int], rng: np.random.Generator, *, progress: Progress | None = None,
-           params: SamplingParams | None = None, extract: Extract = extract_answer) -> MethodResult:
-    """One sample at the given temperature / top-k / top-p."""
-    started = time.perf_counter()
-    p = single_draw_params("sample", params)
-    return single_draw_result("sample", p, backend.generate(prompt_ids, p, rng), started, extract)
+def greedy(model: Backend, prompt_ids: Sequence[int], rng: np.random.Generator, *, progress: Progress | None = None,
+           params: SamplingParams | None = None, extract: Extract = extract_answer, events: Events | None = None):
+    """Argmax decoding; ``params`` other than max_tokens/stop are ignored. ``events("token", ...)`` sees each token."""
+    return (yield from _single("greedy", prompt_ids, rng, params, extract, _token_events(model, events)))
 
 
-def draw_until(
-    backend: Backend, prompt_ids: Sequence[int], params: SamplingParams, token_budget: int, rng: np.random.Generator,
-    progress: Progress | None
-) -> list[Generation]:
+def sample(model: Backend, prompt_ids: Sequence[int], rng: np.random.Generator, *, progress: Progress | None = None,
+           params: SamplingParams | None = None, extract: Extract = extract_answer, events: Events | None = None):
+    """One sample at the given temperature / top-k / top-p. ``events("token", ...)`` sees each token."""
+    return (yield from _single("sample", prompt_ids, rng, params, extract, _token_events(model, events)))
+
+
+def _token_events(model: Backend, events: Events | None) -> Callable[[int], None] | None:
+    """Turn drawn token ids into ``token`` events with their text (for streaming), or None."""
+    if events is None:
+        return None
+    eos = model.eos_token_ids
+
+    def on_token(tok: int) -> None:
+        if tok not in eos:
+            events("token", {"token_id": tok, "text": model.detokenize([tok])})
+
+    return on_token
+
+
+def draw_until(prompt_ids: Sequence[int], params: SamplingParams, token_budget: int, rng: np.random.Generator, progress: Progress | None):
     """Independent samples until their decoded tokens reach ``token_budget`` (at least one sample).
 
     This is how best-of-N is matched to another method's compute: N is
@@ -107,17 +104,17 @@ def draw_until(
     spent = 0
     while spent < token_budget:
         (child,) = rng.spawn(1)
-        gens.append(backend.generate(prompt_ids, params, child))
-        spent += gens[-1].completion_tokens
+        (g,) = yield [GenRequest(prompt_ids, params, child)]
+        gens.append(g)
+        spent += g.completion_tokens
         if progress:
             progress(min(spent, token_budget), token_budget)
     return gens
 
 
-@register_method("best-of-n")
-def best_of_n(backend: Backend, prompt_ids: Sequence[int], rng: np.random.Generator, *, progress: Progress | None = None,
+def best_of_n(model: Backend, prompt_ids: Sequence[int], rng: np.random.Generator, *, progress: Progress | None = None,
               params: SamplingParams | None = None, n: int = 4, token_budget: int | None = None,
-              score: Callable[[Generation], float] = mean_logprob, extract: Extract = extract_answer) -> MethodResult:
+              score: Callable[[Generation], float] = mean_logprob, extract: Extract = extract_answer):
     """``n`` samples (or as many as fit ``token_budget`` decoded tokens); answer with the highest-scoring one.
 
     Ties go to the first. The default score is the mean base log-likelihood,
@@ -127,20 +124,18 @@ def best_of_n(backend: Backend, prompt_ids: Sequence[int], rng: np.random.Genera
     started = time.perf_counter()
     p = params or SamplingParams()
     if token_budget is not None:
-        gens = draw_until(backend, prompt_ids, p, token_budget, rng, progress)
+        gens = yield from draw_until(prompt_ids, p, token_budget, rng, progress)
     else:
-        gens = draw_samples(backend, prompt_ids, p, n, rng, progress)
+        gens = yield from sample_steps(prompt_ids, p, n, rng, progress)
     scores = [score(g) for g in gens]
     best = int(np.argmax(scores))
     stats = {**_stats(gens, started), "scores": scores}
     config = {**asdict(p), "n": len(gens), "token_budget": token_budget, "score": getattr(score, "__name__", "custom")}
-    return MethodResult("best-of-n", config, tuple(gens), best,
-                        extract(gens[best].text), stats)
+    return MethodResult("best-of-n", config, tuple(gens), best, extract(gens[best].text), stats)
 
 
-@register_method("majority")
-def majority(backend: Backend, prompt_ids: Sequence[int], rng: np.random.Generator, *, progress: Progress | None = None,
-             params: SamplingParams | None = None, n: int = 4, extract: Extract = extract_answer) -> MethodResult:
+def majority(model: Backend, prompt_ids: Sequence[int], rng: np.random.Generator, *, progress: Progress | None = None,
+             params: SamplingParams | None = None, n: int = 4, extract: Extract = extract_answer):
     """``n`` samples; answer with the most common extracted answer.
 
     Ties go to the answer seen first. Samples with no extractable answer do not
@@ -148,10 +143,38 @@ def majority(backend: Backend, prompt_ids: Sequence[int], rng: np.random.Generat
     """
     started = time.perf_counter()
     p = params or SamplingParams()
-    gens = draw_samples(backend, prompt_ids, p, n, rng, progress)
+    gens = yield from sample_steps(prompt_ids, p, n, rng, progress)
     answers = [extract(g.text) for g in gens]
     votes = Counter(a for a in answers if a is not None)
     winner = max(votes, key=lambda a: (votes[a], -answers.index(a))) if votes else None
     chosen = answers.index(winner) if winner is not None else 0
     stats = {**_stats(gens, started), "votes": dict(votes)}
     return MethodResult("majority", {**asdict(p), "n": n}, tuple(gens), chosen, winner, stats)
+
+
+# ------------------------------------------------------------ registration
+def _params(f: Flat) -> SamplingParams:
+    return SamplingParams(max_tokens=f.max_tokens, temperature=f.temperature, top_p=f.top_p, top_k=f.top_k)
+
+
+def _with_n(f: Flat) -> dict:
+    _check_n(f.n)
+    return {"params": _params(f), "n": f.n}
+
+
+def _one_budget(kw: dict) -> int:
+    return kw["params"].max_tokens
+
+
+def _n_budget(kw: dict) -> int:
+    return kw["params"].max_tokens * kw.get("n", 1)
+
+
+register_method(MethodSpec("greedy", greedy, lambda f: {"params": replace(_params(f), temperature=0.0)}, _one_budget,
+                           takes_stop=True, events=("token",), help="argmax decoding"))
+register_method(MethodSpec("sample", sample, lambda f: {"params": _params(f)}, _one_budget,
+                           takes_stop=True, events=("token",), help="one sample at --temperature / --top-p / --top-k"))
+register_method(MethodSpec("best-of-n", best_of_n, _with_n, _n_budget, takes_stop=True,
+                           help="n samples; answers with the highest mean log-likelihood"))
+register_method(MethodSpec("majority", majority, _with_n, _n_budget, takes_stop=True,
+                           help="n samples; answers with the most common extracted answer"))

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from strop.backends.base import Backend, Generation, SamplingParams
+from strop.backends.base import Backend, Generation, GenRequest, SamplingParams
 from strop.backends.chat import user_turn
 from strop.errors import ConfigError
-from strop.methods.base import MethodResult, Progress, register_method
+from strop.methods.base import Events, Flat, MethodResult, MethodSpec, Progress, register_method
 from strop.verifiers.extract import extract_answer
 
 REASON = (
@@ -99,8 +99,8 @@ def summary_prompt(config: RCConfig, question: str, reasoning: str, summary: str
     return config.summary_template.format(problem=question, previous=previous, reasoning=reasoning)
 
 
-def _ask(backend: Backend, system: str | None, text: str, params: SamplingParams, rng: np.random.Generator) -> Generation:
-    return backend.generate(backend.chat_prompt(user_turn(text, system)), params, rng)
+def _ask(model: Backend, system: str | None, text: str, params: SamplingParams, rng: np.random.Generator) -> GenRequest:
+    return GenRequest(model.chat_prompt(user_turn(text, system)), params, rng)
 
 
 def _result(name: str, config: RCConfig, gens: list[Generation], turns: list[dict[str, Any]], elapsed_s: float, extract) -> MethodResult:
@@ -113,64 +113,65 @@ def _result(name: str, config: RCConfig, gens: list[Generation], turns: list[dic
     return MethodResult(name, asdict(config), tuple(gens), gens.index(last), extract(last.text), stats)
 
 
-def rc_batch(backend: Backend, questions: Sequence[str], rngs: Sequence[np.random.Generator], *, config: RCConfig | None = None,
-             system: str | None = None, summaries: Sequence[str] | None = None, progress: Progress | None = None,
-             extract: Callable[[str], str | None] = extract_answer,
-             on_turn: Callable[[int, dict[str, Any]], None] | None = None) -> list[MethodResult]:
-    """RC on several questions at once: each turn's reasoning steps are one batch, then its summaries.
+def rc(model: Backend, question: str, rng: np.random.Generator, *, progress: Progress | None = None, system: str | None = None,
+       config: RCConfig | None = None, summary: str = "", extract: Callable[[str], str | None] = extract_answer,
+       events: Events | None = None):
+    """RC decoding as a step machine: turn t sees only the problem and the summary of turns < t.
 
-    Row i draws only from ``rngs[i]`` (reasoning, then summary, turn by turn),
-    as a one-question run with that rng does, so batching changes no random
-    stream (batched float rounding aside, see ``HFBackend.generate_batch``).
-    ``summaries`` start rows from a given summary instead of the empty one
-    (RC training resumes rollouts from its replay buffer this way). Each
-    result's ``elapsed_s`` is its share of the batch's wall time.
-    ``on_turn(i, turn)`` is called as each row's turn finishes (the server streams turns this way).
+    ``summary`` starts from a given summary instead of the empty one (RC
+    training resumes rollouts from its replay buffer this way).
+    ``events("turn", turn)`` sees each finished turn (the server streams turns this way).
     """
     config = config or RCConfig()
+    started = time.perf_counter()
+    gens: list[Generation] = []
+    turns: list[dict[str, Any]] = []
+    current = summary
+    for t in range(1, config.turns + 1):
+        (r,) = yield [_ask(model, system, reason_prompt(config, question, current), config.params(config.reasoning_tokens), rng)]
+        (s,) = yield [_ask(model, system, summary_prompt(config, question, r.text, current), config.params(config.summary_tokens), rng)]
+        gens += [r, s]
+        turn = {"turn": t, "reasoning": r.text, "summary": s.text, "answer": extract(r.text),
+                "reasoning_tokens": r.completion_tokens, "summary_tokens": s.completion_tokens,
+                "conditioned_on_summary": current, "reasoning_index": len(gens) - 2}
+        turns.append(turn)
+        if events:
+            events("turn", {k: turn[k] for k in ("turn", "reasoning", "summary", "answer")})
+        current = s.text
+        if progress:
+            progress(t, config.turns)
+    return _result("rc", config, gens, turns, time.perf_counter() - started, extract)
+
+
+def rc_batch(backend: Backend, questions: Sequence[str], rngs: Sequence[np.random.Generator], *, config: RCConfig | None = None,
+             system: str | None = None, summaries: Sequence[str] | None = None, progress: Progress | None = None,
+             extract: Callable[[str], str | None] = extract_answer) -> list[MethodResult]:
+    """RC on several questions at once through the engine, row i drawing only from ``rngs[i]``.
+
+    The same random streams as one-question runs (batched float rounding aside,
+    see ``strop.engine``). ``summaries`` start rows from a given summary.
+    ``progress(done, n)`` counts finished questions.
+    """
+    from strop.engine import Engine
+
     if len(rngs) != len(questions) or (summaries is not None and len(summaries) != len(questions)):
         raise ConfigError(f"rc_batch needs one rng (and start summary) per question; got {len(questions)} questions, "
                           f"{len(rngs)} rngs, {len(summaries) if summaries is not None else 'no'} summaries")
-    started = time.perf_counter()
-    n = len(questions)
-    gens: list[list[Generation]] = [[] for _ in range(n)]
-    turns: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-    current = list(summaries) if summaries is not None else [""] * n
+    starts = list(summaries) if summaries is not None else [""] * len(questions)
+    done = [0]
 
-    def ask_all(texts: list[str], max_tokens: int) -> list[Generation]:
-        prompts = [backend.chat_prompt(user_turn(t, system)) for t in texts]
-        return backend.generate_batch(prompts, config.params(max_tokens), rngs)
-
-    for t in range(1, config.turns + 1):
-        reasoning = ask_all([reason_prompt(config, q, s) for q, s in zip(questions, current)], config.reasoning_tokens)
-        summary = ask_all([summary_prompt(config, q, r.text, s) for q, r, s in zip(questions, reasoning, current)], config.summary_tokens)
-        for i, (r, s) in enumerate(zip(reasoning, summary)):
-            gens[i] += [r, s]
-            turns[i].append({"turn": t, "reasoning": r.text, "summary": s.text, "answer": extract(r.text),
-                             "reasoning_tokens": r.completion_tokens, "summary_tokens": s.completion_tokens,
-                             "conditioned_on_summary": current[i], "reasoning_index": len(gens[i]) - 2})
-            if on_turn:
-                on_turn(i, turns[i][-1])
-        current = [s.text for s in summary]
+    def finished(i: int, result: MethodResult) -> None:
+        done[0] += 1
         if progress:
-            progress(t, config.turns)
-    elapsed = (time.perf_counter() - started) / max(n, 1)
-    return [_result("rc", config, g, ts, elapsed, extract) for g, ts in zip(gens, turns)]
+            progress(done[0], len(questions))
+
+    return Engine(backend).run([rc(backend, q, r, system=system, config=config, summary=s, extract=extract)
+                                for q, r, s in zip(questions, rngs, starts)], on_result=finished)
 
 
-@register_method("rc", takes_question=True)
-def rc(backend: Backend, question: str, rng: np.random.Generator, *, progress: Progress | None = None, system: str | None = None,
-       config: RCConfig | None = None, extract: Callable[[str], str | None] = extract_answer,
-       on_turn: Callable[[dict[str, Any]], None] | None = None) -> MethodResult:
-    """RC decoding: turn t sees only the problem and the summary of turns < t. ``on_turn(turn)`` sees each finished turn."""
-    return rc_batch(backend, [question], [rng], config=config, system=system, progress=progress, extract=extract,
-                    on_turn=(lambda _, t: on_turn(t)) if on_turn else None)[0]
-
-
-@register_method("self-refine", takes_question=True)
-def self_refine(backend: Backend, question: str, rng: np.random.Generator, *, progress: Progress | None = None,
+def self_refine(model: Backend, question: str, rng: np.random.Generator, *, progress: Progress | None = None,
                 system: str | None = None, config: RCConfig | None = None,
-                extract: Callable[[str], str | None] = extract_answer) -> MethodResult:
+                extract: Callable[[str], str | None] = extract_answer):
     """Turns that carry the whole previous attempt instead of a summary (RC's comparison point)."""
     config = config or RCConfig()
     started = time.perf_counter()
@@ -179,7 +180,7 @@ def self_refine(backend: Backend, question: str, rng: np.random.Generator, *, pr
     attempt = ""
     for t in range(1, config.turns + 1):
         prompt = config.reason_template.format(problem=question) if not attempt else config.refine_template.format(problem=question, attempt=attempt)
-        r = _ask(backend, system, prompt, config.params(config.reasoning_tokens), rng)
+        (r,) = yield [_ask(model, system, prompt, config.params(config.reasoning_tokens), rng)]
         gens.append(r)
         turns.append({"turn": t, "reasoning": r.text, "answer": extract(r.text), "reasoning_tokens": r.completion_tokens,
                       "conditioned_on_attempt": attempt, "reasoning_index": len(gens) - 1})
@@ -189,13 +190,30 @@ def self_refine(backend: Backend, question: str, rng: np.random.Generator, *, pr
     return _result("self-refine", config, gens, turns, time.perf_counter() - started, extract)
 
 
-@register_method("long", takes_question=True)
-def long_generation(backend: Backend, question: str, rng: np.random.Generator, *, progress: Progress | None = None,
+def long_generation(model: Backend, question: str, rng: np.random.Generator, *, progress: Progress | None = None,
                     system: str | None = None, config: RCConfig | None = None,
-                    extract: Callable[[str], str | None] = extract_answer) -> MethodResult:
+                    extract: Callable[[str], str | None] = extract_answer):
     """One generation with RC's whole budget, T * (H_R + H_S) tokens."""
     config = config or RCConfig()
     started = time.perf_counter()
-    g = _ask(backend, system, config.reason_template.format(problem=question),
-             config.params(config.turns * (config.reasoning_tokens + config.summary_tokens)), rng)
+    (g,) = yield [_ask(model, system, config.reason_template.format(problem=question),
+                       config.params(config.turns * (config.reasoning_tokens + config.summary_tokens)), rng)]
     return _result("long", config, [g], [], time.perf_counter() - started, extract)
+
+
+def _settings(f: Flat) -> dict:
+    return {"config": RCConfig(turns=f.turns, reasoning_tokens=f.reasoning_tokens, summary_tokens=f.summary_tokens,
+                               temperature=f.temperature, top_p=f.top_p)}
+
+
+def _rc_budget(kw: dict) -> int:
+    cfg = kw["config"]
+    return cfg.turns * (cfg.reasoning_tokens + cfg.summary_tokens)
+
+
+register_method(MethodSpec("rc", rc, _settings, _rc_budget, input="question", events=("turn",), unit="turns",
+                           help="RC: reasoning turns, each from a summary of the last (--turns, --reasoning-tokens, --summary-tokens)"))
+register_method(MethodSpec("self-refine", self_refine, _settings, lambda kw: kw["config"].turns * kw["config"].reasoning_tokens,
+                           input="question", unit="turns", help="turns that carry the whole previous attempt (RC's comparison point)"))
+register_method(MethodSpec("long", long_generation, _settings, _rc_budget, input="question",
+                           help="one generation with RC's whole budget, T * (H_R + H_S) tokens"))

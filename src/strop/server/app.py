@@ -1,19 +1,23 @@
 """``strop serve``: strop's methods behind the OpenAI chat/completions API (FastAPI).
 
-One backend serves every request, so requests are queued to a single
-worker thread: no two requests ever touch the backend's state (KV cache,
-prefix cache, weights) at once, and each request's randomness comes only from
-its own seed. Admission is bounded (``max_pending`` running or queued, then
-429), every request has a time limit (then 503, and the method stops at its
-next turn, block or sample), and a per-request decode budget rejects absurd
-settings before any work (400).
+One backend serves every request through one engine thread (``strop.engine``):
+each choice of each request is a step machine, and every round the requests
+pending across all of them are decoded together, so concurrent requests share
+the backend's batches. Only that thread touches the backend's state (KV
+cache, weights). Each request's randomness comes only from its own seed; its
+tokens can still differ in float rounding with the batch it shared (as on any
+batching server). Admission is bounded (``max_pending`` running or queued,
+then 429), every request has a time limit (then 503, and the method stops at
+its next round), and a per-request decode budget rejects absurd settings
+before any work (400).
 
 Method choice: ``extra_body={"strop": {"method": "power", "alpha": 4}}`` or
 a model-name prefix (``power/smollm2``). Streaming sends each RC turn and
 each power-sampling block as it finishes, as ``strop`` events on the chunks;
 the answer's text follows as content when the method has committed to it,
 since RC's answer is its last turn and a power-sampling chain may redraw any
-token until it ends. ``usage.completion_tokens`` counts every token the
+token until it ends. Sample and greedy stream their tokens as they are drawn
+(unless stop strings are set: text that may become a stop string is not sent). ``usage.completion_tokens`` counts every token the
 method decoded (discarded samples, rejected proposals, summaries).
 """
 
@@ -26,7 +30,6 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,13 +40,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-import strop.methods  # noqa: F401  (registers the methods)
 from strop import __version__
 from strop.backends.base import Backend
+from strop.engine import Cancelled, Engine, Job
 from strop.errors import BackendError, ConfigError, StropError
-from strop.methods.base import MethodResult, get_method, takes_question
-from strop.methods.settings import method_settings
-from strop.server.schemas import SERVED_METHODS, ChatRequest, CompletionRequest, text_of
+from strop.methods import MethodResult, make_steps, method_names, method_settings, method_spec
+from strop.server.schemas import ChatRequest, CompletionRequest, text_of
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class ServeConfig:
         max_pending: requests running or queued at once; one more gets 429.
         timeout_s: per-request time limit, queueing included; then 503.
         api_key: when set, requests need ``Authorization: Bearer <api_key>``.
+        max_rows: most rows decoded together in one round, across requests (None: the backend's
+            ``max_batch``; 1 decodes one row at a time, the pre-engine behaviour, for comparison).
     """
 
     model_name: str = "smollm2"
@@ -69,14 +73,17 @@ class ServeConfig:
     max_pending: int = 16
     timeout_s: float = 600.0
     api_key: str | None = None
+    max_rows: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ConfigError(f"serve: max_rows must be >= 1, got {self.max_rows}")
         for name in ("max_tokens", "default_max_tokens", "max_request_tokens", "max_body_bytes", "max_pending"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"serve: {name} must be >= 1, got {getattr(self, name)}")
         if not self.timeout_s > 0:
             raise ConfigError(f"serve: timeout_s must be > 0, got {self.timeout_s}")
-        if not self.model_name or self.model_name.split("/", 1)[0] in SERVED_METHODS:
+        if not self.model_name or self.model_name.split("/", 1)[0] in method_names():
             raise ConfigError(f"serve: model_name {self.model_name!r} must be non-empty and not start with a method name")
 
 
@@ -95,10 +102,6 @@ class APIError(Exception):
         return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
-class Cancelled(Exception):
-    """Raised inside a method (at its next turn, block or sample) when its request was given up."""
-
-
 # ------------------------------------------------------------------ the plan
 @dataclass
 class Plan:
@@ -114,29 +117,20 @@ class Plan:
     prompt_tokens: int
 
 
-def _budget(method: str, kwargs: dict[str, Any]) -> int:
-    """Most tokens one choice of ``method`` can decode, from its settings (for the request limit)."""
-    cfg = kwargs.get("config")
-    if method == "power":
-        return cfg.max_tokens * (1 + cfg.mcmc_steps)
-    if method in ("rc", "long"):
-        return cfg.turns * (cfg.reasoning_tokens + cfg.summary_tokens)
-    if method == "self-refine":
-        return cfg.turns * cfg.reasoning_tokens
-    return kwargs["params"].max_tokens * kwargs.get("n", 1)
-
-
 def resolve_method(model: str, requested: str | None, config: ServeConfig) -> str:
     """The method a request names, by ``strop.method`` or by a ``<method>/`` model prefix; 404 for another model."""
     prefix = None
     if model != config.model_name:
         head, _, rest = model.partition("/")
-        if head not in SERVED_METHODS or rest != config.model_name:
+        if head not in method_names() or rest != config.model_name:
             raise APIError(404, f"model {model!r} is not served here; use {config.model_name!r} or <method>/{config.model_name} "
-                                f"(methods: {', '.join(SERVED_METHODS)})", code="model_not_found", param="model")
+                                f"(methods: {', '.join(method_names())})", code="model_not_found", param="model")
         prefix = head
     if prefix and requested and prefix != requested:
         raise APIError(400, f"the model prefix asks for {prefix!r} but strop.method asks for {requested!r}", param="strop.method")
+    if requested and requested not in method_names():
+        raise APIError(400, f"strop.method {requested!r} is not a method served here (methods: {', '.join(method_names())})",
+                       param="strop.method")
     return requested or prefix or "sample"
 
 
@@ -161,7 +155,8 @@ def plan_request(req: ChatRequest | CompletionRequest, backend: Backend, config:
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     if any(not s for s in stop) or len(stop) > 4:
         raise APIError(400, "stop takes at most 4 non-empty strings", param="stop")
-    if stop and method not in ("sample", "greedy", "best-of-n", "majority"):
+    spec = method_spec(method)
+    if stop and not spec.takes_stop:
         raise APIError(400, f"stop is not supported by method {method!r} (it would cut a turn or a chain midway)", param="stop")
 
     try:
@@ -171,7 +166,7 @@ def plan_request(req: ChatRequest | CompletionRequest, backend: Backend, config:
         raise APIError(400, str(e), param="strop") from e
     if stop:
         kwargs["params"] = replace(kwargs["params"], stop=stop)
-    budget = _budget(method, kwargs) * req.n
+    budget = spec.budget(kwargs) * req.n
     if budget > config.max_request_tokens:
         raise APIError(400, f"this request could decode up to {budget} tokens ({method}, n = {req.n}); "
                             f"this server's limit is {config.max_request_tokens}", param="max_tokens")
@@ -181,13 +176,13 @@ def plan_request(req: ChatRequest | CompletionRequest, backend: Backend, config:
         users = [m["content"] for m in messages if m["role"] == "user"]
         systems = [m["content"] for m in messages if m["role"] == "system"]
         question, system = (users[-1] if users else None), (systems[0] if systems else None)
-        if takes_question(method) and question is None:
+        if spec.input == "question" and question is None:
             raise APIError(400, f"method {method!r} needs a user message (the problem)", param="messages")
     else:
         messages, question, system = None, req.prompt, None
     prompt_ids: list[int] | None = None
     try:
-        if takes_question(method):
+        if spec.input == "question":
             prompt_tokens = len(backend.chat_prompt([*([{"role": "system", "content": system}] if system else []),
                                                      {"role": "user", "content": question or ""}]))
         else:
@@ -203,44 +198,27 @@ def plan_request(req: ChatRequest | CompletionRequest, backend: Backend, config:
     return Plan(method, kwargs, prompt_ids, question, system, req.n, seed, prompt_tokens)
 
 
-def run_plan(backend: Backend, plan: Plan, cancel: threading.Event, emit: Callable[[dict[str, Any]], None]) -> list[MethodResult]:
-    """Run the plan's n choices one after another (on the backend's thread); ``emit`` gets progress events.
-
-    The backend's prefix cache is reset first, so a response depends only on its
-    own request and seed, not on which request ran before it: with llama.cpp's
-    prefix reuse, a greedy answer was seen to flip between requests under load.
-    """
-    backend.reset_cache()
-    results = []
+def plan_machines(backend: Backend, plan: Plan, emit: Callable[[dict[str, Any]], None] | None, *, stream_tokens: bool) -> list[Any]:
+    """One step machine per choice; ``emit`` (None: nobody listens) gets each choice's events: turns, blocks,
+    progress, and tokens if ``stream_tokens``."""
+    spec = method_spec(plan.method)
+    machines = []
     for i in range(plan.n):
-        def check() -> None:
-            if cancel.is_set():
-                raise Cancelled()
-
         def progress(done: int, total: int, i: int = i) -> None:
-            check()
+            assert emit is not None
             emit({"event": "progress", "choice": i, "done": done, "total": total})
 
-        extra: dict[str, Any] = {}
-        if plan.method == "rc":
-            def on_turn(t: dict[str, Any], i: int = i) -> None:
-                check()
-                emit({"event": "turn", "choice": i, "turn": t["turn"], "reasoning": t["reasoning"], "summary": t["summary"],
-                      "answer": t["answer"]})
-            extra["on_turn"] = on_turn
-        elif plan.method == "power":
-            def on_block(k: int, text: str, i: int = i) -> None:
-                check()
-                emit({"event": "block", "choice": i, "block": k, "text": text})
-            extra["on_block"] = on_block
-        check()
+        def events(kind: str, payload: dict[str, Any], i: int = i) -> None:
+            assert emit is not None
+            if kind != "token" or stream_tokens:
+                emit({"event": kind, "choice": i, **payload})
+
+        listens = emit is not None and (stream_tokens or any(k != "token" for k in spec.events))
         rng = np.random.default_rng([plan.seed, i])
-        fn = get_method(plan.method)
-        if takes_question(plan.method):
-            results.append(fn(backend, plan.question, rng, progress=progress, system=plan.system, **plan.kwargs, **extra))
-        else:
-            results.append(fn(backend, plan.prompt_ids, rng, progress=progress, **plan.kwargs, **extra))
-    return results
+        machines.append(make_steps(plan.method, backend, plan.question, rng, prompt_ids=plan.prompt_ids if spec.input == "prompt" else None,
+                                   system=plan.system, progress=progress if emit is not None else None,
+                                   events=events if listens else None, **plan.kwargs))
+    return machines
 
 
 # ---------------------------------------------------------------- responses
@@ -291,44 +269,78 @@ def completion_body(plan: Plan, results: list[MethodResult], *, rid: str, create
 
 
 # ------------------------------------------------------------------- engine
-class Engine:
-    """One worker thread in front of the backend, bounded admission, time limits, cancellation."""
+class ServerEngine:
+    """The engine thread in front of the backend, bounded admission, time limits, cancellation."""
 
     def __init__(self, backend: Backend, config: ServeConfig) -> None:
         self.backend, self.config = backend, config
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strop-backend")
+        self.engine = Engine(backend, max_rows=config.max_rows)
+        self.thread = threading.Thread(target=self.engine.serve_forever, name="strop-engine", daemon=True)
+        self.thread.start()
         self.pending = 0
         self.draining = False
-        self.cancels: set[threading.Event] = set()
+        self.requests: set[Any] = set()
 
-    def admit(self) -> threading.Event:
+    def admit(self) -> None:
         if self.draining:
             raise APIError(503, "the server is shutting down", code="shutting_down")
         if self.pending >= self.config.max_pending:
             raise APIError(429, f"too many requests in flight (limit {self.config.max_pending}); retry shortly",
                            code="too_many_requests", headers={"Retry-After": "1"})
         self.pending += 1
-        cancel = threading.Event()
-        self.cancels.add(cancel)
-        return cancel
 
-    def submit(self, plan: Plan, cancel: threading.Event, emit: Callable[[dict[str, Any]], None]) -> asyncio.Future:
+    def submit(self, machines: list[Any]) -> tuple[asyncio.Future, Callable[[], None]]:
+        """Queue a request's machines; returns (future of their results, cancel). The future fails with the first error."""
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self.pool, run_plan, self.backend, plan, cancel, emit)
+        fut: asyncio.Future = loop.create_future()
+        results: list[Any] = [None] * len(machines)
+        left = [len(machines)]
+        jobs: list[Job] = []
+        lock = threading.Lock()
 
-        def release(_: Any) -> None:
+        def cancel() -> None:
+            for job in jobs:
+                job.cancel()
+
+        def settle(value: Any, error: BaseException | None) -> None:
+            if fut.done():
+                return
+            fut.set_exception(error) if error is not None else fut.set_result(value)
+
+        def release() -> None:
             # A request counts against max_pending until the backend is done with it, even after a timeout.
             self.pending -= 1
-            self.cancels.discard(cancel)
+            self.requests.discard(cancel)
 
-        fut.add_done_callback(release)
-        return fut
+        def done(job: Job, k: int) -> None:  # on the engine thread
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+                results[k] = job.result
+            if job.error is not None:
+                cancel()  # one choice failed: the others stop at their next round
+                loop.call_soon_threadsafe(settle, None, job.error)
+            elif last:
+                loop.call_soon_threadsafe(settle, list(results), None)
+            if last:
+                loop.call_soon_threadsafe(release)
+
+        self.requests.add(cancel)
+        try:
+            for k, m in enumerate(machines):
+                jobs.append(self.engine.submit(m, lambda job, k=k: done(job, k)))
+        except Cancelled:
+            cancel()
+            release()
+            raise APIError(503, "the server is shutting down", code="shutting_down") from None
+        return fut, cancel
 
     def shutdown(self) -> None:
         self.draining = True
-        for c in list(self.cancels):
-            c.set()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        for cancel in list(self.requests):
+            cancel()
+        self.engine.stop()
+        self.thread.join()
         self.backend.close()
 
 
@@ -388,7 +400,7 @@ class _TooLarge(BaseException):
 def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
     """The FastAPI app serving ``backend``; ``uvicorn.run(create_app(...))`` or ``strop serve`` runs it."""
     config = config or ServeConfig()
-    engine = Engine(backend, config)
+    engine = ServerEngine(backend, config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -432,24 +444,25 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
 
     @app.get("/v1/models", dependencies=[Depends(authorised)])
     async def models() -> dict[str, Any]:
-        ids = [config.model_name] + [f"{m}/{config.model_name}" for m in SERVED_METHODS]
+        ids = [config.model_name] + [f"{m}/{config.model_name}" for m in method_names()]
         return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "strop"} for i in ids]}
 
     async def run(req: ChatRequest | CompletionRequest, chat: bool) -> Any:
         plan = plan_request(req, backend, config)
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}"
         created = int(time.time())
-        cancel = engine.admit()
         loop = asyncio.get_running_loop()
         if not req.stream:
-            fut = engine.submit(plan, cancel, lambda ev: None)
+            machines = plan_machines(backend, plan, None, stream_tokens=False)
+            engine.admit()
+            fut, cancel = engine.submit(machines)
             try:
                 results = await asyncio.wait_for(asyncio.shield(fut), config.timeout_s)
             except TimeoutError:
-                cancel.set()
+                cancel()
                 raise _timeout_error(config) from None
             except asyncio.CancelledError:  # the client went away
-                cancel.set()
+                cancel()
                 raise
             except Cancelled:
                 raise APIError(503, "the request was cancelled (server shutting down)", code="cancelled") from None
@@ -460,14 +473,19 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
             return completion_body(plan, results, rid=rid, created=created, model=req.model)
 
         queue: asyncio.Queue = asyncio.Queue()
-        fut = engine.submit(plan, cancel, lambda ev: loop.call_soon_threadsafe(queue.put_nowait, ev))
+        stream_tokens = not (req.stop or False)  # text that may become a stop string must not be sent early
+        machines = plan_machines(backend, plan, lambda ev: loop.call_soon_threadsafe(queue.put_nowait, ev), stream_tokens=stream_tokens)
+        engine.admit()
+        fut, cancel = engine.submit(machines)
         fut.add_done_callback(lambda f: queue.put_nowait({"event": "_done"}))
         return StreamingResponse(_stream(plan, req, chat, fut, queue, cancel, rid, created), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    async def _stream(plan: Plan, req: Any, chat: bool, fut: asyncio.Future, queue: asyncio.Queue, cancel: threading.Event,
+    async def _stream(plan: Plan, req: Any, chat: bool, fut: asyncio.Future, queue: asyncio.Queue, cancel: Callable[[], None],
                       rid: str, created: int) -> AsyncIterator[str]:
         kind = "chat.completion.chunk" if chat else "text_completion"
+        token_ids: list[list[int]] = [[] for _ in range(plan.n)]
+        sent = [""] * plan.n  # text already streamed per choice
 
         def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
             return "data: " + json.dumps({"id": rid, "object": kind, "created": created, "model": req.model,
@@ -488,9 +506,18 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
                 try:
                     ev = await asyncio.wait_for(queue.get(), max(left, 0.001))
                 except TimeoutError:
-                    cancel.set()
+                    cancel()
                     yield _error_event(_timeout_error(config))
                     break
+                if ev["event"] == "token":
+                    # Text deltas from the token ids so far; a token ending inside a UTF-8 character waits for the next.
+                    i = ev["choice"]
+                    token_ids[i].append(ev["token_id"])
+                    text = backend.detokenize(token_ids[i])
+                    if not text.endswith("\ufffd") and text.startswith(sent[i]) and len(text) > len(sent[i]):
+                        yield chunk([piece(i, text[len(sent[i]):])])
+                        sent[i] = text
+                    continue
                 if ev["event"] != "_done":
                     yield chunk([piece(ev["choice"])], strop=ev)
                     continue
@@ -501,7 +528,9 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
                                        else APIError(503, "the request was cancelled", code="cancelled"))
                     break
                 for i, r in enumerate(results):
-                    yield chunk([piece(i, r.text)])
+                    rest = r.text[len(sent[i]):] if r.text.startswith(sent[i]) else r.text
+                    if rest:
+                        yield chunk([piece(i, rest)])
                     yield chunk([piece(i, finish=_finish(r))])
                 final = {"strop": _strop_block(plan, results)}
                 if req.stream_options and req.stream_options.include_usage:
@@ -511,7 +540,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
             yield "data: [DONE]\n\n"
         finally:
             if not fut.done():
-                cancel.set()  # the client went away or the time ran out: stop at the next turn / block / sample
+                cancel()  # the client went away or the time ran out: stop at the next round
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorised)])
     async def chat_completions(req: ChatRequest) -> Any:

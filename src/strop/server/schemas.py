@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Methods a server request may ask for (test-time variant RL trains a model per request: not a serving method).
-SERVED_METHODS = ("sample", "greedy", "best-of-n", "majority", "power", "rc", "self-refine", "long")
+# Methods a request may ask for: every registered decoding method (strop.methods.method_names(), checked per
+# request, so a method registered after import is served too). Problem-level solvers such as test-time variant
+# RL train a model per problem and are not served.
 
 
 class StropOptions(BaseModel):
@@ -22,7 +23,8 @@ class StropOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal[SERVED_METHODS] | None = Field(None, description="Method; default from the model prefix, else sample.")  # type: ignore[valid-type]
+    method: str | None = Field(None, max_length=64, description="A registered method (GET /v1/models lists them as <method>/<model>);"
+                                                                " default from the model prefix, else sample.")
     n: int | None = Field(None, ge=1, le=64, description="best-of-n / majority: samples.")
     alpha: float | None = Field(None, ge=1.0, le=64.0, description="power: the exponent.")
     block_size: int | None = Field(None, ge=1, le=4096, description="power: tokens per block.")

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from strop.errors import ConfigError, StropError
-from strop.evaluation.harness import read_records
+from strop.records import read_records
 from strop.tasks import Problem, Task
 from strop.training.advantages import arm_signal
 from strop.training.curriculum import Curriculum, make_curriculum

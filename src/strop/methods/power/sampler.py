@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from strop.backends.base import ENTROPY, EXACT_LOGPROBS, LOGPROBS, Backend, Generation, SamplingParams, TokenTrace
+from strop.backends.base import ENTROPY, EXACT_LOGPROBS, LOGPROBS, Backend, Generation, GenRequest, SamplingParams, TokenTrace
 from strop.errors import ConfigError
-from strop.methods.base import MethodResult, Progress, register_method
+from strop.methods.base import Events, Flat, MethodResult, MethodSpec, Progress, register_method
 from strop.methods.power.kernels import CutRule, cut_log_probs, log_acceptance, max_swap_accepts, mh_accepts
 from strop.verifiers.extract import extract_answer
 
@@ -121,21 +121,20 @@ class ChainStats:
 
 
 def mh_step(
-    backend: Backend,
     prompt: Sequence[int],
     chain: Chain,
     cap: int,
     config: PowerConfig,
     rng: np.random.Generator,
     stats: ChainStats,
-) -> tuple[Chain, bool]:
-    """One MH move on ``chain`` under the length cap; returns (next chain, accepted)."""
+):
+    """One MH move on ``chain`` under the length cap (a step machine: one proposal request); returns (next chain, accepted)."""
     length = len(chain)
     ent = np.asarray(chain.entropy) if config.cut == "entropy" else None
     log_c = cut_log_probs(length, ent, config.cut, config.beta)
     cdf = np.cumsum(np.exp(log_c))
     m = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), length - 1)
-    g = backend.generate(list(prompt) + chain.tokens[:m], config.proposal(cap - m), rng)
+    (g,) = yield [GenRequest(list(prompt) + chain.tokens[:m], config.proposal(cap - m), rng)]
     stats.count(g)
     new = chain.cut_then_extend(m, g)
     base_cur, base_new = math.fsum(chain.base[m:]), math.fsum(new.base[m:])
@@ -149,24 +148,27 @@ def mh_step(
     return (new, True) if mh_accepts(log_a, rng) else (chain, False)
 
 
-def power_sample_chain(
-    backend: Backend,
+def chain_steps(
+    model: Backend,
     prompt_ids: Sequence[int],
     config: PowerConfig,
     rng: np.random.Generator,
     *,
     progress: Progress | None = None,
     on_block: Callable[[int, Chain], None] | None = None,
-) -> tuple[Chain, ChainStats, float]:
-    """Run the block-wise MH chain; returns (final chain, statistics, wall seconds).
+):
+    """The block-wise MH chain as a step machine; returns (final chain, statistics, wall seconds).
 
     ``on_block(k, chain)`` is called after block k's MH steps (k = 1, 2, ...).
+    All randomness (cut points, proposals, acceptances) comes from ``rng``, in
+    the order a one-chain run draws it, so the chain is the same alone or
+    batched with other chains.
     """
-    backend.require(LOGPROBS, *((ENTROPY,) if config.cut == "entropy" else ()))
+    model.require(LOGPROBS, *((ENTROPY,) if config.cut == "entropy" else ()))
     started = time.perf_counter()
     prompt = list(prompt_ids)
-    max_tokens = min(config.max_tokens, backend.context_length - len(prompt))
-    backend.check_fits(len(prompt))
+    max_tokens = min(config.max_tokens, model.context_length - len(prompt))
+    model.check_fits(len(prompt))
     n_blocks = math.ceil(max_tokens / config.block_size)
     chain, stats = Chain(), ChainStats()
     total_steps, done_steps = n_blocks * config.mcmc_steps, 0
@@ -174,12 +176,12 @@ def power_sample_chain(
         if chain.ended:
             break
         cap = min(k * config.block_size, max_tokens)
-        g = backend.generate(prompt + chain.tokens, config.proposal(cap - len(chain)), rng)
+        (g,) = yield [GenRequest(prompt + chain.tokens, config.proposal(cap - len(chain)), rng)]
         stats.count(g)
         chain = chain.cut_then_extend(len(chain), g)
         accepted = 0
         for _ in range(config.mcmc_steps):
-            chain, ok = mh_step(backend, prompt, chain, cap, config, rng, stats)
+            chain, ok = yield from mh_step(prompt, chain, cap, config, rng, stats)
             accepted += ok
             done_steps += 1
             if progress:  # (MH steps done, most there can be; a chain ending at EOS stops early)
@@ -191,42 +193,56 @@ def power_sample_chain(
     return chain, stats, time.perf_counter() - started
 
 
-@register_method("power")
-def power(
+def power_sample_chain(
     backend: Backend,
+    prompt_ids: Sequence[int],
+    config: PowerConfig,
+    rng: np.random.Generator,
+    *,
+    progress: Progress | None = None,
+    on_block: Callable[[int, Chain], None] | None = None,
+) -> tuple[Chain, ChainStats, float]:
+    """Run one chain alone on ``backend``; returns (final chain, statistics, wall seconds). See ``chain_steps``."""
+    from strop.engine import run_steps
+
+    return run_steps(backend, chain_steps(backend, prompt_ids, config, rng, progress=progress, on_block=on_block))
+
+
+def power(
+    model: Backend,
     prompt_ids: Sequence[int],
     rng: np.random.Generator,
     *,
     progress: Progress | None = None,
     config: PowerConfig | None = None,
     extract: Callable[[str], str | None] = extract_answer,
-    on_block: Callable[[int, str], None] | None = None,
-) -> MethodResult:
-    """Power sampling by Metropolis-Hastings (see ``PowerConfig``).
+    events: Events | None = None,
+):
+    """Power sampling by Metropolis-Hastings (see ``PowerConfig``), as a step machine.
 
-    ``on_block(k, text)`` sees the chain's text after block k. It is a
-    snapshot, not a prefix of the answer: a later block's MH steps may cut and
-    redraw any earlier token.
+    ``events("block", {"block": k, "text": ...})`` sees the chain's text after
+    block k. It is a snapshot, not a prefix of the answer: a later block's MH
+    steps may cut and redraw any earlier token.
     """
     config = config or PowerConfig()
 
     def block_text(k: int, chain: Chain) -> None:
-        assert on_block is not None
-        on_block(k, backend.detokenize(chain.tokens[:-1] if chain.ended else chain.tokens))
+        assert events is not None
+        events("block", {"block": k, "text": model.detokenize(chain.tokens[:-1] if chain.ended else chain.tokens)})
 
-    chain, stats, wall = power_sample_chain(backend, prompt_ids, config, rng, progress=progress,
-                                            on_block=block_text if on_block else None)
+    chain, stats, wall = yield from chain_steps(model, prompt_ids, config, rng, progress=progress,
+                                                on_block=block_text if events else None)
     body = chain.tokens[:-1] if chain.ended else chain.tokens
     g = Generation(
         token_ids=tuple(chain.tokens),
-        text=backend.detokenize(body),
+        text=model.detokenize(body),
         base_logprobs=np.asarray(chain.base),
         proposal_logprobs=np.asarray(chain.proposal),
         entropies=np.asarray(chain.entropy) if config.cut == "entropy" else None,
         finish_reason="eos" if chain.ended else "length",
         prompt_tokens=len(prompt_ids),
         elapsed_s=wall,
-        approximations=() if EXACT_LOGPROBS in backend.capabilities else ("proposal_logprobs_topk",),
+        approximations=() if EXACT_LOGPROBS in model.capabilities else ("proposal_logprobs_topk",),
     )
     proposals, accepted = sum(stats.proposals), sum(stats.accepted)
     out_stats = {
@@ -243,3 +259,17 @@ def power(
         "tokens_per_s": stats.decoded_tokens / wall if wall > 0 else None,
     }
     return MethodResult("power", asdict(config), (g,), 0, extract(g.text), out_stats)
+
+
+def _settings(f: Flat) -> dict:
+    return {"config": PowerConfig(alpha=f.alpha, block_size=f.block_size, mcmc_steps=f.mcmc_steps, max_tokens=f.max_tokens, cut=f.cut,
+                                  beta=f.beta, proposal_temperature=f.proposal_temperature, top_k=f.top_k)}
+
+
+def _budget(kw: dict) -> int:
+    cfg = kw["config"]
+    return cfg.max_tokens * (1 + cfg.mcmc_steps)
+
+
+register_method(MethodSpec("power", power, _settings, _budget, events=("block",), unit="MH steps",
+                           help="power sampling: Metropolis-Hastings towards p^alpha (--alpha, --block-size, --mcmc-steps, --cut)"))

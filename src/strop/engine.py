@@ -1,0 +1,225 @@
+"""The engine: many method instances at once, their generation requests batched.
+
+Every decoding method is a *step machine* (a generator): it yields a list of
+``GenRequest`` (prompt ids, sampling settings, its own rng), receives the
+``Generation`` for each, and finally returns its ``MethodResult``. It never
+calls the backend's ``generate``. The engine keeps any number of machines
+in flight and, each round, sends the requests pending across all of them to
+``backend.generate_many`` as one batch (at most ``max_rows`` rows; the rest
+wait for the next round, oldest first).
+
+Guarantees:
+- Each request carries the rng of the attempt that made it, and every
+  backend draws a row's tokens only from that row's rng, so an attempt's
+  random stream is the same alone or batched with others. On backends whose
+  rows run one by one (toy, scripted, openai) results are identical; on
+  batching backends (hf, llamacpp) the logits of a row can differ in float
+  rounding with the batch's composition, which flips a rare token whose
+  draw lands next to a boundary (measured and bounded in the tests).
+- A machine's requests of one yield are answered together, in order.
+- An exception inside a machine ends that machine only (``on_done`` sees
+  it); an exception from the backend ends every machine of that round.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from strop.backends.base import Backend, Generation, GenRequest
+
+#: A method instance: yields batches of requests, receives their generations, returns its result.
+Steps = Generator[list[GenRequest], list[Generation], Any]
+
+
+class Cancelled(Exception):
+    """Raised for a job given up by its owner (time limit, client gone, shutdown): it stops at its next round."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One machine in the engine and where it stands."""
+
+    machine: Steps
+    on_done: Callable[[Job], None] | None = None
+    requests: list[GenRequest] = field(default_factory=list)
+    answers: list[Generation | None] = field(default_factory=list)
+    sent: int = 0  # requests of the current yield already in a round
+    result: Any = None
+    error: BaseException | None = None
+    done: bool = False
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        """Stop this job before its next round (thread-safe: a flag the engine reads)."""
+        self.cancelled = True
+
+
+class Engine:
+    """Drives step machines over one backend, batching their requests.
+
+    ``run`` drives a fixed set to the end (the CLI, the eval harness, training
+    rollouts); ``submit`` + ``serve_forever`` (or ``step``) keep a live queue
+    that other threads add to (the server).
+    """
+
+    def __init__(self, backend: Backend, *, max_rows: int | None = None) -> None:
+        self.backend = backend
+        self.max_rows = max(1, max_rows or backend.max_batch)
+        self._jobs: deque[Job] = deque()  # jobs with requests not yet answered, oldest first
+        self._lock = threading.Condition()
+        self._incoming: list[Job] = []  # submitted from other threads, started by the engine's thread
+        self._stopping = False
+
+    # ------------------------------------------------------------ the jobs
+    def _advance(self, job: Job, value: list[Generation] | None) -> None:
+        """Feed the machine (None: start it) until it yields requests or ends."""
+        try:
+            while True:
+                if job.cancelled:
+                    job.machine.close()
+                    raise Cancelled()
+                reqs = job.machine.send(value) if value is not None else next(job.machine)
+                if reqs:
+                    job.requests, job.answers, job.sent = list(reqs), [None] * len(reqs), 0
+                    return
+                value = []  # a machine that asks for nothing gets nothing back at once
+        except StopIteration as stop:
+            job.result = stop.value
+            self._finish(job)
+        except BaseException as e:  # noqa: BLE001 - the machine's own error ends that job only; its owner sees it
+            job.error = e
+            self._finish(job)
+
+    def _finish(self, job: Job) -> None:
+        job.done = True
+        job.requests, job.answers = [], []
+        if job.on_done is not None:
+            job.on_done(job)
+
+    def add(self, machine: Steps, on_done: Callable[[Job], None] | None = None) -> Job:
+        """Start a machine (runs it up to its first request) and queue its requests."""
+        job = Job(machine, on_done)
+        self._advance(job, None)
+        if not job.done:
+            self._jobs.append(job)
+        return job
+
+    # --------------------------------------------------------------- rounds
+    def step(self) -> bool:
+        """One round: up to ``max_rows`` pending requests, oldest jobs first, in one ``generate_many``. False if idle."""
+        for job in [j for j in self._jobs if j.cancelled]:
+            self._jobs.remove(job)
+            self._advance(job, [])  # raises Cancelled inside _advance, which finishes the job
+        taken: list[tuple[Job, int]] = []
+        for job in self._jobs:
+            while job.sent < len(job.requests) and len(taken) < self.max_rows:
+                taken.append((job, job.sent))
+                job.sent += 1
+            if len(taken) == self.max_rows:
+                break
+        if not taken:
+            return False
+        try:
+            gens = self.backend.generate_many([job.requests[i] for job, i in taken])
+        except BaseException as e:  # noqa: BLE001 - the backend failed this round: every job in it ends with the error
+            for job in {id(j): j for j, _ in taken}.values():
+                self._jobs.remove(job)
+                job.machine.close()
+                job.error = e
+                self._finish(job)
+            return True
+        ready: list[Job] = []
+        for (job, i), g in zip(taken, gens):
+            job.answers[i] = g
+            if all(a is not None for a in job.answers) and job not in ready:
+                ready.append(job)
+        for job in ready:
+            answers = list(job.answers)
+            self._jobs.remove(job)
+            self._advance(job, answers)  # type: ignore[arg-type]
+            if not job.done:
+                self._jobs.append(job)  # its next requests queue behind the others'
+        return True
+
+    def run(self, machines: Sequence[Steps], *, on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+        """Drive ``machines`` to their results (in order). ``on_result(i, result)`` sees each as it finishes.
+
+        The first machine that raises ends the run with its exception (the
+        others are closed), as running them one at a time would.
+        """
+        jobs: list[Job] = []
+        index: dict[int, int] = {}
+        failed: list[Job] = []
+
+        def done(job: Job) -> None:
+            if job.error is not None:
+                failed.append(job)
+            elif on_result is not None:
+                on_result(index[id(job)], job.result)
+
+        try:
+            for m in machines:
+                job = Job(m, done)
+                index[id(job)] = len(jobs)
+                jobs.append(job)
+                self._advance(job, None)
+                if failed:
+                    raise failed[0].error  # type: ignore[misc]
+                if not job.done:
+                    self._jobs.append(job)
+            while self.step():
+                if failed:
+                    raise failed[0].error  # type: ignore[misc]
+            if failed:
+                raise failed[0].error  # type: ignore[misc]
+        finally:
+            for job in jobs:
+                if not job.done:
+                    job.machine.close()
+                    if job in self._jobs:
+                        self._jobs.remove(job)
+        return [job.result for job in jobs]
+
+    # ------------------------------------------------- a live queue (server)
+    def submit(self, machine: Steps, on_done: Callable[[Job], None]) -> Job:
+        """Queue a machine from any thread; ``on_done(job)`` runs on the engine's thread when it ends."""
+        job = Job(machine, on_done)
+        with self._lock:
+            if self._stopping:
+                raise Cancelled()
+            self._incoming.append(job)
+            self._lock.notify()
+        return job
+
+    def serve_forever(self) -> None:
+        """The engine thread: start queued machines, run rounds, until ``stop``; then cancel what is left."""
+        while True:
+            with self._lock:
+                while not self._incoming and not self._jobs and not self._stopping:
+                    self._lock.wait()
+                incoming, self._incoming = self._incoming, []
+                if self._stopping:
+                    break
+            for job in incoming:
+                self._advance(job, None)
+                if not job.done:
+                    self._jobs.append(job)
+            self.step()
+        for job in incoming + list(self._jobs):
+            job.cancel()
+            self._advance(job, [])
+        self._jobs.clear()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+
+
+def run_steps(backend: Backend, machine: Steps) -> Any:
+    """Run one machine to its result (what calling a method directly does)."""
+    return Engine(backend).run([machine])[0]

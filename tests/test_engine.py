@@ -1,0 +1,244 @@
+"""The engine and the method registry: step machines batched across attempts give what they give alone."""
+
+from __future__ import annotations
+
+import ast
+import os
+import string
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from strop.backends.base import Generation, GenRequest
+from strop.backends.toy import ToyBackend
+from strop.engine import Engine, run_steps
+from strop.methods import MethodResult, make_steps, method_names, method_settings, method_spec
+from strop.methods.basic import majority
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "strop"
+VOCAB = list(string.printable) + ["<eos>"]
+
+
+class CharToy(ToyBackend):
+    """Printable characters, deterministic pseudo-random logits; records the size of every generate_many call."""
+
+    def __init__(self) -> None:
+        def logits(ctx: tuple[int, ...]) -> np.ndarray:
+            row = np.random.default_rng(hash(ctx[-3:]) % 2**32).normal(size=len(VOCAB))
+            row[-1] = 1.0
+            return row
+
+        super().__init__(VOCAB, logits, eos="<eos>", context_length=4096)
+        self.calls: list[int] = []
+
+    def tokenize(self, text: str) -> list[int]:
+        return super().tokenize("".join(c if c in string.printable else "?" for c in text))
+
+    def generate_many(self, requests):
+        self.calls.append(len(requests))
+        return super().generate_many(requests)
+
+
+SMALL = {"max_tokens": 6, "n": 3, "block_size": 3, "mcmc_steps": 2, "turns": 2, "reasoning_tokens": 5, "summary_tokens": 4}
+QUESTIONS = ["What is 2+3?", "Name a color.", "7*6=?", "Hello"]
+
+
+def _same(a: MethodResult, b: MethodResult) -> None:
+    assert a.text == b.text and a.answer == b.answer and a.decoded_tokens == b.decoded_tokens
+    assert [g.token_ids for g in a.candidates] == [g.token_ids for g in b.candidates]
+    for ga, gb in zip(a.candidates, b.candidates):
+        np.testing.assert_array_equal(ga.base_logprobs, gb.base_logprobs)
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_every_method_gives_the_same_result_alone_and_batched(method):
+    toy = CharToy()
+    kwargs = method_settings(method, **SMALL)
+    rngs = lambda: [np.random.default_rng([7, i]) for i in range(len(QUESTIONS))]  # noqa: E731 - fresh streams per run
+    alone = [run_steps(toy, make_steps(method, toy, q, r, **kwargs)) for q, r in zip(QUESTIONS, rngs())]
+    toy.calls.clear()
+    together = Engine(toy, max_rows=8).run([make_steps(method, toy, q, r, **kwargs) for q, r in zip(QUESTIONS, rngs())])
+    for a, b in zip(alone, together):
+        _same(a, b)
+    assert max(toy.calls) > 1  # requests of different attempts did share rounds
+
+
+def test_rounds_are_capped_and_oldest_requests_go_first():
+    toy = CharToy()
+    kwargs = method_settings("majority", max_tokens=4, n=5)
+    machines = [make_steps("majority", toy, q, np.random.default_rng(i), **kwargs) for i, q in enumerate(QUESTIONS)]
+    done: list[int] = []
+    Engine(toy, max_rows=8).run(machines, on_result=lambda i, r: done.append(i))
+    assert toy.calls == [8, 8, 4] and sorted(done) == [0, 1, 2, 3]
+    assert done[0] == 0  # the first attempt's five rows were all in the first round
+
+
+def test_a_method_is_testable_with_scripted_generations_and_no_backend():
+    def gen(text: str) -> Generation:
+        return Generation((1,), text, np.zeros(1), np.zeros(1), None, "eos", 3)
+
+    m = majority(None, [1, 2, 3], np.random.default_rng(0), n=3)  # type: ignore[arg-type] - no model is needed
+    reqs = next(m)
+    assert len(reqs) == 3 and all(isinstance(r, GenRequest) and list(r.prompt_ids) == [1, 2, 3] for r in reqs)
+    with pytest.raises(StopIteration) as end:
+        m.send([gen("so \\boxed{4}"), gen("\\boxed{5}"), gen("it is \\boxed{4}")])
+    result = end.value.value
+    assert result.answer == "4" and result.chosen == 0 and result.stats["votes"] == {"4": 2, "5": 1}
+
+
+def test_an_error_ends_only_its_own_job():
+    toy = CharToy()
+
+    def broken():
+        yield [GenRequest(toy.tokenize("a"), method_settings("sample")["params"], np.random.default_rng(0))]
+        raise ValueError("bad model output")
+
+    engine = Engine(toy)
+    seen = {}
+    bad = engine.add(broken(), on_done=lambda job: seen.setdefault("bad", job.error))
+    good = engine.add(make_steps("sample", toy, "Hi", np.random.default_rng(1), **method_settings("sample", max_tokens=4)),
+                      on_done=lambda job: seen.setdefault("good", job.result))
+    while engine.step():
+        pass
+    assert isinstance(seen["bad"], ValueError) and bad.done
+    assert isinstance(seen["good"], MethodResult) and good.error is None
+    with pytest.raises(ValueError, match="bad model output"):
+        Engine(toy).run([broken()])
+
+
+def test_a_cancelled_job_stops_at_its_next_round():
+    toy = CharToy()
+    engine = Engine(toy)
+    job = engine.add(make_steps("rc", toy, "Q", np.random.default_rng(0), **method_settings("rc", turns=5, reasoning_tokens=3, summary_tokens=3)))
+    engine.step()
+    job.cancel()
+    while engine.step():
+        pass
+    from strop.engine import Cancelled
+
+    assert isinstance(job.error, Cancelled) and len(toy.calls) == 1
+
+
+# ------------------------------------------------------- a method in one module
+PLUGIN = '''
+"""A new method in one module: two samples, answer with the shorter text."""
+from strop.backends.base import GenRequest, SamplingParams
+from strop.methods import MethodResult, MethodSpec, register_method
+from strop.verifiers.extract import extract_answer
+
+
+def shorter(model, prompt_ids, rng, *, progress=None, params=None):
+    a, b = yield [GenRequest(prompt_ids, params, r) for r in rng.spawn(2)]
+    best = 0 if len(a.text) <= len(b.text) else 1
+    return MethodResult("shorter-of-two", {}, (a, b), best, extract_answer((a, b)[best].text))
+
+
+register_method(MethodSpec("shorter-of-two", shorter,
+                           settings=lambda f: {"params": SamplingParams(max_tokens=f.max_tokens, temperature=f.temperature)},
+                           budget=lambda kw: 2 * kw["params"].max_tokens, help="two samples, the shorter answers"))
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    (tmp_path / "shorter_plugin.py").write_text(textwrap.dedent(PLUGIN))
+    env = {**os.environ, "STROP_PLUGINS": "shorter_plugin", "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return env
+
+
+@pytest.mark.slow
+def test_a_method_registered_in_one_module_works_in_solve_eval_and_serve(plugin, tmp_path):
+    solve = subprocess.run([sys.executable, "-m", "strop", "solve", "2 + 2 = ?", "--method", "shorter-of-two", "--max-tokens", "8",
+                            "--json"], capture_output=True, text=True, timeout=300, env=plugin)
+    assert solve.returncode == 0, solve.stderr
+    assert '"method": "shorter-of-two"' in solve.stdout and solve.stdout.count('"token_ids"') == 2
+    ev = subprocess.run([sys.executable, "-m", "strop", "eval", "--task", "arithmetic", "--limit", "2", "--max-tokens", "8",
+                         "--method", "shorter-of-two", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300, env=plugin)
+    assert ev.returncode == 0, ev.stderr
+    assert len((tmp_path / "run" / "records.jsonl").read_text().splitlines()) == 2
+    serve = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import sys
+        sys.path.insert(0, %r)
+        from loopback import client, running
+        from test_engine import CharToy
+        with running(CharToy()) as url:
+            r = client(url).chat.completions.create(model="shorter-of-two/smollm2", messages=[{"role": "user", "content": "Hi"}],
+                                                    max_tokens=5, seed=1)
+            ids = [m.id for m in client(url).models.list()]
+        assert "shorter-of-two/smollm2" in ids and r.strop["method"] == "shorter-of-two", (ids, r)
+        assert r.usage.completion_tokens == r.strop["choices"][0]["decoded_tokens"] > 0
+        print("served")
+    """) % str(Path(__file__).parent)], capture_output=True, text=True, timeout=300, env=plugin)
+    assert serve.returncode == 0 and "served" in serve.stdout, serve.stderr
+
+
+def test_a_broken_plugin_is_a_clear_error(tmp_path):
+    (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('oops')\n")
+    env = {**os.environ, "STROP_PLUGINS": "broken_plugin", "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "strop", "info"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode != 0 and "could not load the strop plugin 'broken_plugin'" in proc.stderr
+
+
+def test_solvers_are_refused_by_solve_with_the_command_to_use(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "strop", "solve", "1 + 1 = ?", "--method", "ttrl"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and "strop eval --method ttrl" in proc.stderr
+
+
+# ------------------------------------------------------------- architecture
+LAYERS = [("errors", "records", "models"), ("backends",), ("verifiers",), ("tasks",), ("engine",), ("methods",), ("evaluation",),
+          ("training",), ("ladder",), ("server",), ("cli",), ("__main__",)]
+
+
+def _module_level_imports() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for f in SRC.rglob("*.py"):
+        rel = f.relative_to(SRC).parts
+        if rel == ("__init__.py",):
+            continue
+        mod = rel[0].removesuffix(".py")
+        for node in ast.parse(f.read_text()).body:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for n in names:
+                if n.startswith("strop.") and n.split(".")[1] != mod:
+                    edges.setdefault(mod, set()).add(n.split(".")[1])
+    return edges
+
+
+def test_subpackages_import_only_lower_layers():
+    rank = {name: i for i, names in enumerate(LAYERS) for name in names}
+    edges = _module_level_imports()
+    assert set(edges) <= set(rank), f"unplaced packages: {set(edges) - set(rank)}"
+    upward = [(a, b) for a, bs in edges.items() for b in bs if rank[b] >= rank[a] and not (rank[b] == rank[a] == 0)]
+    assert not upward, f"imports against the layer order: {upward}"
+
+
+def test_each_subpackage_imports_alone_in_layer_order():
+    for names in LAYERS:
+        for name in names:
+            if name == "__main__":
+                continue
+            proc = subprocess.run([sys.executable, "-c", f"import strop.{name}"], capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, (name, proc.stderr[-2000:])
+
+
+def test_no_code_outside_the_registry_branches_on_method_names():
+    import re
+
+    names = "|".join(re.escape(n) for n in method_names())
+    compare = re.compile(rf"""method\s*(==|!=)\s*["']({names})["']""")
+    name_list = re.compile(rf"""["']({names})["']\s*,\s*["']({names})["']""")  # two method names side by side: a name list
+    offenders = []
+    for f in SRC.rglob("*.py"):
+        if "methods" in f.relative_to(SRC).parts:
+            continue  # the methods register themselves
+        for i, line in enumerate(f.read_text().splitlines(), 1):
+            if compare.search(line) or name_list.search(line):
+                offenders.append(f"{f.relative_to(SRC)}:{i}: {line.strip()}")
+    assert not offenders, offenders
+    assert method_spec("power").budget(method_settings("power", max_tokens=10, mcmc_steps=3)) == 40
