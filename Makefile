@@ -9,7 +9,8 @@
 # cache (keyed without the flags) is never used for it.
 #   LLAMA_CPU=portable  (default) x86-64-v3: any x86-64 CPU with AVX2/FMA/F16C (Intel 2013+, AMD Zen)
 #   LLAMA_CPU=baseline  any x86-64 CPU (chosen automatically when this CPU lacks AVX2)
-#   LLAMA_CPU=native    fastest on this machine only: `make clean && make run LLAMA_CPU=native`
+#   LLAMA_CPU=avx512    x86-64-v4 without AMX (AVX-512 CPUs: Intel Skylake-SP+, AMD Zen 4); opt-in
+#   LLAMA_CPU=native    -march=native: this machine only, and not every CPU survives it (see README)
 # Stamps re-install only when pyproject.toml or the level changes.
 
 PYTHON ?= python3
@@ -28,7 +29,7 @@ $(PY):
 $(VENV)/.llama-$(LLAMA_CPU): scripts/llama-wheel.sh src/strop/backends/native.py | $(PY)
 	PYTHON=$(PY) scripts/llama-wheel.sh $(LLAMA_CPU) > $(VENV)/.llama-wheel
 	$(PY) -m pip install --progress-bar off --no-deps --force-reinstall "$$(cat $(VENV)/.llama-wheel)"
-	rm -f $(VENV)/.llama-portable $(VENV)/.llama-baseline $(VENV)/.llama-native
+	rm -f $(VENV)/.llama-portable $(VENV)/.llama-baseline $(VENV)/.llama-avx512 $(VENV)/.llama-native
 	touch $@
 
 $(VENV)/.run-installed: pyproject.toml $(VENV)/.llama-$(LLAMA_CPU) | $(PY)

@@ -36,7 +36,7 @@ QUESTION = "Write a short story about a robot who learns to count."
 
 def reset(backend) -> None:
     """Empty the llamacpp backend's KV cache so every run pays its prefill."""
-    backend.llama.n_tokens = 0
+    backend.reset_cache()
 
 
 def strop_llamacpp(backend, prompt, n, seed) -> tuple[int, float]:
@@ -46,9 +46,8 @@ def strop_llamacpp(backend, prompt, n, seed) -> tuple[int, float]:
     return g.completion_tokens, time.perf_counter() - t
 
 
-def native_llamacpp(backend, prompt, n, seed) -> tuple[int, float]:
-    llm = backend.llama
-    reset(backend)
+def native_llamacpp(llm, backend, prompt, n, seed) -> tuple[int, float]:
+    llm.n_tokens = 0
     llm.set_seed(seed)
     eos = backend.eos_token_ids
     t = time.perf_counter()
@@ -73,12 +72,18 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/backend_speed.json")
     args = ap.parse_args()
 
+    import llama_cpp
+
+    from strop.backends.llamacpp import default_threads
+
     llama = load_backend("llamacpp")
+    # llama-cpp-python's own Llama on the same file, context and threads, for its generate loop.
+    native = llama_cpp.Llama(model_path=str(embedded_model_path()), n_ctx=4096, verbose=False, n_threads=default_threads())
     prompt = llama.chat_prompt(QUESTION)
     rows: dict[str, list[tuple[int, float]]] = {"strop llamacpp": [], "llama-cpp-python generate": []}
     for r in range(args.repeats):  # interleaved, so drift in machine load hits both alike
         rows["strop llamacpp"].append(strop_llamacpp(llama, prompt, args.tokens, r))
-        rows["llama-cpp-python generate"].append(native_llamacpp(llama, prompt, args.tokens, r))
+        rows["llama-cpp-python generate"].append(native_llamacpp(native, llama, prompt, args.tokens, r))
 
     hf = load_backend("hf")
     rows["strop hf"] = []

@@ -2,12 +2,13 @@
 
     python bench/engine_speed.py [--problems 32] [--backends llamacpp,hf] [--out bench/results/engine_speed]
 
-What ``strop eval --task arithmetic --method power`` does, in-process (the
-same ``evaluate`` call), on the embedded model, twice per backend:
+What ``strop eval --task arithmetic --method power --limit 32 --seed 2026
+--block-size 16 --mcmc-steps 10 --max-tokens 48 [--batch-size 1]`` does,
+in-process (the same ``evaluate`` call), on the embedded model, twice per backend:
 - one at a time: one chain in flight (``batch_size=1``), as strop ran before the engine;
 - batched: ``--in-flight`` chains in flight (default 16 on llamacpp, 32 on hf);
   each round their pending proposals are decoded together.
-Same problems (one-digit sums, "a + b = ?", seed 2026), same per-attempt seeds,
+Same problems (the task's first level, one-digit sums "a + b = ?", seed 2026), same per-attempt seeds,
 same settings (alpha 4, blocks of 16 tokens, 10 MH steps, at most 48 tokens).
 Reports seconds per problem, the speed-up, decoded tokens per second, and
 accuracy with 95% intervals (the batched run draws from the same random
@@ -28,9 +29,10 @@ from pathlib import Path
 from strop.backends import load_backend
 from strop.evaluation.harness import EvalSpec, evaluate
 from strop.methods import method_settings
-from strop.tasks import arithmetic_problems, get_task
+from strop.tasks import get_task
 
 SETTINGS = {"alpha": 4.0, "block_size": 16, "mcmc_steps": 10, "max_tokens": 48, "cut": "uniform"}
+SEED = 2026
 
 
 def run(backend_name: str, in_flight: int, problems: list, out: Path) -> dict:
@@ -39,7 +41,7 @@ def run(backend_name: str, in_flight: int, problems: list, out: Path) -> dict:
     backend = load_backend(backend_name)
     task = get_task("arithmetic")
     kwargs = method_settings("power", **SETTINGS)
-    spec = EvalSpec(task="arithmetic", method="power", backend=backend_name, model=None, seed=0,
+    spec = EvalSpec(task="arithmetic", method="power", backend=backend_name, model=None, seed=SEED, limit=len(problems),
                     method_config={k: str(v) for k, v in kwargs.items()})
     try:
         started = time.perf_counter()
@@ -62,7 +64,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/engine_speed")
     args = ap.parse_args()
     out = Path(args.out)
-    problems = arithmetic_problems(args.problems, seed=2026, digits=1, template="{expr} = ?")
+    problems = get_task("arithmetic").load(None, limit=args.problems, seed=SEED)  # the first level: one-digit sums
     summary: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
                      "problems": len(problems), "settings": SETTINGS, "backends": {}}
     for name in args.backends.split(","):

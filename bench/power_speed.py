@@ -32,7 +32,7 @@ CONFIG = CONFIGS["uniform"]
 
 
 class RecomputeEveryProposal:
-    """The llamacpp backend with its prefix cache emptied before every call (the naive baseline)."""
+    """The llamacpp backend with its prefix cache emptied before every request (the naive baseline)."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -40,9 +40,19 @@ class RecomputeEveryProposal:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def generate(self, prompt_ids, params, rng):
-        self.inner.llama.n_tokens = 0
-        return self.inner.generate(prompt_ids, params, rng)
+    def generate_many(self, requests):
+        out = []
+        for r in requests:
+            self.inner.reset_cache()
+            out += self.inner.generate_many([r])
+        return out
+
+    def generate_stream(self, first, more, done, max_rows=None):
+        pending = list(first)
+        while pending:
+            for key, r in pending:
+                done(key, self.generate_many([r])[0])
+            pending = list(more(1))
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (once) and print the path of the llama-cpp-python wheel for a CPU level.
 #
-#   scripts/llama-wheel.sh [portable|baseline|native]   (default: portable, or baseline on a CPU without AVX2)
+#   scripts/llama-wheel.sh [portable|baseline|avx512|native]   (default: portable, or baseline on a CPU without AVX2)
 #
 # Why this exists: pip's default source build of llama-cpp-python compiles
 # llama.cpp with -march=native. On some CPUs (seen: a Xeon with AVX-512 and AMX)
@@ -15,8 +15,10 @@
 #   portable  x86-64-v3: SSE4.2, AVX, AVX2, BMI2, FMA, F16C; no AVX-512, no AMX.
 #             Runs on every x86-64 CPU since Intel Haswell (2013) and AMD Zen.
 #   baseline  no SIMD extension beyond x86-64's SSE2: any x86-64 CPU, slowest.
-#   native    -march=native for this machine's CPU: fastest here, runs only on
-#             CPUs with the same features (the key includes this CPU's flags).
+#   avx512    x86-64-v4 without AMX, for CPUs with AVX-512 (opt-in).
+#   native    -march=native for this machine's CPU: runs only on CPUs with the
+#             same features (the key includes this CPU's flags), and not even
+#             on every such CPU (seen: SIGILL on a Xeon with AMX in a VM).
 # Environment: STROP_WHEELS (default ~/.cache/strop/wheels), PYTHON (default python3).
 set -euo pipefail
 
@@ -25,7 +27,7 @@ PYTHON="${PYTHON:-python3}"
 # The flags live in one place, read here without installing strop (standard library only).
 NATIVE_PY="$HERE/../src/strop/backends/native.py"
 LEVEL="${1:-$("$PYTHON" "$NATIVE_PY" default-level)}"
-CMAKE_ARGS="$("$PYTHON" "$NATIVE_PY" cmake-args "$LEVEL")" || { echo "llama-wheel.sh: unknown level '$LEVEL' (portable, baseline or native)" >&2; exit 2; }
+CMAKE_ARGS="$("$PYTHON" "$NATIVE_PY" cmake-args "$LEVEL")" || { echo "llama-wheel.sh: unknown level '$LEVEL' (portable, baseline, avx512 or native)" >&2; exit 2; }
 VERSION="$(sed -n 's/^LLAMA_CPP_VERSION = "\(.*\)"$/\1/p' "$NATIVE_PY")"
 KEYSRC="llama-cpp-python==$VERSION $CMAKE_ARGS $($PYTHON -c 'import sys,platform; print(sys.implementation.cache_tag, platform.machine())')"
 if [ "$LEVEL" = native ]; then

@@ -77,6 +77,7 @@ def test_tempered_proposal_logprobs_are_the_tempered_distribution(llama):
 
 def test_prefix_continuation_reuses_cache_and_matches_a_fresh_run(llama):
     p = prompt(llama)
+    llama.reset_cache()  # start cold, like the fresh backend below (other tests leave other prefixes in the slots)
     first = llama.generate(p, SamplingParams(max_tokens=20, temperature=0.0), np.random.default_rng(0))
     prefix = list(p) + list(first.token_ids[:10])
     # The cache holds the whole first run, so continuing its prefix decodes only new tokens.

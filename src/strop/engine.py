@@ -16,7 +16,9 @@ Guarantees:
   batching backends (hf, llamacpp) the logits of a row can differ in float
   rounding with the batch's composition, which flips a rare token whose
   draw lands next to a boundary (measured and bounded in the tests).
-- A machine's requests of one yield are answered together, in order.
+- A machine's requests of one yield are answered together, in order; its
+  next requests join the batch as soon as they exist, while other rows are
+  still decoding (continuous batching, on backends that support it).
 - An exception inside a machine ends that machine only (``on_done`` sees
   it); an exception from the backend ends every machine of that round.
 """
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +75,7 @@ class Engine:
         self._lock = threading.Condition()
         self._incoming: list[Job] = []  # submitted from other threads, started by the engine's thread
         self._stopping = False
+        self._halt = False  # run(): a machine failed, start no more rows
 
     # ------------------------------------------------------------ the jobs
     def _advance(self, job: Job, value: list[Generation] | None) -> None:
@@ -109,74 +112,134 @@ class Engine:
         return job
 
     # --------------------------------------------------------------- rounds
-    def step(self) -> bool:
-        """One round: up to ``max_rows`` pending requests, oldest jobs first, in one ``generate_many``. False if idle."""
-        for job in [j for j in self._jobs if j.cancelled]:
+    def _take(self, n: int) -> list[tuple[tuple[Job, int], GenRequest]]:
+        """Up to ``n`` requests not yet sent, oldest jobs first; cancelled jobs without rows in flight end here."""
+        for job in [j for j in self._jobs if j.cancelled and _in_flight(j) == 0]:
             self._jobs.remove(job)
             self._advance(job, [])  # raises Cancelled inside _advance, which finishes the job
-        taken: list[tuple[Job, int]] = []
+        taken: list[tuple[tuple[Job, int], GenRequest]] = []
         for job in self._jobs:
-            while job.sent < len(job.requests) and len(taken) < self.max_rows:
-                taken.append((job, job.sent))
+            if job.cancelled:
+                continue
+            while job.sent < len(job.requests) and len(taken) < n:
+                taken.append(((job, job.sent), job.requests[job.sent]))
                 job.sent += 1
-            if len(taken) == self.max_rows:
+            if len(taken) >= n:
                 break
-        if not taken:
-            return False
-        try:
-            gens = self.backend.generate_many([job.requests[i] for job, i in taken])
-        except BaseException as e:  # noqa: BLE001 - the backend failed this round: every job in it ends with the error
-            for job in {id(j): j for j, _ in taken}.values():
-                self._jobs.remove(job)
-                job.machine.close()
-                job.error = e
-                self._finish(job)
-            return True
-        ready: list[Job] = []
-        for (job, i), g in zip(taken, gens):
-            job.answers[i] = g
-            if all(a is not None for a in job.answers) and job not in ready:
-                ready.append(job)
-        for job in ready:
+        return taken
+
+    def _answered(self, key: tuple[Job, int], g: Generation) -> None:
+        """A row finished: once a job has every answer of its yield, feed them and queue its next requests."""
+        job, i = key
+        job.answers[i] = g
+        if job.cancelled and _in_flight(job) == 0:
+            self._jobs.remove(job)
+            self._advance(job, [])  # ends it with Cancelled
+        elif all(a is not None for a in job.answers):
             answers = list(job.answers)
             self._jobs.remove(job)
             self._advance(job, answers)  # type: ignore[arg-type]
             if not job.done:
                 self._jobs.append(job)  # its next requests queue behind the others'
+
+    def _refill(self, free: int) -> list[tuple[tuple[Job, int], GenRequest]]:
+        """Rows to start now that ``free`` rows are free (called by the backend between decode steps)."""
+        if self._halt:
+            return []
+        self._start_incoming()
+        return self._take(free)
+
+    def _start_incoming(self) -> None:
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+        for job in incoming:
+            self._advance(job, None)
+            if not job.done:
+                self._jobs.append(job)
+
+    def step(self) -> bool:
+        """Decode until no request is pending: rows start as others finish (continuous batching). False if idle.
+
+        At most ``max_rows`` rows are in flight; a machine whose answers are
+        complete is advanced at once and its next requests join the batch while
+        other rows are still decoding.
+        """
+        taken = self._take(self.max_rows)
+        if not taken:
+            return False
+        in_flight: dict[int, Job] = {}
+
+        def first_and_more(free: int) -> list[tuple[tuple[Job, int], GenRequest]]:
+            rows = self._refill(free)
+            for (job, _), _r in rows:
+                in_flight[id(job)] = job
+            return rows
+
+        def done(key: tuple[Job, int], g: Generation) -> None:
+            self._answered(key, g)
+
+        for (job, _), _r in taken:
+            in_flight[id(job)] = job
+        try:
+            self.backend.generate_stream(taken, first_and_more, done, max_rows=self.max_rows)
+        except BaseException as e:  # noqa: BLE001 - the backend failed: every job with a row in flight ends with the error
+            for job in in_flight.values():
+                if job.done:
+                    continue
+                if job in self._jobs:
+                    self._jobs.remove(job)
+                job.machine.close()
+                job.error = e
+                self._finish(job)
         return True
 
-    def run(self, machines: Sequence[Steps], *, on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+    def run(self, machines: Iterable[Steps], *, on_result: Callable[[int, Any], None] | None = None,
+            in_flight: int | None = None) -> list[Any]:
         """Drive ``machines`` to their results (in order). ``on_result(i, result)`` sees each as it finishes.
 
-        The first machine that raises ends the run with its exception (the
-        others are closed), as running them one at a time would.
+        At most ``in_flight`` machines are alive at once (default: all); as one
+        ends the next starts, so the batch stays full instead of draining at the
+        end of every group (machines may be a lazy iterable). The first machine
+        that raises ends the run with its exception (the others are closed), as
+        running them one at a time would.
         """
         jobs: list[Job] = []
-        index: dict[int, int] = {}
         failed: list[Job] = []
+        source = iter(machines)
+        limit = in_flight if in_flight is not None else float("inf")
+        alive = [0]
 
-        def done(job: Job) -> None:
+        def done(job: Job, i: int) -> None:
+            alive[0] -= 1
             if job.error is not None:
                 failed.append(job)
-            elif on_result is not None:
-                on_result(index[id(job)], job.result)
+                self._halt = True
+                return
+            if on_result is not None:
+                on_result(i, job.result)
+            start_more()
 
-        try:
-            for m in machines:
-                job = Job(m, done)
-                index[id(job)] = len(jobs)
+        def start_more() -> None:
+            while not self._halt and alive[0] < limit:
+                m = next(source, None)
+                if m is None:
+                    return
+                i = len(jobs)
+                job = Job(m, lambda job, i=i: done(job, i))
                 jobs.append(job)
+                alive[0] += 1
                 self._advance(job, None)
-                if failed:
-                    raise failed[0].error  # type: ignore[misc]
                 if not job.done:
                     self._jobs.append(job)
-            while self.step():
-                if failed:
-                    raise failed[0].error  # type: ignore[misc]
+
+        try:
+            start_more()
+            while not failed and self.step():
+                pass
             if failed:
                 raise failed[0].error  # type: ignore[misc]
         finally:
+            self._halt = False
             for job in jobs:
                 if not job.done:
                     job.machine.close()
@@ -196,20 +259,17 @@ class Engine:
         return job
 
     def serve_forever(self) -> None:
-        """The engine thread: start queued machines, run rounds, until ``stop``; then cancel what is left."""
+        """The engine thread: start queued machines, decode, until ``stop``; then cancel what is left."""
         while True:
             with self._lock:
                 while not self._incoming and not self._jobs and not self._stopping:
                     self._lock.wait()
-                incoming, self._incoming = self._incoming, []
                 if self._stopping:
+                    left, self._incoming = self._incoming, []
                     break
-            for job in incoming:
-                self._advance(job, None)
-                if not job.done:
-                    self._jobs.append(job)
+            self._start_incoming()
             self.step()
-        for job in incoming + list(self._jobs):
+        for job in left + list(self._jobs):
             job.cancel()
             self._advance(job, [])
         self._jobs.clear()
@@ -218,6 +278,11 @@ class Engine:
         with self._lock:
             self._stopping = True
             self._lock.notify()
+
+
+def _in_flight(job: Job) -> int:
+    """Rows of the job's current yield sent to the backend and not answered yet."""
+    return job.sent - sum(a is not None for a in job.answers)
 
 
 def run_steps(backend: Backend, machine: Steps) -> Any:

@@ -229,6 +229,24 @@ class Backend(ABC):
         """
         return [self.generate(r.prompt_ids, r.params, r.rng, **({"on_token": r.on_token} if r.on_token else {})) for r in requests]
 
+    def generate_stream(self, first: Sequence[tuple[Any, GenRequest]], more: Callable[[int], Sequence[tuple[Any, GenRequest]]],
+                        done: Callable[[Any, Generation], None], *, max_rows: int | None = None) -> None:
+        """Continuous decoding: rows join and finish independently, at most ``max_rows`` at once.
+
+        ``first`` and every ``more(free)`` give (key, request) rows to start;
+        ``done(key, generation)`` is called as each row finishes, and may make
+        new rows available to the next ``more``. Returns when no row is active
+        and ``more`` gives nothing. The default runs rounds of
+        ``generate_many``; backends that can add rows mid-decode override it.
+        """
+        limit = max(1, max_rows or self.max_batch)
+        pending = list(first)
+        while pending:
+            gens = self.generate_many([r for _, r in pending])
+            for (key, _), g in zip(pending, gens):
+                done(key, g)
+            pending = list(more(limit))
+
     def generate_batch(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, rngs: Sequence[np.random.Generator]
     ) -> list[Generation]:

@@ -22,9 +22,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,6 +101,8 @@ class _Row:
     keep: int  # prompt tokens reused from the slot's cache (or copied from another row)
     budget: int
     copy_from: int | None = None  # index of the row whose prefix this one copies
+    key: Any = None  # the caller's name for this row (generate_stream)
+    started: float = 0.0
     trace: TokenTrace = field(default_factory=TokenTrace)
     logits: np.ndarray | None = None
     finish: FinishReason | None = None
@@ -228,15 +231,19 @@ class LlamaCppBackend(Backend):
         self._lib.llama_memory_seq_rm(self._mem, slot, keep, -1)
         del self._slots[slot][keep:]
 
-    def _prefill(self, work: Sequence[tuple[int, list[int], int, set[int]]]) -> dict[tuple[int, int], np.ndarray]:
-        """Append tokens to slots in batches of at most ``n_batch`` tokens.
+    def _prefill(self, work: Sequence[tuple[int, list[int], int, set[int]]],
+                 steps: Sequence[tuple[int, int]] = ()) -> dict[tuple[Any, int], np.ndarray]:
+        """Append tokens to slots, in as few ``llama_decode`` calls as ``n_batch`` allows.
 
         ``work``: (slot, tokens, first position, relative positions whose logits
-        are wanted). Returns copies of those logits keyed by (slot, relative position).
+        are wanted): prompts of new rows. ``steps``: (slot, token) of live rows,
+        one token each, decoded in the same calls (continuous batching mixes a
+        new row's prompt with the others' next tokens). Returns copies of the
+        wanted logits keyed by (slot, relative position) and ("step", slot).
         """
         items: list[tuple[int, int, int, bool]] = []
-        keys: list[tuple[int, int] | None] = []
-        out: dict[tuple[int, int], np.ndarray] = {}
+        keys: list[tuple[Any, int] | None] = []
+        out: dict[tuple[Any, int], np.ndarray] = {}
 
         def flush() -> None:
             if not items:
@@ -248,14 +255,19 @@ class LlamaCppBackend(Backend):
             items.clear()
             keys.clear()
 
+        def add(item: tuple[int, int, int, bool], key: tuple[Any, int] | None) -> None:
+            items.append(item)
+            keys.append(key)
+            if len(items) == self.n_batch:
+                flush()
+
         for slot, toks, start, wanted in work:
             for j, tok in enumerate(toks):
-                want = j in wanted
-                items.append((tok, start + j, slot, want))
-                keys.append((slot, j) if want else None)
-                if len(items) == self.n_batch:
-                    flush()
+                add((tok, start + j, slot, j in wanted), (slot, j) if j in wanted else None)
             self._slots[slot].extend(toks)
+        for slot, tok in steps:
+            add((tok, len(self._slots[slot]), slot, True), ("step", slot))
+            self._slots[slot].append(tok)
         flush()
         return out
 
@@ -277,23 +289,6 @@ class LlamaCppBackend(Backend):
             out.append((best, min(common_prefix_len(self._slots[best], ids), limit)))
         return out
 
-    def _groups(self, requests: Sequence[GenRequest]) -> list[list[int]]:
-        """Indices of ``requests`` split into calls of at most ``max_batch`` rows whose tokens fit the cache."""
-        groups: list[list[int]] = []
-        cur: list[int] = []
-        need = 0
-        room = max(int(self.kv_cells * _KV_FILL), self.context_length)
-        for i, r in enumerate(requests):
-            n = len(r.prompt_ids) + min(r.params.max_tokens, self.context_length)
-            if cur and (len(cur) == self.max_batch or need + n > room):
-                groups.append(cur)
-                cur, need = [], 0
-            cur.append(i)
-            need += n
-        if cur:
-            groups.append(cur)
-        return groups
-
     # ------------------------------------------------------------- sampling
     def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator, *,
                  on_token: OnToken | None = None) -> Generation:
@@ -301,31 +296,102 @@ class LlamaCppBackend(Backend):
 
     def generate_many(self, requests: Sequence[GenRequest]) -> list[Generation]:
         out: list[Generation | None] = [None] * len(requests)
-        for group in self._groups(requests):
-            for i, g in zip(group, self._generate_group([requests[i] for i in group])):
-                out[i] = g
+        rest = list(enumerate(requests))
+        first, rest = rest[: self.max_batch], rest[self.max_batch :]
+
+        def more(free: int) -> list[tuple[int, GenRequest]]:
+            nonlocal rest
+            take, rest = rest[:free], rest[free:]
+            return take
+
+        def done(i: int, g: Generation) -> None:
+            out[i] = g
+
+        self.generate_stream(first, more, done)
         return out  # type: ignore[return-value]
 
-    def _generate_group(self, requests: Sequence[GenRequest]) -> list[Generation]:
-        started = time.perf_counter()
-        ids_list = [self._check_ids(r.prompt_ids) for r in requests]
-        for ids in ids_list:
+    def generate_stream(self, first: Sequence[tuple[Any, GenRequest]], more: Callable[[int], Sequence[tuple[Any, GenRequest]]],
+                        done: Callable[[Any, Generation], None], *, max_rows: int | None = None) -> None:
+        """Continuous decoding in one context: each step decodes every live row's next token in one ``llama_decode``;
+        a finished row's slot takes a new row (its prompt prefilled) before the next step."""
+        limit = max(1, min(max_rows or self.max_batch, self.max_batch))
+        waiting: list[tuple[Any, GenRequest]] = list(first)
+        active, work = self._admit(waiting, [], limit)
+        self._take_logits(active, self._prefill(work))
+        while active:
+            steps: list[tuple[int, int]] = []
+            still: list[_Row] = []
+            for r in active:
+                assert r.logits is not None
+                r.trace.add(draw_params(r.logits, r.req.params, r.req.rng))
+                tok = r.trace.tokens[-1]
+                if r.req.on_token is not None:
+                    r.req.on_token(tok)
+                end = self._finished(r.trace, r.req.params, r.budget)
+                if end is None:
+                    steps.append((r.slot, tok))
+                    still.append(r)
+                    continue
+                r.finish, r.text = end
+                done(r.key, self._result(r.trace, r.finish, r.text, len(r.ids), r.keep, r.started, r.req.params))
+            free = limit - len(still) - len(waiting)
+            if free > 0:
+                waiting += list(more(free))
+            # New rows join now: their prompts go into the same llama_decode calls as the live rows' next tokens.
+            new, work = self._admit(waiting, still, limit) if waiting and len(still) < limit else ([], [])
+            got = self._prefill(work, steps)
+            for r in still:
+                r.logits = got[("step", r.slot)]
+            self._take_logits(new, got)
+            active = still + new
+        if waiting:
+            raise BackendError("llama.cpp: a request does not fit the KV cache even alone; raise kv_cells")
+
+    @staticmethod
+    def _take_logits(rows: list[_Row], got: dict[tuple[Any, int], np.ndarray]) -> None:
+        for r in rows:
+            if r.logits is None:
+                r.logits = got[(r.slot, len(r.ids) - r.keep - 1)]
+
+    def _admit(self, waiting: list[tuple[Any, GenRequest]], active: list[_Row],
+               limit: int) -> tuple[list[_Row], list[tuple[int, list[int], int, set[int]]]]:
+        """Start rows from ``waiting`` (removed from it) in free slots while they fit.
+
+        Returns the rows and the prompt tokens still to decode (``_prefill`` work);
+        rows copying a prefix from another new row get it copied here.
+        """
+        busy = {r.slot for r in active}
+        room = self.kv_cells * _KV_FILL - sum(len(self._slots[r.slot]) + r.budget - len(r.trace.tokens) for r in active)
+        rows: list[_Row] = []
+        while waiting and len(active) + len(rows) < limit:
+            key, req = waiting[0]
+            ids = self._check_ids(req.prompt_ids)
             self.check_fits(len(ids))
-        # Never reuse a prompt's last token: its logits must be computed.
-        assigned = self._assign(ids_list, [len(ids) - 1 for ids in ids_list])
-        rows = [_Row(r, ids, slot, keep, min(r.params.max_tokens, self.context_length - len(ids)))
-                for r, ids, (slot, keep) in zip(requests, ids_list, assigned)]
-        used = {row.slot for row in rows}
+            budget = min(req.params.max_tokens, self.context_length - len(ids))
+            if rows or active:
+                if len(ids) + budget > room:
+                    break  # wait for rows to finish and free their cells
+            waiting.pop(0)
+            room -= len(ids) + budget
+            free = [s for s in range(len(self._slots)) if s not in busy]
+            # The free slot whose cache shares the longest prefix; never reuse the prompt's last token (its logits are needed).
+            slot = max(free, key=lambda s: (min(common_prefix_len(self._slots[s], ids), len(ids) - 1), -self._last_used[s]))
+            busy.add(slot)
+            keep = min(common_prefix_len(self._slots[slot], ids), len(ids) - 1)
+            rows.append(_Row(req, ids, slot, keep, budget, key=key, started=time.perf_counter()))
+        if not rows:
+            return rows, []
         self._clock += 1
-        for row in rows:
-            self._last_used[row.slot] = self._clock
-        # Free the cells of slots this call does not use, when the rows need the room.
-        need = sum(len(row.ids) + row.budget for row in rows)
-        if need + sum(len(self._slots[s]) for s in range(len(self._slots)) if s not in used) > self.kv_cells * _KV_FILL:
+        for r in rows:
+            self._last_used[r.slot] = self._clock
+        # Free the cells of idle slots when the live rows need the room.
+        live = {r.slot for r in active} | {r.slot for r in rows}
+        need = sum(len(r.ids) + r.budget for r in rows) + sum(len(self._slots[r.slot]) + r.budget for r in active)
+        if need + sum(len(self._slots[s]) for s in range(len(self._slots)) if s not in live) > self.kv_cells * _KV_FILL:
             for s in range(len(self._slots)):
-                if s not in used:
+                if s not in live:
                     self._forget(s, 0)
-        # Rows sharing a long prefix with an earlier row of this call copy it instead of computing it.
+        # Rows sharing a long prefix with an earlier row of this admission copy it instead of computing it.
         for j, row in enumerate(rows):
             for i in range(j):
                 lead = rows[i]
@@ -339,45 +405,16 @@ class LlamaCppBackend(Backend):
             if row.copy_from is None:
                 self._forget(row.slot, row.keep)
         leaders = [r for r in rows if r.copy_from is None]
-        got = self._prefill([(r.slot, r.ids[r.keep:], r.keep, {len(r.ids) - r.keep - 1}) for r in leaders])
-        for r in leaders:
-            r.logits = got[(r.slot, len(r.ids) - r.keep - 1)]
+        work = [(r.slot, r.ids[r.keep:], r.keep, {len(r.ids) - r.keep - 1}) for r in leaders]
         followers = [r for r in rows if r.copy_from is not None]
-        for r in followers:
-            src = rows[r.copy_from].slot
-            self._forget(r.slot, 0)
-            self._lib.llama_memory_seq_cp(self._mem, src, r.slot, 0, r.keep)
-            self._slots[r.slot] = r.ids[: r.keep]
-        got = self._prefill([(r.slot, r.ids[r.keep:], r.keep, {len(r.ids) - r.keep - 1}) for r in followers])
-        for r in followers:
-            r.logits = got[(r.slot, len(r.ids) - r.keep - 1)]
-
-        active = list(rows)
-        while active:
-            items = []
-            still = []
-            for r in active:
-                assert r.logits is not None
-                r.trace.add(draw_params(r.logits, r.req.params, r.req.rng))
-                tok = r.trace.tokens[-1]
-                if r.req.on_token is not None:
-                    r.req.on_token(tok)
-                end = self._finished(r.trace, r.req.params, r.budget)
-                if end is not None:
-                    r.finish, r.text = end
-                    continue
-                items.append((tok, len(self._slots[r.slot]), r.slot, True))
-                still.append(r)
-            if not still:
-                break
-            self._run(items)
-            for k, r in enumerate(still):
-                self._slots[r.slot].append(items[k][0])
-                r.logits = self._row_logits(k)
-            active = still
-        # Rows share every decode call, so each is charged the call's wall time.
-        elapsed = time.perf_counter() - started
-        return [self._result(r.trace, r.finish or "length", r.text, len(r.ids), r.keep, started, r.req.params, elapsed) for r in rows]
+        if followers:  # the leaders' prompts must be in the cache before they are copied
+            self._take_logits(leaders, self._prefill(work))
+            for r in followers:
+                self._forget(r.slot, 0)
+                self._lib.llama_memory_seq_cp(self._mem, rows[r.copy_from].slot, r.slot, 0, r.keep)
+                self._slots[r.slot] = r.ids[: r.keep]
+            work = [(r.slot, r.ids[r.keep:], r.keep, {len(r.ids) - r.keep - 1}) for r in followers]
+        return rows, work
 
     def score(self, prompt_ids: Sequence[int], continuation_ids: Sequence[int], *, entropies: bool = False) -> Scored:
         if not prompt_ids:

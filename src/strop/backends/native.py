@@ -42,6 +42,10 @@ CMAKE_ARGS = {
     "portable": "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_F16C=ON " + _OFF_512,
     # plain x86-64 (SSE2 only): any x86-64 CPU; the Makefile picks it when the CPU lacks AVX2/FMA/F16C/BMI2.
     "baseline": "-DGGML_NATIVE=OFF -DGGML_SSE42=OFF -DGGML_AVX=OFF -DGGML_AVX2=OFF -DGGML_BMI2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF " + _OFF_512,
+    # x86-64-v4 without AMX: for CPUs with AVX-512 (Intel Skylake-SP and later, AMD Zen 4); opt-in.
+    "avx512": "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+              " -DGGML_AVX_VNNI=OFF -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON"
+              " -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF",
     # -march=native: fastest on the machine that built it, valid only on CPUs with the same features.
     "native": "-DGGML_NATIVE=ON",
 }

@@ -93,7 +93,7 @@ def evaluate(
         progress(finished, total)
     todo = [(i, prob, s) for i, prob in enumerate(problems) for s in range(spec.samples) if (prob.id, s) not in done]
     kwargs = method_kwargs or {}
-    in_flight = 1 if is_solver(spec.method) else max(1, batch_size or backend.max_batch)
+    in_flight = max(1, batch_size or backend.max_batch)
     with path.open("a", encoding="utf-8") as f:
         last = time.perf_counter()
 
@@ -108,16 +108,16 @@ def evaluate(
             if progress:
                 progress(finished, total)
 
-        for start in range(0, len(todo), in_flight):
-            chunk = todo[start:start + in_flight]
-            if is_solver(spec.method):
-                (i, prob, s), = chunk
+        if is_solver(spec.method):
+            for i, prob, s in todo:
                 result = solver(spec.method)(backend, task, prob, _attempt_rng(spec, i, s), system=spec.system, **kwargs)
                 write(_record(spec, task, prob, s, result))
-                continue
-            machines = [make_steps(spec.method, backend, task.prompt(prob), _attempt_rng(spec, i, s), system=spec.system, **kwargs)
-                        for i, prob, s in chunk]
-            Engine(backend).run(machines, on_result=lambda k, result, chunk=chunk: write(_record(spec, task, chunk[k][1], chunk[k][2], result)))
+        else:
+            # A sliding window of attempts: as one finishes the next starts, so the backend's batch stays full.
+            machines = (make_steps(spec.method, backend, task.prompt(prob), _attempt_rng(spec, i, s), system=spec.system, **kwargs)
+                        for i, prob, s in todo)
+            Engine(backend).run(machines, in_flight=in_flight,
+                                on_result=lambda k, result: write(_record(spec, task, todo[k][1], todo[k][2], result)))
     ids = {p.id for p in problems}
     metrics = compute_metrics([r for r in records if r["id"] in ids], spec.samples)
     metrics["spec"] = mine

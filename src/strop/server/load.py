@@ -74,10 +74,29 @@ def run_load(base_url: str, requests: list[dict[str, Any]], *, clients: int, sec
     return report
 
 
-def mixed_answers(base_url: str, requests: list[dict[str, Any]], report: LoadReport, api_key: str = "unused") -> list[int]:
-    """Indices of requests whose answers under load differ from the answer to the same request asked alone."""
+def mixed_answers(base_url: str, requests: list[dict[str, Any]], report: LoadReport, api_key: str = "unused") -> dict[str, list[int]]:
+    """Each answer under load against the same request asked alone.
+
+    Returns request indices by outcome: ``mixed`` (the answer is another
+    request's: it equals what a request with a different question answers
+    alone) and ``rounding`` (it differs from its own alone answer but is no other
+    request's: on a batching backend a row's float rounding depends on the batch
+    it shared, which can flip a token). An answer equal to its own is neither.
+    """
     import openai
 
     c = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=600)
     alone = {k: ask(c, requests[k]) for k in sorted({a[0] for a in report.answers})}
-    return sorted({k for k, text, tokens in report.answers if (text, tokens) != alone[k]})
+
+    def question(k: int) -> str:
+        return str(requests[k].get("messages", [{}])[-1].get("content", requests[k].get("prompt", "")))
+
+    mixed, rounding = set(), set()
+    for k, text, tokens in report.answers:
+        if (text, tokens) == alone[k]:
+            continue
+        if any((text, tokens) == alone[j] and question(j) != question(k) for j in alone):
+            mixed.add(k)
+        else:
+            rounding.add(k)
+    return {"mixed": sorted(mixed), "rounding": sorted(rounding)}
