@@ -148,3 +148,49 @@ def test_strop_serve_in_front_of_an_upstream_server(remote):
         with pytest.raises(openai.InternalServerError) as e:
             client(url).chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
         assert e.value.status_code == 503 and "backend failed" in str(e.value)
+
+
+class _Concurrent(http.server.BaseHTTPRequestHandler):
+    """A completions endpoint that answers only once ``barrier`` parties are in flight at the same time."""
+
+    barrier: threading.Barrier
+
+    def do_POST(self):
+        import json as _json
+
+        body = _json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        try:
+            self.barrier.wait()  # every request of a concurrent batch meets here; one at a time, they time out
+            text = "a"
+        except threading.BrokenBarrierError:
+            text = "b"
+        out = _json.dumps({"id": "x", "object": "text_completion", "created": 0, "model": body["model"], "choices": [
+            {"index": 0, "text": text, "finish_reason": "length", "logprobs": {"tokens": [text], "token_logprobs": [-0.5],
+                                                                              "top_logprobs": None, "text_offset": [0]}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("concurrency,want", [(4, "a"), (1, "b")])
+def test_generate_many_keeps_concurrency_requests_in_flight(concurrency, want):
+    """Four requests meet at the server's barrier only if the backend sends them together (a batching server's input)."""
+    from strop.backends.base import GenRequest
+
+    handler = type("H", (_Concurrent,), {"barrier": threading.Barrier(4, timeout=60 if concurrency > 1 else 2)})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        b = load_backend("openai", model="m", base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1", timeout=120,
+                         concurrency=concurrency)
+        reqs = [GenRequest(b.tokenize(f"q{i}"), SamplingParams(max_tokens=1), np.random.default_rng(i)) for i in range(4)]
+        gens = b.generate_many(reqs)
+        assert [g.text for g in gens] == [want] * 4  # all four met at the barrier, or (one at a time) none did
+        b.close()
+    finally:
+        srv.shutdown()

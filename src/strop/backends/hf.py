@@ -39,7 +39,7 @@ from strop.backends.base import (
     common_prefix_len,
     draw_params,
 )
-from strop.backends.logits import score_rows
+from strop.backends.logits import Draw, score_rows
 from strop.errors import ConfigError, ModelLoadError
 from strop.models import check_gguf, is_gguf_spec
 
@@ -106,7 +106,8 @@ class HFBackend(Backend):
     batches = True
     capabilities = frozenset({LOGPROBS, ENTROPY, SCORE, PREFIX_CACHE, EXACT_LOGPROBS})
 
-    def __init__(self, model: str, *, device: str | None = None, dtype: str | None = None, context_length: int | None = None) -> None:
+    def __init__(self, model: str, *, device: str | None = None, dtype: str | None = None, context_length: int | None = None,
+                 max_batch: int = 32, device_sampling: bool | None = None) -> None:
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -120,6 +121,12 @@ class HFBackend(Backend):
         elif os.path.sep in model and not Path(model).exists():
             raise ModelLoadError(f"model folder not found: {model}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ConfigError(f"max_batch must be an integer >= 1, got {max_batch!r}")
+        self.max_batch = max_batch
+        # Batched rows sample on the model's device (strop.backends.torch_kernels) off the CPU; on the CPU the
+        # numpy reference kernel runs (same semantics, tested equal).
+        self.device_sampling = self.device.type != "cpu" if device_sampling is None else device_sampling
         torch_dtype = getattr(torch, dtype) if dtype else (torch.float32 if self.device.type == "cpu" else torch.bfloat16)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
@@ -254,13 +261,13 @@ class HFBackend(Backend):
                 pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
                 out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=pos, past_key_values=kv, use_cache=True)
                 kv = out.past_key_values
-                last = out.logits[:, -1].float().cpu().numpy()
+                draws = self._draw_rows(out.logits[:, -1], requests, finish)
                 nxt = []
                 for i, r in enumerate(requests):
                     if finish[i] is not None:
                         nxt.append(self.pad_id)
                         continue
-                    traces[i].add(draw_params(last[i], r.params, r.rng))
+                    traces[i].add(draws[i])
                     nxt.append(traces[i].tokens[-1])
                     if r.on_token is not None:
                         r.on_token(nxt[-1])
@@ -276,6 +283,23 @@ class HFBackend(Backend):
         elapsed = time.perf_counter() - started
         return [self._result(t, f, txt, len(p), 0, started, r.params, elapsed)
                 for t, f, txt, p, r in zip(traces, finish, texts, prompts, requests)]
+
+    def _draw_rows(self, logits: Any, requests: Sequence[GenRequest], finish: Sequence[FinishReason | None]) -> dict[int, Draw]:
+        """One token per live row: on the device (torch kernel) or row by row on the CPU (numpy reference)."""
+        live = [i for i, f in enumerate(finish) if f is None]
+        if not self.device_sampling:
+            last = logits.float().cpu().numpy()
+            return {i: draw_params(last[i], requests[i].params, requests[i].rng) for i in live}
+        from strop.backends.torch_kernels import draw_rows
+
+        ps = [requests[i].params for i in live]
+        # One uniform per sampled row from its own rng, as the numpy kernel consumes it (none for greedy rows).
+        u = [requests[i].rng.random() if p.temperature > 0 else 0.0 for i, p in zip(live, ps)]
+        d = draw_rows(logits[live], [p.temperature for p in ps], [p.top_k for p in ps], [p.top_p for p in ps], u,
+                      want_entropy=any(p.return_entropy for p in ps))
+        cols = [t.tolist() for t in (d.tokens, d.base_logprobs, d.proposal_logprobs, d.entropies)]
+        return {i: Draw(int(cols[0][j]), cols[1][j], cols[2][j], cols[3][j] if ps[j].return_entropy else float("nan"))
+                for j, i in enumerate(live)}
 
     def reset_cache(self) -> None:
         self._kv = None

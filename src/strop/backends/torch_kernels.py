@@ -1,0 +1,91 @@
+"""The sampling kernel for many rows at once, in torch, on the model's device.
+
+``strop.backends.logits.draw`` (numpy) is the reference: one logits row on the
+CPU. On a GPU, copying a batch of vocabulary-sized rows to the host and
+sampling them one by one in numpy costs more than the forward pass (measured:
+40% of a batch-32 step on an H200 with a 0.5B model, 0.48 ms a row). This
+kernel does the same thing for every row at once where the logits already
+are, with the same semantics:
+
+- base log-prob: log_softmax(logits) at temperature 1, no truncation;
+- proposal: softmax(logits / T) restricted to the top-k, then to the top-p
+  nucleus (the smallest sorted prefix whose mass reaches top_p, the crossing
+  token kept), renormalised; T = 0 is argmax with proposal log-prob 0;
+- one uniform per sampled row, supplied by the caller from that row's own rng
+  (``rng.random()``, as ``draw`` consumes it), and the token is the inverse CDF
+  at that uniform: over the vocabulary in token-id order when nothing is
+  truncated (as ``draw``), over the support in descending order under top-k/top-p.
+
+Differences from the reference, by design and tested: sums run in float64 on
+the device; the support of a top-k-only proposal is walked in descending order
+(numpy walks ``argpartition``'s order), so with top-k alone the same uniform can
+pick a different token of the same distribution. Log-probs agree to 1e-5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RowDraws:
+    """Per row: token id, base log-prob, proposal log-prob, base entropy (nan unless asked)."""
+
+    tokens: Any  # torch.LongTensor (n,)
+    base_logprobs: Any  # torch.DoubleTensor (n,)
+    proposal_logprobs: Any
+    entropies: Any
+
+
+def draw_rows(logits: Any, temperatures: Sequence[float], top_ks: Sequence[int | None], top_ps: Sequence[float],
+              uniforms: Sequence[float], want_entropy: bool = False) -> RowDraws:
+    """Sample one token per row of ``logits`` (n, V) with per-row settings; see the module docstring."""
+    import torch
+
+    x = logits.to(torch.float64)
+    n, vocab = x.shape
+    dev = x.device
+    base = torch.log_softmax(x, dim=-1)
+    ent = -(base.exp() * torch.where(torch.isfinite(base), base, torch.zeros_like(base))).sum(-1) if want_entropy \
+        else torch.full((n,), float("nan"), dtype=torch.float64, device=dev)
+    tokens = torch.empty(n, dtype=torch.long, device=dev)
+    prop = torch.zeros(n, dtype=torch.float64, device=dev)
+    temps = torch.tensor([float(t) for t in temperatures], dtype=torch.float64, device=dev)
+    greedy = temps == 0
+    if bool(greedy.any()):
+        tokens[greedy] = torch.argmax(x[greedy], dim=-1)
+    sampled = torch.nonzero(~greedy).flatten().tolist()
+    plain = [r for r in sampled if (top_ks[r] is None or top_ks[r] >= vocab) and top_ps[r] >= 1.0]
+    cut = [r for r in sampled if r not in set(plain)]
+    if plain:
+        # No truncation: the inverse CDF walks the vocabulary in token-id order, as the reference does.
+        idx = torch.tensor(plain, device=dev)
+        scaled = (x[idx] - x[idx].max(dim=-1, keepdim=True).values) / temps[idx, None]
+        logq = scaled - torch.logsumexp(scaled, dim=-1, keepdim=True)
+        cdf = torch.cumsum(scaled.exp(), dim=-1)
+        u = torch.tensor([float(uniforms[r]) for r in plain], dtype=torch.float64, device=dev)
+        pos = torch.clamp(torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(-1), max=vocab - 1)
+        tokens[idx] = pos
+        prop[idx] = logq.gather(1, pos[:, None]).squeeze(-1)
+    if cut:
+        # Top-k / top-p: the support in descending order (ties by token id), then the inverse CDF over it.
+        idx = torch.tensor(cut, device=dev)
+        scaled = (x[idx] - x[idx].max(dim=-1, keepdim=True).values) / temps[idx, None]
+        vals, order = torch.sort(scaled, dim=-1, descending=True, stable=True)
+        keep = torch.tensor([min(top_ks[r], vocab) if top_ks[r] is not None else vocab for r in cut], dtype=torch.long, device=dev)
+        ranks = torch.arange(vocab, device=dev)[None, :]
+        vals = torch.where(ranks < keep[:, None], vals, torch.full_like(vals, float("-inf")))
+        cum = torch.cumsum((vals - torch.logsumexp(vals, dim=-1, keepdim=True)).exp(), dim=-1)
+        tps = torch.tensor([float(top_ps[r]) for r in cut], dtype=torch.float64, device=dev)
+        nucleus = torch.searchsorted(cum, (tps - 1e-12)[:, None], right=False).squeeze(-1) + 1
+        nucleus = torch.where(tps < 1.0, torch.minimum(nucleus, keep), keep)
+        vals = torch.where(ranks < nucleus[:, None], vals, torch.full_like(vals, float("-inf")))
+        logq = vals - torch.logsumexp(vals, dim=-1, keepdim=True)
+        cdf = torch.cumsum(logq.exp(), dim=-1)
+        u = torch.tensor([float(uniforms[r]) for r in cut], dtype=torch.float64, device=dev)
+        pos = torch.minimum(torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(-1), nucleus - 1)
+        tokens[idx] = order.gather(1, pos[:, None]).squeeze(-1)
+        prop[idx] = logq.gather(1, pos[:, None]).squeeze(-1)
+    return RowDraws(tokens, base.gather(1, tokens[:, None]).squeeze(-1), prop, ent)
