@@ -148,6 +148,8 @@ def verify_integral(integrand: str, completion: str, *, seed: int = 0) -> Verifi
             last = detail
         else:
             last = out.error
+            if out.timed_out:  # a runaway expression runs away at every sample point: no retry
+                return Verification(Verdict.TIMEOUT, f"no verdict within {ATTEMPT_TIMEOUT_S} CPU seconds", answer)
             if out.error.startswith(("SympifyError", "SyntaxError", "TypeError", "AttributeError")):
                 return Verification(Verdict.INCORRECT, f"answer does not parse: {out.error[:120]}", answer)
     return Verification(Verdict.UNVERIFIABLE, f"{ATTEMPTS} attempts failed; last: {last}", answer)
@@ -173,7 +175,7 @@ def verify_definite_integral(gold: str, completion: str, *, timeout_s: float = A
         return refused
     out = run_isolated(_definite, (gold, answer), timeout_s=timeout_s, memory_mb=1024)
     if out.timed_out:
-        return Verification(Verdict.TIMEOUT, f"no verdict within {timeout_s} s", answer)
+        return Verification(Verdict.TIMEOUT, f"no verdict within {timeout_s} CPU seconds", answer)
     if not out.ok:
         return Verification(Verdict.INCORRECT, f"answer does not evaluate: {out.error[:120]}", answer)
     ok, detail = out.value

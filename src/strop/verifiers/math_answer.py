@@ -47,7 +47,7 @@ def verify_math(gold: str, completion: str, *, timeout_s: float = 5.0) -> Verifi
         return Verification(Verdict.UNVERIFIABLE, f"answer longer than {MAX_ANSWER_CHARS} characters")
     out = run_isolated(_compare, (gold, answer), timeout_s=timeout_s, memory_mb=2048)
     if out.timed_out:
-        return Verification(Verdict.TIMEOUT, f"no verdict within {timeout_s} s", boxed)
+        return Verification(Verdict.TIMEOUT, f"no verdict within {timeout_s} CPU seconds", boxed)
     if not out.ok:
         return Verification(Verdict.UNVERIFIABLE, out.error, boxed)
     same, parsed = out.value
