@@ -26,7 +26,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(VENV)/.llama-$(LLAMA_CPU): scripts/llama-wheel.sh src/strop/backends/native.py | $(PY)
+$(VENV)/.llama-$(LLAMA_CPU): scripts/llama-wheel.sh scripts/llama-level.sh src/strop/backends/native.py | $(PY)
 	PYTHON=$(PY) scripts/llama-wheel.sh $(LLAMA_CPU) > $(VENV)/.llama-wheel
 	$(PY) -m pip install --progress-bar off --no-deps --force-reinstall "$$(cat $(VENV)/.llama-wheel)"
 	rm -f $(VENV)/.llama-portable $(VENV)/.llama-baseline $(VENV)/.llama-avx512 $(VENV)/.llama-native

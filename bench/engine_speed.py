@@ -51,7 +51,13 @@ def run(backend_name: str, in_flight: int, problems: list, out: Path) -> dict:
         backend.close()
     o = metrics["overall"]
     tokens = o["mean_tokens_per_attempt"] * o["attempts"]
-    return {"in_flight": in_flight, "wall_s": round(wall, 2), "s_per_problem": round(wall / len(problems), 3),
+    seconds = [json.loads(line)["seconds"] for line in (out / "records.jsonl").read_text().splitlines()]
+    extra = {}
+    if in_flight == 1:
+        # One at a time, a record's seconds are its chain's time. A chain's MH steps are sequential, so no batching
+        # can finish the run faster than its longest chain: sum / max bounds the per-problem speed-up (Amdahl).
+        extra = {"longest_chain_s": round(max(seconds), 2), "speedup_bound": round(sum(seconds) / max(seconds), 2)}
+    return {**extra, "in_flight": in_flight, "wall_s": round(wall, 2), "s_per_problem": round(wall / len(problems), 3),
             "tokens_per_s": round(tokens / wall, 1), "accuracy": o["accuracy"], "ci95": [round(x, 3) for x in o["ci95"]],
             "decoded_tokens": int(tokens)}
 

@@ -25,16 +25,10 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 PYTHON="${PYTHON:-python3}"
 # The flags live in one place, read here without installing strop (standard library only).
-NATIVE_PY="$HERE/../src/strop/backends/native.py"
-LEVEL="${1:-$("$PYTHON" "$NATIVE_PY" default-level)}"
-CMAKE_ARGS="$("$PYTHON" "$NATIVE_PY" cmake-args "$LEVEL")" || { echo "llama-wheel.sh: unknown level '$LEVEL' (portable, baseline, avx512 or native)" >&2; exit 2; }
-VERSION="$(sed -n 's/^LLAMA_CPP_VERSION = "\(.*\)"$/\1/p' "$NATIVE_PY")"
-KEYSRC="llama-cpp-python==$VERSION $CMAKE_ARGS $($PYTHON -c 'import sys,platform; print(sys.implementation.cache_tag, platform.machine())')"
-if [ "$LEVEL" = native ]; then
-  # A native wheel is only valid for CPUs with these exact features.
-  KEYSRC="$KEYSRC $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -a)"
-fi
-KEY="$(printf '%s' "$KEYSRC" | sha256sum | cut -c1-12)"
+NAME=llama-wheel.sh
+# shellcheck source=scripts/llama-level.sh
+. "$HERE/llama-level.sh" "${1:-}"
+KEY="$(build_key "llama-cpp-python==$VERSION $CMAKE_ARGS $($PYTHON -c 'import sys,platform; print(sys.implementation.cache_tag, platform.machine())')")"
 DIR="${STROP_WHEELS:-$HOME/.cache/strop/wheels}/llama-cpp-python-$VERSION-$LEVEL-$KEY"
 WHEEL="$(ls "$DIR"/llama_cpp_python-*.whl 2>/dev/null | head -n1 || true)"
 if [ -z "$WHEEL" ]; then

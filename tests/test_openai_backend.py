@@ -164,6 +164,12 @@ class _Concurrent(http.server.BaseHTTPRequestHandler):
             text = "a"
         except threading.BrokenBarrierError:
             text = "b"
+        self.answer(body, text)
+
+    def answer(self, body: dict, text: str) -> None:
+        """A one-token completion ``text`` with its log-prob."""
+        import json as _json
+
         out = _json.dumps({"id": "x", "object": "text_completion", "created": 0, "model": body["model"], "choices": [
             {"index": 0, "text": text, "finish_reason": "length", "logprobs": {"tokens": [text], "token_logprobs": [-0.5],
                                                                               "top_logprobs": None, "text_offset": [0]}}]}).encode()
@@ -194,3 +200,56 @@ def test_generate_many_keeps_concurrency_requests_in_flight(concurrency, want):
         b.close()
     finally:
         srv.shutdown()
+
+
+class _Refill(_Concurrent):
+    """Prompt "q0" answers only after "q2" has arrived: with two in flight, q2 is sent only when q1's slot is refilled."""
+
+    arrived: threading.Event
+
+    def do_POST(self):
+        import json as _json
+
+        body = _json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["prompt"] if isinstance(body["prompt"], str) else ""
+        if "q2" in prompt:
+            self.arrived.set()
+        self.answer(body, ("a" if self.arrived.wait(60) else "b") if "q0" in prompt else "c")
+
+
+def test_a_new_request_goes_out_as_soon_as_one_answers():
+    """No rounds: while q0 is still being answered, q1's answer frees its place for q2 (a server's slots stay full)."""
+    from strop.backends.base import GenRequest
+
+    handler = type("H", (_Refill,), {"arrived": threading.Event()})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        b = load_backend("openai", model="m", base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1", timeout=120,
+                         concurrency=2)
+        reqs = [(i, GenRequest(b.tokenize(f"q{i}"), SamplingParams(max_tokens=1), np.random.default_rng(i))) for i in range(3)]
+        rest, got = reqs[2:], {}
+
+        def more(free):
+            nonlocal rest
+            take, rest = rest[:free], rest[free:]
+            return take
+
+        b.generate_stream(reqs[:2], more, lambda i, g: got.__setitem__(i, g.text), max_rows=2)
+        assert got == {0: "a", 1: "c", 2: "c"}  # "b": q2 waited for q0, as rounds of generate_many do
+        b.close()
+    finally:
+        srv.shutdown()
+
+
+def test_llama_server_log_probs_in_the_chat_shape_are_read_by_token_id():
+    """llama-server answers /v1/completions log-probs as ``content`` entries with ids; a byte-fallback piece's text
+    (' 體' here) would not map back to one id, its id does."""
+    from strop.backends.openai_compat import _from_content
+
+    content = [{"id": 216, "token": " ", "logprob": -0.1, "top_logprobs": [{"id": 216, "token": " ", "logprob": -0.1},
+                                                                          {"id": 1792, "token": " x", "logprob": -4.3}]},
+               {"id": 40000, "token": " 體", "logprob": -2.0, "top_logprobs": []}]
+    tokens, lps, tops = _from_content(content)
+    assert tokens == ["token_id:216", "token_id:40000"] and lps == [-0.1, -2.0]
+    assert tops == [{"token_id:216": -0.1, "token_id:1792": -4.3}, None]

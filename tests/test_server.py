@@ -288,6 +288,63 @@ def test_bad_requests_get_a_clear_4xx(url, body, status, needle):
     assert needle.lower() in err["message"].lower() and err["type"]
 
 
+U = [{"role": "user", "content": "hi"}]
+# Bodies strop must refuse with a 400 naming the field: invalid Unicode (sent as raw JSON: a lone surrogate escape is
+# valid JSON), and fields it does not implement that would otherwise be silently ignored. (endpoint, body, param)
+REFUSED = [
+    ("chat", '{"model": "smollm2", "messages": [{"role": "user", "content": "hi \\ud800"}]}', "messages.0.content"),
+    ("chat", '{"model": "smollm2", "messages": [{"role": "user", "content": "hi \\ud800"}], "stream": true}', "messages.0.content"),
+    ("chat", '{"model": "rc/smollm2", "messages": [{"role": "system", "content": "\\udfff"}, {"role": "user", "content": "hi"}]}',
+     "messages.0.content"),
+    ("chat", '{"model": "smollm2", "messages": [{"role": "user", "content": [{"type": "text", "text": "\\udc00x"}]}]}',
+     "messages.0.content.0.text"),
+    ("chat", '{"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "stop": ["\\ud800"]}', "stop.0"),
+    ("completions", '{"model": "smollm2", "prompt": "a \\ud834 b"}', "prompt"),
+    ("completions", '{"model": "rc/smollm2", "prompt": "\\ud834"}', "prompt"),
+    ("chat", json.dumps({"model": "smollm2", "messages": U, "logit_bias": {"50": 100}}), "logit_bias"),
+    ("chat", json.dumps({"model": "smollm2", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}]}),
+     "messages.0.content.1.type"),
+    ("chat", json.dumps({"model": "smollm2", "messages": [*U, {"role": "tool", "tool_call_id": "c1"}]}), "messages.1.content"),
+    ("chat", json.dumps({"model": "smollm2", "messages": [*U, {"role": "tool", "tool_call_id": "c1", "content": None}]}),
+     "messages.1.content"),
+    ("chat", json.dumps({"model": "smollm2", "messages": [*U, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}), "messages.1.tool_calls"),
+    ("chat", json.dumps({"model": "smollm2", "messages": [{"role": "user", "content": "hi", "name": "alice"}]}), "messages.0.name"),
+    ("chat", json.dumps({"model": "smollm2", "messages": U, "tools": [{"type": "function", "function": {"name": "f"}}]}), "tools"),
+    ("chat", json.dumps({"model": "smollm2", "messages": U, "tool_choice": "required"}), "tool_choice"),
+    ("chat", json.dumps({"model": "smollm2", "messages": U, "response_format": {"type": "json_object"}}), "response_format"),
+    ("chat", json.dumps({"model": "smollm2", "messages": U, "frequency_penalty": 0.5}), "frequency_penalty"),
+    ("chat", json.dumps({"model": "smollm2", "messages": U, "presence_penalty": -1}), "presence_penalty"),
+    ("chat", json.dumps({"model": "smollm2", "messages": U, "top_k": 5}), "top_k"),
+    ("chat", json.dumps({"model": "smollm2", "messages": U, "modalities": ["text", "audio"]}), "modalities"),
+    ("completions", json.dumps({"model": "smollm2", "prompt": "a", "suffix": "b"}), "suffix"),
+    ("completions", json.dumps({"model": "smollm2", "prompt": "a", "best_of": 3}), "best_of"),
+    ("chat", json.dumps({"model": "rc/smollm2", "messages": [*U, {"role": "assistant", "content": "4"}, {"role": "user", "content": "?"}]}),
+     "messages"),
+]
+
+
+@pytest.mark.parametrize("endpoint, body, param", REFUSED)
+def test_invalid_unicode_and_unimplemented_fields_are_a_400_naming_the_field(url, endpoint, body, param):
+    r = requests.post(f"{url}/v1/{'chat/' if endpoint == 'chat' else ''}completions", data=body.encode(),
+                      headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and err["type"] == "invalid_request_error", err
+    assert ("not valid Unicode" if "\\u" in body else "support") in err["message"], err
+
+
+def test_no_op_values_of_unimplemented_fields_are_accepted_and_change_nothing(url):
+    plain = client(url).chat.completions.create(model="smollm2", messages=U, max_tokens=8, seed=5)
+    same = client(url).chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": [{"type": "text", "text": "h"}, {"type": "text", "text": "i"}]}],
+        max_tokens=8, seed=5, logit_bias={}, frequency_penalty=0, presence_penalty=0.0, tools=[], tool_choice="none",
+        response_format={"type": "text"}, modalities=["text"], user="u1", metadata={"k": "v"}, store=False,
+        extra_body={"top_k": 0, "repetition_penalty": 1.0, "ignore_eos": False})
+    assert same.choices[0].message.content == plain.choices[0].message.content
+
+
 def test_oversized_bodies_and_api_keys(toy):
     with running(toy, max_body_bytes=2000, api_key="sekret") as u:
         big = json.dumps({"model": "smollm2", "messages": [{"role": "user", "content": "x" * 5000}]})
@@ -368,28 +425,44 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(toy):
         # Random model names would all be 404s: most cases get one of the served ids, so the methods run too.
         ids = st.sampled_from(["smollm2", "sample/smollm2", "greedy/smollm2", "power/smollm2", "rc/smollm2", "majority/smollm2",
                                "best-of-n/smollm2", "self-refine/smollm2", "long/smollm2", "other"])
+        # What the schema's strategies missed: lone surrogates (valid JSON escapes) and control-token text, put into
+        # message contents, the prompt or a stop string of some cases.
+        hostile = st.lists(st.sampled_from(["\ud800", "\udfff", "\udc80", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "system\n",
+                                            "\n", "a", " ", "\u00e9", "\U0001f600"]), min_size=1, max_size=8).map("".join)
 
-        def served(pair):
-            case, model = pair
-            if isinstance(case.body, dict) and "model" in case.body:
-                case.body["model"] = model
+        def served(drawn):
+            case, model, text, pick = drawn
+            body = case.body
+            if isinstance(body, dict) and "model" in body:
+                body["model"] = model
+            if isinstance(body, dict) and text is not None:
+                messages = [m for m in body.get("messages") or [] if isinstance(m, dict)] if isinstance(body.get("messages"), list) else []
+                if messages:
+                    messages[pick % len(messages)]["content"] = text
+                elif "prompt" in body:
+                    body["prompt"] = text
+                if pick % 3 == 0:
+                    body["stop"] = [text]
             return case
 
         for op in operations:
-            @hypothesis.given(case=st.tuples(op.as_strategy(), ids).map(served))
+            @hypothesis.given(case=st.tuples(op.as_strategy(), ids, st.none() | hostile, st.integers(0, 5)).map(served))
             @hypothesis.settings(max_examples=100 if op.method.upper() == "POST" else 5, deadline=None, database=None,
                                  suppress_health_check=list(hypothesis.HealthCheck))
             def check(case) -> None:
                 response = case.call(timeout=60)
                 statuses.append((case.path, response.status_code))
                 case.validate_response(response, checks=[not_a_server_error])
+                if response.status_code == 400 and response.json()["error"].get("code") == "invalid_unicode":
+                    statuses.append((case.path, "invalid_unicode"))
 
             check()
         assert requests.get(u + "/health", timeout=10).json()["status"] == "ok"
     # Both accepted and refused requests were generated for the method endpoints.
     for path in ("/v1/chat/completions", "/v1/completions"):
         codes = [code for p, code in statuses if p == path]
-        assert 200 in codes and any(400 <= c < 500 for c in codes), (path, sorted(set(codes)))
+        assert 200 in codes and any(isinstance(c, int) and 400 <= c < 500 for c in codes), (path, sorted(set(map(str, codes))))
+        assert "invalid_unicode" in codes, path  # the hostile strategy reached the endpoint
 
 
 # -------------------------------------------------------- the real command

@@ -17,8 +17,9 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from strop.backends.chat import Message, render_chat
+from strop.backends.chat import Message
 from strop.backends.logits import Draw, draw
+from strop.backends.text import chat_ids
 from strop.errors import CapabilityError, ConfigError, ContextOverflowError
 
 FinishReason = Literal["eos", "length", "stop"]
@@ -194,18 +195,34 @@ class Backend(ABC):
     # ----------------------------------------------------------- tokenizer
     @abstractmethod
     def tokenize(self, text: str) -> list[int]:
-        """Token ids of ``text``, special tokens parsed, no BOS added."""
+        """Token ids of ``text``, special tokens parsed, no BOS added (for prompts written with their markers)."""
+
+    def tokenize_text(self, text: str) -> list[int]:
+        """Token ids of ``text`` as plain text: a control token's text (``<|im_end|>``) stays text, no BOS added.
+
+        The default suits backends whose ``tokenize`` parses no control tokens
+        (``control_texts()`` empty); backends with control tokens override both.
+        """
+        return self.tokenize(text)
+
+    def control_texts(self) -> tuple[str, ...]:
+        """The text of every control token ``tokenize`` parses and ``tokenize_text`` leaves as text."""
+        return ()
 
     @abstractmethod
     def detokenize(self, ids: Sequence[int]) -> str:
         """Text of ``ids``; special tokens render as their text."""
 
     def chat_prompt(self, messages: Sequence[Message] | str) -> list[int]:
-        """Prompt ids for a chat, rendered with the model's own template."""
+        """Prompt ids for a chat, rendered with the model's own template.
+
+        Only the template's own markers become control tokens: message contents
+        (questions, problems, a model's earlier text) are tokenised as plain
+        text (``strop.backends.text``), and invalid Unicode is a ``ConfigError``.
+        """
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
-        text = render_chat(self.chat_template, messages, bos_token=self.bos_token, eos_token=self.eos_token)
-        return self.tokenize(text)
+        return chat_ids(self, messages)
 
     # ------------------------------------------------------------ sampling
     @abstractmethod
@@ -229,6 +246,23 @@ class Backend(ABC):
         """
         return [self.generate(r.prompt_ids, r.params, r.rng, **({"on_token": r.on_token} if r.on_token else {})) for r in requests]
 
+    def _generate_many_streamed(self, requests: Sequence[GenRequest]) -> list[Generation]:
+        """``generate_many`` for a backend whose ``generate_stream`` admits rows mid-decode: every request through it."""
+        out: list[Generation | None] = [None] * len(requests)
+        rest = list(enumerate(requests))
+        first, rest = rest[: self.max_batch], rest[self.max_batch :]
+
+        def more(free: int) -> list[tuple[int, GenRequest]]:
+            nonlocal rest
+            take, rest = rest[:free], rest[free:]
+            return take
+
+        def done(i: int, g: Generation) -> None:
+            out[i] = g
+
+        self.generate_stream(first, more, done)
+        return out  # type: ignore[return-value]
+
     def generate_stream(self, first: Sequence[tuple[Any, GenRequest]], more: Callable[[int], Sequence[tuple[Any, GenRequest]]],
                         done: Callable[[Any, Generation], None], *, max_rows: int | None = None) -> None:
         """Continuous decoding: rows join and finish independently, at most ``max_rows`` at once.
@@ -246,6 +280,23 @@ class Backend(ABC):
             for (key, _), g in zip(pending, gens):
                 done(key, g)
             pending = list(more(limit))
+
+    def _advance(self, rows: Sequence[ActiveRow], draws: Callable[[ActiveRow], Draw],
+                 done: Callable[[Any, Generation], None]) -> list[ActiveRow]:
+        """One decode step's bookkeeping in ``generate_stream``: each row takes its drawn token; finished rows go to
+        ``done``; returns the rows still decoding."""
+        still: list[ActiveRow] = []
+        for r in rows:
+            r.trace.add(draws(r))
+            if r.req.on_token is not None:
+                r.req.on_token(r.trace.tokens[-1])
+            end = self._finished(r.trace, r.req.params, r.budget)
+            if end is None:
+                still.append(r)
+                continue
+            r.finish, r.text = end
+            done(r.key, self._result(r.trace, r.finish, r.text, len(r.ids), r.keep, r.started, r.req.params))
+        return still
 
     def generate_batch(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, rngs: Sequence[np.random.Generator]
@@ -377,3 +428,30 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+def pick_slot(held: Sequence[Sequence[int]], last_used: Sequence[int], ids: Sequence[int], limit: int,
+              busy: set[int]) -> tuple[int, int]:
+    """The cache slot for a new sequence ``ids``: the slot not in ``busy`` whose tokens ``held`` share the longest
+    prefix with ``ids`` (least recently used on ties), and how many of its tokens to reuse (at most ``limit``)."""
+    reuse = {s: min(common_prefix_len(held[s], ids), limit) for s in range(len(held)) if s not in busy}
+    slot = max(reuse, key=lambda s: (reuse[s], -last_used[s]))
+    return slot, reuse[slot]
+
+
+@dataclass
+class ActiveRow:
+    """One request being decoded in a cache slot (the backends' ``generate_stream``)."""
+
+    req: GenRequest
+    ids: list[int]
+    slot: int
+    keep: int  # prompt tokens reused from the slot's cache (or copied from another row)
+    budget: int
+    copy_from: int | None = None  # index of the row whose prefix this one copies (llamacpp)
+    key: Any = None  # the caller's name for this row
+    started: float = 0.0
+    trace: TokenTrace = field(default_factory=TokenTrace)
+    logits: np.ndarray | None = None
+    finish: FinishReason | None = None
+    text: str = ""

@@ -5,6 +5,9 @@ is dequantised by transformers (through the ``gguf`` package), which takes
 ~40 s for the embedded model, so the result is saved once as safetensors under
 the user's cache directory and loaded from there afterwards.
 
+Many rows decode together in one KV cache with a slot per sequence
+(``strop.backends.slot_kv``), rows joining and leaving mid-decode.
+
 Sampling goes through the same numpy kernel as every other local backend
 (``strop.backends.logits.draw``); torch only computes logits.
 """
@@ -16,9 +19,9 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,20 +31,24 @@ from strop.backends.base import (
     LOGPROBS,
     PREFIX_CACHE,
     SCORE,
+    ActiveRow,
     Backend,
-    FinishReason,
     Generation,
     GenRequest,
     OnToken,
     SamplingParams,
     Scored,
-    TokenTrace,
     common_prefix_len,
     draw_params,
+    pick_slot,
 )
 from strop.backends.logits import Draw, score_rows
-from strop.errors import ConfigError, ModelLoadError
+from strop.backends.text import hf_control_texts, hf_tokenize, hf_tokenize_text
+from strop.errors import BackendError, ConfigError, ModelLoadError
 from strop.models import cache_root, check_gguf, is_gguf_spec
+
+if TYPE_CHECKING:
+    from strop.backends.slot_kv import SlotKV
 
 log = logging.getLogger(__name__)
 
@@ -115,20 +122,17 @@ class HFBackend(Backend):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ConfigError(f"max_batch must be an integer >= 1, got {max_batch!r}")
-        self.max_batch = max_batch
-        # Batched rows sample on the model's device (strop.backends.torch_kernels) off the CPU; on the CPU the
-        # numpy reference kernel runs (same semantics, tested equal).
-        self.device_sampling = self.device.type != "cpu" if device_sampling is None else device_sampling
         torch_dtype = getattr(torch, dtype) if dtype else (torch.float32 if self.device.type == "cpu" else torch.bfloat16)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype).to(self.device).eval()
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"could not load '{model}' with transformers: {str(e).splitlines()[0]}") from e
-        self._setup(context_length)
+        self._setup(context_length, max_batch, device_sampling)
 
     @classmethod
-    def wrap(cls, model: Any, tokenizer: Any, *, context_length: int | None = None) -> HFBackend:
+    def wrap(cls, model: Any, tokenizer: Any, *, context_length: int | None = None, max_batch: int = 32,
+             device_sampling: bool | None = None) -> HFBackend:
         """A backend over a model already in memory, sharing its weights (no copy).
 
         Training uses it to decode with the policy it is updating (RC rollouts);
@@ -142,10 +146,14 @@ class HFBackend(Backend):
         self.model_id = str(getattr(getattr(model, "config", None), "name_or_path", "") or "in-memory model")
         self.device = next(model.parameters()).device
         self.tokenizer, self.model = tokenizer, model
-        self._setup(context_length)
+        self._setup(context_length, max_batch, device_sampling)
         return self
 
-    def _setup(self, context_length: int | None) -> None:
+    def _setup(self, context_length: int | None, max_batch: int, device_sampling: bool | None) -> None:
+        self.max_batch = max_batch
+        # Batched rows sample on the model's device (strop.backends.torch_kernels) off the CPU; on the CPU the
+        # numpy reference kernel runs (same semantics, tested equal; measured: the torch kernel is slower on CPU).
+        self.device_sampling = self.device.type != "cpu" if device_sampling is None else device_sampling
         cfg = self.model.config
         self.context_length = context_length or int(getattr(cfg, "max_position_embeddings", 2048))
         self.chat_template = getattr(self.tokenizer, "chat_template", None)
@@ -159,10 +167,19 @@ class HFBackend(Backend):
         # One-sequence KV cache for prefix reuse: ids it holds and the cache.
         self._ids: list[int] = []
         self._kv = None
+        self._slot_kv: SlotKV | None = None  # the continuous-batching cache (generate_stream), made on first use
 
     # ----------------------------------------------------------- tokenizer
     def tokenize(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+        return hf_tokenize(self.tokenizer, text)
+
+    def tokenize_text(self, text: str) -> list[int]:
+        return hf_tokenize_text(self.tokenizer, text)
+
+    def control_texts(self) -> tuple[str, ...]:
+        if getattr(self, "_controls", None) is None:
+            self._controls = hf_control_texts(self.tokenizer)
+        return self._controls
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
@@ -221,81 +238,127 @@ class HFBackend(Backend):
         return Scored(lp, ent, cached)
 
     def generate_many(self, requests: Sequence[GenRequest]) -> list[Generation]:
-        """All rows in one left-padded batch, each with its own settings and rng.
-
-        The prompts are recomputed (no prefix reuse across calls: the KV cache
-        of a batch is not kept); one request alone takes the one-sequence path,
-        which reuses its cached prefix.
-        """
+        """All rows continuously batched (``generate_stream``); one request alone takes the one-sequence path."""
         if len(requests) <= 1:
             return super().generate_many(requests)
-        torch = self.torch
-        started = time.perf_counter()
-        prompts = [[int(t) for t in r.prompt_ids] for r in requests]
-        for p in prompts:
-            self.check_fits(len(p))
-        width = max(len(p) for p in prompts)
-        n = len(prompts)
-        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p) :] = torch.tensor(p)
-            mask[i, width - len(p) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        budget = [min(r.params.max_tokens, self.context_length - len(p)) for r, p in zip(requests, prompts)]
-        traces = [TokenTrace() for _ in prompts]
-        finish: list[FinishReason | None] = [None] * n
-        texts: list[str] = [""] * n
-        kv = None
-        step_ids = ids
-        with torch.inference_mode():
-            while True:
-                pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
-                out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=pos, past_key_values=kv, use_cache=True)
-                kv = out.past_key_values
-                draws = self._draw_rows(out.logits[:, -1], requests, finish)
-                nxt = []
-                for i, r in enumerate(requests):
-                    if finish[i] is not None:
-                        nxt.append(self.pad_id)
-                        continue
-                    traces[i].add(draws[i])
-                    nxt.append(traces[i].tokens[-1])
-                    if r.on_token is not None:
-                        r.on_token(nxt[-1])
-                    end = self._finished(traces[i], r.params, budget[i])
-                    if end is not None:
-                        finish[i], texts[i] = end
-                if all(f is not None for f in finish):
-                    break
-                step_ids = torch.tensor(nxt, dtype=torch.long, device=self.device)[:, None]
-                alive = torch.tensor([f is None for f in finish], dtype=torch.long, device=self.device)[:, None]
-                mask = torch.cat([mask, alive], dim=1)
-        # Rows share one forward pass, so each is charged the batch's wall time.
-        elapsed = time.perf_counter() - started
-        return [self._result(t, f, txt, len(p), 0, started, r.params, elapsed)
-                for t, f, txt, p, r in zip(traces, finish, texts, prompts, requests)]
+        return self._generate_many_streamed(requests)
 
-    def _draw_rows(self, logits: Any, requests: Sequence[GenRequest], finish: Sequence[FinishReason | None]) -> dict[int, Draw]:
-        """One token per live row: on the device (torch kernel) or row by row on the CPU (numpy reference)."""
-        live = [i for i, f in enumerate(finish) if f is None]
+    def generate_stream(self, first: Sequence[tuple[Any, GenRequest]], more: Callable[[int], Sequence[tuple[Any, GenRequest]]],
+                        done: Callable[[Any, Generation], None], *, max_rows: int | None = None) -> None:
+        """Continuous batching over slots of one KV cache (``strop.backends.slot_kv``).
+
+        Each step is one forward pass: every live row's next token, plus the
+        uncached prompt tokens of rows joining in that step. A new row takes
+        the free slot whose cache shares the longest prefix with its prompt
+        (a Metropolis-Hastings proposal lands where its chain's last sequence
+        is, so only the tokens after the cut are computed). With one row at a
+        time, or a model with sliding-window layers, it runs the one-sequence path.
+        """
+        limit = max(1, min(max_rows or self.max_batch, self.max_batch))
+        if limit == 1 or not self._slot_batching:
+            super().generate_stream(first, more, done, max_rows=limit)
+            return
+        kv = self._slot_cache(limit)
+        waiting = list(first)
+        active: list[ActiveRow] = []
+        while True:
+            new = self._admit(kv, waiting, active, limit)
+            rows = new + active
+            if not rows:
+                if waiting:  # unreachable: with no row live every slot is free
+                    raise BackendError("hf: a request could not be admitted")
+                return
+            # A forward pass covers every slot between the lowest and the highest fed one, so the fed slots are
+            # moved to the front. New rows whose prompts need several tokens get their own forward pass (new rows
+            # first, then the live rows): in one pass every live row would be padded to the longest prompt.
+            split = bool(new and active and max(len(r.ids) - r.keep for r in new) > 1)
+            moves = kv.pack([r.slot for r in rows], ordered=split)
+            if moves:
+                used = list(self._slot_used)
+                for old_slot, new_slot in moves.items():
+                    self._slot_used[new_slot] = used[old_slot]
+                for r in rows:
+                    r.slot = moves.get(r.slot, r.slot)
+            draws: dict[int, Draw] = {}
+            joining = {id(r) for r in new}
+            for group in ([new, active] if split else [rows]):
+                feed = {r.slot: r.ids[r.keep :] if id(r) in joining else r.trace.tokens[-1:] for r in group}
+                draws.update(self._draw_rows(self._slot_forward(kv, feed), group, kv.lo))
+            active = self._advance(rows, lambda r, d=draws: d[r.slot], done)
+            free = limit - len(active) - len(waiting)
+            if free > 0:
+                waiting += list(more(free))
+
+    def _slot_forward(self, kv: SlotKV, feed: dict[int, list[int]]) -> Any:
+        """One forward pass appending ``feed`` to its slots; the last position's logits, row i = slot ``kv.lo + i``."""
+        inputs = kv.step(feed, self.pad_id)
+        try:
+            with self.torch.inference_mode():
+                out = self.model(**inputs, past_key_values=kv.cache, use_cache=True, logits_to_keep=1)
+        except BaseException:
+            kv.abort()
+            self._slot_kv = None  # partly written: forget it
+            raise
+        kv.commit()
+        return out.logits[:, -1]
+
+    @property
+    def _slot_batching(self) -> bool:
+        # A 4D mask replaces transformers' own masks, sliding windows included; flash attention takes no 4D mask.
+        cfg = self.model.config
+        sliding = "sliding_attention" in (getattr(cfg, "layer_types", None) or ())
+        return not sliding and getattr(cfg, "_attn_implementation", "sdpa") in ("sdpa", "eager")
+
+    def _slot_cache(self, rows: int) -> SlotKV:
+        from strop.backends.slot_kv import SlotKV
+
+        kv = getattr(self, "_slot_kv", None)
+        if kv is None or kv.rows != rows:
+            kv = self._slot_kv = SlotKV(rows, self.device, self.model.dtype)
+            self._slot_used = [0] * rows
+            self._slot_clock = 0
+        return kv
+
+    def _admit(self, kv: SlotKV, waiting: list[tuple[Any, GenRequest]], active: list[ActiveRow],
+               limit: int) -> list[ActiveRow]:
+        """Start rows from ``waiting`` (removed from it) in free slots, each keeping its slot's shared prefix."""
+        busy = {r.slot for r in active}
+        rows: list[ActiveRow] = []
+        self._slot_clock += 1
+        while waiting and len(busy) < limit:
+            key, req = waiting.pop(0)
+            ids = [int(t) for t in req.prompt_ids]
+            self.check_fits(len(ids))
+            # Never reuse the prompt's last token: its logits are needed.
+            slot, keep = pick_slot(kv.tokens, self._slot_used, ids, len(ids) - 1, busy)
+            self._slot_used[slot] = self._slot_clock
+            busy.add(slot)
+            kv.keep(slot, keep)
+            budget = min(req.params.max_tokens, self.context_length - len(ids))
+            rows.append(ActiveRow(req, ids, slot, keep, budget, key=key, started=time.perf_counter()))
+        return rows
+
+    def _draw_rows(self, logits: Any, rows: Sequence[ActiveRow], lo: int = 0) -> dict[int, Draw]:
+        """One token for each row (keyed by slot; ``logits`` row i = slot ``lo + i``): on the device (torch kernel)
+        or row by row on the CPU (numpy reference)."""
         if not self.device_sampling:
             last = logits.float().cpu().numpy()
-            return {i: draw_params(last[i], requests[i].params, requests[i].rng) for i in live}
+            return {r.slot: draw_params(last[r.slot - lo], r.req.params, r.req.rng) for r in rows}
         from strop.backends.torch_kernels import draw_rows
 
-        ps = [requests[i].params for i in live]
+        ps = [r.req.params for r in rows]
         # One uniform per sampled row from its own rng, as the numpy kernel consumes it (none for greedy rows).
-        u = [requests[i].rng.random() if p.temperature > 0 else 0.0 for i, p in zip(live, ps)]
-        d = draw_rows(logits[live], [p.temperature for p in ps], [p.top_k for p in ps], [p.top_p for p in ps], u,
-                      want_entropy=any(p.return_entropy for p in ps))
+        u = [r.req.rng.random() if p.temperature > 0 else 0.0 for r, p in zip(rows, ps)]
+        d = draw_rows(logits[[r.slot - lo for r in rows]], [p.temperature for p in ps], [p.top_k for p in ps],
+                      [p.top_p for p in ps], u, want_entropy=any(p.return_entropy for p in ps))
         cols = [t.tolist() for t in (d.tokens, d.base_logprobs, d.proposal_logprobs, d.entropies)]
-        return {i: Draw(int(cols[0][j]), cols[1][j], cols[2][j], cols[3][j] if ps[j].return_entropy else float("nan"))
-                for j, i in enumerate(live)}
+        return {r.slot: Draw(int(cols[0][j]), cols[1][j], cols[2][j], cols[3][j] if ps[j].return_entropy else float("nan"))
+                for j, r in enumerate(rows)}
 
     def reset_cache(self) -> None:
         self._kv = None
         self._ids = []
+        self._slot_kv = None
 
     def close(self) -> None:
         self.reset_cache()

@@ -23,7 +23,6 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +34,16 @@ from strop.backends.base import (
     LOGPROBS,
     PREFIX_CACHE,
     SCORE,
+    ActiveRow,
     Backend,
-    FinishReason,
     Generation,
     GenRequest,
     OnToken,
     SamplingParams,
     Scored,
-    TokenTrace,
     common_prefix_len,
     draw_params,
+    pick_slot,
 )
 from strop.backends.logits import score_rows
 from strop.backends.vocab import GGUFVocab
@@ -91,22 +90,6 @@ def quiet_stderr():
             os.close(fd)
 
 
-@dataclass
-class _Row:
-    """One request in flight: its slot, ids, trace and the logits row its next token comes from."""
-
-    req: GenRequest
-    ids: list[int]
-    slot: int
-    keep: int  # prompt tokens reused from the slot's cache (or copied from another row)
-    budget: int
-    copy_from: int | None = None  # index of the row whose prefix this one copies
-    key: Any = None  # the caller's name for this row (generate_stream)
-    started: float = 0.0
-    trace: TokenTrace = field(default_factory=TokenTrace)
-    logits: np.ndarray | None = None
-    finish: FinishReason | None = None
-    text: str = ""
 
 
 class LlamaCppBackend(Backend):
@@ -200,6 +183,12 @@ class LlamaCppBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return self.vocab.tokenize(text)
 
+    def tokenize_text(self, text: str) -> list[int]:
+        return self.vocab.tokenize_text(text)
+
+    def control_texts(self) -> tuple[str, ...]:
+        return self.vocab.control_texts()
+
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.vocab.detokenize(ids)
 
@@ -282,10 +271,9 @@ class LlamaCppBackend(Backend):
     def _pick_slot(self, ids: list[int], limit: int, busy: set[int]) -> tuple[int, int]:
         """The slot not in ``busy`` whose cache shares the longest prefix with ``ids`` (least recently used on ties),
         and how many of its tokens can be reused (at most ``limit``)."""
-        reuse = {s: min(common_prefix_len(self._slots[s], ids), limit) for s in range(len(self._slots)) if s not in busy}
-        slot = max(reuse, key=lambda s: (reuse[s], -self._last_used[s]))
+        slot, reuse = pick_slot(self._slots, self._last_used, ids, limit, busy)
         self._last_used[slot] = self._clock
-        return slot, reuse[slot]
+        return slot, reuse
 
     def _make_room(self, live: set[int], need: int) -> None:
         """Drop the caches of slots not in ``live`` when they and ``need`` live tokens would pass the fill limit."""
@@ -300,20 +288,7 @@ class LlamaCppBackend(Backend):
         return self.generate_many([GenRequest(prompt_ids, params, rng, on_token)])[0]
 
     def generate_many(self, requests: Sequence[GenRequest]) -> list[Generation]:
-        out: list[Generation | None] = [None] * len(requests)
-        rest = list(enumerate(requests))
-        first, rest = rest[: self.max_batch], rest[self.max_batch :]
-
-        def more(free: int) -> list[tuple[int, GenRequest]]:
-            nonlocal rest
-            take, rest = rest[:free], rest[free:]
-            return take
-
-        def done(i: int, g: Generation) -> None:
-            out[i] = g
-
-        self.generate_stream(first, more, done)
-        return out  # type: ignore[return-value]
+        return self._generate_many_streamed(requests)
 
     def generate_stream(self, first: Sequence[tuple[Any, GenRequest]], more: Callable[[int], Sequence[tuple[Any, GenRequest]]],
                         done: Callable[[Any, Generation], None], *, max_rows: int | None = None) -> None:
@@ -324,21 +299,8 @@ class LlamaCppBackend(Backend):
         active, work = self._admit(waiting, [], limit)
         self._take_logits(active, self._prefill(work))
         while active:
-            steps: list[tuple[int, int]] = []
-            still: list[_Row] = []
-            for r in active:
-                assert r.logits is not None
-                r.trace.add(draw_params(r.logits, r.req.params, r.req.rng))
-                tok = r.trace.tokens[-1]
-                if r.req.on_token is not None:
-                    r.req.on_token(tok)
-                end = self._finished(r.trace, r.req.params, r.budget)
-                if end is None:
-                    steps.append((r.slot, tok))
-                    still.append(r)
-                    continue
-                r.finish, r.text = end
-                done(r.key, self._result(r.trace, r.finish, r.text, len(r.ids), r.keep, r.started, r.req.params))
+            still = self._advance(active, lambda r: draw_params(r.logits, r.req.params, r.req.rng), done)
+            steps = [(r.slot, r.trace.tokens[-1]) for r in still]
             free = limit - len(still) - len(waiting)
             if free > 0:
                 waiting += list(more(free))
@@ -353,13 +315,13 @@ class LlamaCppBackend(Backend):
             raise BackendError("llama.cpp: a request does not fit the KV cache even alone; raise kv_cells")
 
     @staticmethod
-    def _take_logits(rows: list[_Row], got: dict[tuple[Any, int], np.ndarray]) -> None:
+    def _take_logits(rows: list[ActiveRow], got: dict[tuple[Any, int], np.ndarray]) -> None:
         for r in rows:
             if r.logits is None:
                 r.logits = got[(r.slot, len(r.ids) - r.keep - 1)]
 
-    def _admit(self, waiting: list[tuple[Any, GenRequest]], active: list[_Row],
-               limit: int) -> tuple[list[_Row], list[tuple[int, list[int], int, set[int]]]]:
+    def _admit(self, waiting: list[tuple[Any, GenRequest]], active: list[ActiveRow],
+               limit: int) -> tuple[list[ActiveRow], list[tuple[int, list[int], int, set[int]]]]:
         """Start rows from ``waiting`` (removed from it) in free slots while they fit.
 
         Returns the rows and the prompt tokens still to decode (``_prefill`` work);
@@ -367,7 +329,7 @@ class LlamaCppBackend(Backend):
         """
         busy = {r.slot for r in active}
         room = self.kv_cells * _KV_FILL - sum(len(self._slots[r.slot]) + r.budget - len(r.trace.tokens) for r in active)
-        rows: list[_Row] = []
+        rows: list[ActiveRow] = []
         while waiting and len(active) + len(rows) < limit:
             key, req = waiting[0]
             ids = self._check_ids(req.prompt_ids)
@@ -383,7 +345,7 @@ class LlamaCppBackend(Backend):
             # Never reuse the prompt's last token: its logits are needed.
             slot, keep = self._pick_slot(ids, len(ids) - 1, busy)
             busy.add(slot)
-            rows.append(_Row(req, ids, slot, keep, budget, key=key, started=time.perf_counter()))
+            rows.append(ActiveRow(req, ids, slot, keep, budget, key=key, started=time.perf_counter()))
         if not rows:
             return rows, []
         # Free the cells of idle slots when the live rows need the room.

@@ -31,8 +31,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,24 @@ def _topk_entropy(top: dict[str, float], n_vocab: int) -> float:
     if rest > 1e-12:
         h -= rest * math.log(rest / others)
     return h
+
+
+def _from_content(content: Any) -> tuple[list[str], list[float | None], list[dict[str, float] | None]]:
+    """Completion log-probs in the chat shape (``logprobs.content``: one entry per token with its ``top_logprobs``),
+    as llama.cpp's ``llama-server`` answers on /v1/completions, turned into the legacy lists. Entries that carry
+    the token ``id`` become ``token_id:<id>`` pieces (vLLM's convention), so no token text is mapped back: a
+    byte-fallback piece's text does not survive the round trip."""
+
+    def name(c: Any) -> str:
+        return f"token_id:{int(c['id'])}" if c.get("id") is not None else c["token"]
+
+    tokens, lps, tops = [], [], []
+    for c in content:
+        tokens.append(name(c))
+        lps.append(c["logprob"])
+        alts = c.get("top_logprobs")
+        tops.append({name(a): a["logprob"] for a in alts} if alts else None)
+    return tokens, lps, tops
 
 
 class OpenAIBackend(Backend):
@@ -150,14 +168,24 @@ class OpenAIBackend(Backend):
         except (AttributeError, IndexError, TypeError) as e:
             raise BackendError(f"the server at {self.base_url} lists no models") from e
 
-    def _complete(self, prompt: str, **kwargs: Any) -> tuple[str, str, list[str], list[float | None], list[dict[str, float] | None]]:
+    def _complete(self, prompt: str | list[int], **kwargs: Any) -> tuple[str, str, list[str], list[float | None], list[dict[str, float] | None]]:
         """One completion request; returns (text, finish_reason, tokens, token_logprobs, top_logprobs), validated."""
-        resp = self._call("POST /completions", self._client.completions.create, model=self.model_id, prompt=prompt, **kwargs)
+        try:
+            resp = self._call("POST /completions", self._client.completions.create, model=self.model_id, prompt=prompt, **kwargs)
+        except BackendError as e:
+            if isinstance(prompt, str):
+                raise
+            raise BackendError(f"{e} (this prompt holds control-token text inside a message, which strop keeps as text by "
+                               "sending token ids as the prompt; this server takes only text prompts: vLLM, SGLang and "
+                               "llama.cpp's own server take token ids)") from e
         try:
             choice = resp.choices[0]
             lp = choice.logprobs
-            tokens, token_lps = list(lp.tokens), list(lp.token_logprobs)
-            tops = list(lp.top_logprobs) if lp.top_logprobs is not None else [None] * len(tokens)
+            if lp.tokens is None and getattr(lp, "content", None) is not None:
+                tokens, token_lps, tops = _from_content(lp.content)
+            else:
+                tokens, token_lps = list(lp.tokens), list(lp.token_logprobs)
+                tops = list(lp.top_logprobs) if lp.top_logprobs is not None else [None] * len(tokens)
             text, finish = str(choice.text), str(choice.finish_reason)
             if len(token_lps) != len(tokens) or len(tops) != len(tokens) or not all(isinstance(t, str) for t in tokens):
                 raise TypeError("log-prob lists of unequal length")
@@ -174,8 +202,23 @@ class OpenAIBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return self.vocab.tokenize(text)
 
+    def tokenize_text(self, text: str) -> list[int]:
+        return self.vocab.tokenize_text(text)
+
+    def control_texts(self) -> tuple[str, ...]:
+        return self.vocab.control_texts()
+
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.vocab.detokenize(ids)
+
+    def _prompt_of(self, ids: list[int]) -> str | list[int]:
+        """What to send as ``prompt``: the text of ``ids``, or the ids themselves when the server would read that
+        text back with more control tokens than ``ids`` hold (control-token text in a message, kept as text)."""
+        text = self.detokenize(ids)
+        ctrl = self.vocab.control_ids
+        if ctrl and sum(t in ctrl for t in self.vocab.tokenize(text)) != sum(t in ctrl for t in ids):
+            return ids
+        return text
 
     def _ids_of(self, pieces: list[str]) -> list[int]:
         """Map the server's token strings back to ids, one to one, or fail clearly."""
@@ -210,10 +253,38 @@ class OpenAIBackend(Backend):
         """
         if self.max_batch == 1 or len(requests) <= 1:
             return super().generate_many(requests)
+        return self._generate_many_streamed(requests)
+
+    def generate_stream(self, first: Sequence[tuple[Any, GenRequest]], more: Callable[[int], Sequence[tuple[Any, GenRequest]]],
+                        done: Callable[[Any, Generation], None], *, max_rows: int | None = None) -> None:
+        """Up to ``max_rows`` (at most ``concurrency``) requests in flight; a new one is sent as soon as any answers,
+        so a batching server's slots stay full instead of waiting for the slowest request of a round."""
+        limit = max(1, min(max_rows or self.max_batch, self.max_batch))
+        if limit == 1:
+            super().generate_stream(first, more, done, max_rows=1)
+            return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.max_batch, thread_name_prefix="strop-openai")
-        futures = [self._pool.submit(self.generate, r.prompt_ids, r.params, r.rng, on_token=r.on_token) for r in requests]
-        return [f.result() for f in futures]
+        flying: dict[Future, Any] = {}
+
+        def send(rows: Sequence[tuple[Any, GenRequest]]) -> None:
+            for key, r in rows:
+                flying[self._pool.submit(self.generate, r.prompt_ids, r.params, r.rng, on_token=r.on_token)] = key
+
+        send(first)
+        failure: BaseException | None = None
+        while flying:
+            answered, _ = wait(list(flying), return_when=FIRST_COMPLETED)
+            for f in answered:
+                key = flying.pop(f)
+                if f.exception() is not None:
+                    failure = failure or f.exception()
+                elif failure is None:
+                    done(key, f.result())
+            if failure is None and len(flying) < limit:
+                send(more(limit - len(flying)))
+        if failure is not None:  # the requests already sent have finished; nothing is left running
+            raise failure
 
     def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator, *,
                  on_token: OnToken | None = None) -> Generation:
@@ -222,9 +293,8 @@ class OpenAIBackend(Backend):
         self.check_fits(len(ids))
         exact_q = params.temperature == 0.0 or (params.temperature == 1.0 and params.top_k is None and params.top_p == 1.0)
         need_top = params.return_entropy or not exact_q
-        prompt = self.detokenize(ids)
         text, finish, pieces, lps, tops = self._complete(
-            prompt,
+            self._prompt_of(ids),
             max_tokens=min(params.max_tokens, self.context_length - len(ids)),
             temperature=params.temperature,
             top_p=params.top_p,
@@ -296,7 +366,7 @@ class OpenAIBackend(Backend):
         if n == 0:
             return Scored(np.zeros(0), np.zeros(0) if entropies else None)
         _, _, pieces, lps, tops = self._complete(
-            self.detokenize(ids), max_tokens=1, echo=True, temperature=0.0, logprobs=self.top_logprobs if entropies else 1
+            self._prompt_of(ids), max_tokens=1, echo=True, temperature=0.0, logprobs=self.top_logprobs if entropies else 1
         )
         # The echoed prompt comes first, then the one generated token.
         echoed = pieces[: len(pieces) - 1]

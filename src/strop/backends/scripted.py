@@ -5,7 +5,8 @@ generation and returns its text, tokenised one character per token (so token
 counts are character counts and ``max_tokens`` truncates characters). Every
 prompt it receives is kept in ``prompts``, so a test can assert exactly what a
 method conditioned each call on. It reports no log-probs (all zero) and says so
-through its capabilities.
+through its capabilities. Token ids are code points; EOS is ``EOS``, one past the
+last code point, so any text (a NUL included) stays text.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import numpy as np
 
 from strop.backends.base import Backend, Generation, OnToken, SamplingParams
 
+EOS = 0x110000  # not a code point: no text tokenises to it
+
 
 class ScriptedBackend(Backend):
     name = "scripted"
@@ -27,14 +30,14 @@ class ScriptedBackend(Backend):
         self.prompts: list[str] = []
         self.model_id = "scripted"
         self.context_length = context_length
-        self.eos_token_ids = frozenset({0})
+        self.eos_token_ids = frozenset({EOS})
         self.chat_template = None
 
     def tokenize(self, text: str) -> list[int]:
         return [ord(c) for c in text]
 
     def detokenize(self, ids: Sequence[int]) -> str:
-        return "".join(chr(i) for i in ids if i)
+        return "".join(chr(i) for i in ids if i != EOS)
 
     def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator, *,
                  on_token: OnToken | None = None) -> Generation:
@@ -47,7 +50,7 @@ class ScriptedBackend(Backend):
         if len(ids) > params.max_tokens:
             ids, finish = ids[: params.max_tokens], "length"
         else:
-            ids = ids + [0]  # EOS
+            ids = ids + [EOS]
         n = len(ids)
         if on_token is not None:
             for t in ids:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from strop.backends.text import check_text, hf_control_texts, hf_tokenize, hf_tokenize_text
 from strop.errors import ModelLoadError
 from strop.models import check_gguf, is_gguf_spec
 
@@ -18,12 +19,15 @@ from strop.models import check_gguf, is_gguf_spec
 class Vocab(Protocol):
     n_vocab: int
     eos_token_ids: frozenset[int]
+    control_ids: frozenset[int]  # ids of the tokens ``tokenize`` parses from text and ``tokenize_text`` does not
     bos_token: str
     eos_token: str
     chat_template: str | None
     context_length: int
 
     def tokenize(self, text: str) -> list[int]: ...
+    def tokenize_text(self, text: str) -> list[int]: ...
+    def control_texts(self) -> tuple[str, ...]: ...
     def detokenize(self, ids: Sequence[int]) -> str: ...
 
 
@@ -42,6 +46,10 @@ class GGUFVocab:
         self.context_length = llm._model.n_ctx_train() or int(meta.get(f"{arch}.context_length", 0) or 2048)
         vocab = llm._model.vocab
         self.eos_token_ids = frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, t))
+        # What llama.cpp parses only with special=True: control and unknown tokens (user-defined ones are parsed either way).
+        control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+        self.control_ids = frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_get_attr(vocab, t) & control)
+        self._controls = tuple(sorted({p for p in map(self._piece, self.control_ids) if p}))
         self.bos_token = self._piece(llm.token_bos())
         self.eos_token = self._piece(llm.token_eos())
 
@@ -63,7 +71,15 @@ class GGUFVocab:
         return "" if token < 0 else self._llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
     def tokenize(self, text: str) -> list[int]:
+        check_text(text, "the text")
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def tokenize_text(self, text: str) -> list[int]:
+        check_text(text, "the text")
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def control_texts(self) -> tuple[str, ...]:
+        return self._controls
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return self._llm.detokenize(list(ids), special=True).decode("utf-8", errors="replace")
@@ -88,9 +104,17 @@ class HFVocab:
         self.eos_token_ids = frozenset({t.eos_token_id} if t.eos_token_id is not None else set())
         self.bos_token = t.bos_token or ""
         self.eos_token = t.eos_token or ""
+        self.control_ids = frozenset(int(i) for i in t.all_special_ids)
+        self._controls = hf_control_texts(t)
 
     def tokenize(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=False))
+        return hf_tokenize(self._tok, text)
+
+    def tokenize_text(self, text: str) -> list[int]:
+        return hf_tokenize_text(self._tok, text)
+
+    def control_texts(self) -> tuple[str, ...]:
+        return self._controls
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=False)

@@ -105,10 +105,15 @@ def solve(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON (tokens, log-probs, timing).")] = False,
 ) -> None:
     """Answer QUESTION with a model and print the answer."""
+    from strop.backends.text import check_text
     from strop.methods import run_method
 
     if question == "-":
-        question = sys.stdin.read()
+        stdin = getattr(sys.stdin, "buffer", None)
+        question = stdin.read().decode("utf-8", "surrogateescape") if stdin is not None else sys.stdin.read()
+    check_text(question, "the question")
+    if system is not None:
+        check_text(system, "the system message")
     if not question.strip():
         raise StropError("the question is empty")
     if is_solver(method):

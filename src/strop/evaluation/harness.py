@@ -1,7 +1,8 @@
 """``strop eval``: run any method on any task and backend, the same way, resumably.
 
 One JSON line per (problem, sample) is appended to ``records.jsonl`` as soon
-as it is verified, so killing the run loses at most the attempt in flight;
+as it is verified, so killing the run loses at most the attempts in flight
+(being decoded or verified);
 re-running the same command skips what is recorded and finishes the rest.
 Each attempt's randomness comes from (seed, problem index, sample), so a
 resumed run draws what an uninterrupted one would (exactly, one attempt at a
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from strop.methods import make_steps
 from strop.methods.base import MethodResult
 from strop.records import read_records
 from strop.tasks.base import Problem, Task
+from strop.verifiers.isolation import default_size, parallel_map
 
 RECORDS = "records.jsonl"
 
@@ -114,10 +118,34 @@ def evaluate(
                 write(_record(spec, task, prob, s, result))
         else:
             # A sliding window of attempts: as one finishes the next starts, so the backend's batch stays full.
+            # Finished attempts are verified on other threads (checker processes, code sandboxes) while decoding
+            # goes on; each record is written as soon as its verdict is in.
             machines = (make_steps(spec.method, backend, task.prompt(prob), _attempt_rng(spec, i, s), system=spec.system, **kwargs)
                         for i, prob, s in todo)
-            Engine(backend).run(machines, in_flight=in_flight,
-                                on_result=lambda k, result: write(_record(spec, task, todo[k][1], todo[k][2], result)))
+            lock = threading.Lock()
+            pending: list[Future] = []
+            failures: list[BaseException] = []
+
+            def verified(fut: Future) -> None:
+                # Runs on a verifier thread: an error here (verifying or writing) must fail the run, not vanish
+                # into concurrent.futures' callback logging.
+                try:
+                    rec = fut.result()
+                    with lock:
+                        write(rec)
+                except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread below
+                    failures.append(e)
+
+            with ThreadPoolExecutor(max_workers=default_size(), thread_name_prefix="strop-verify") as verifier:
+
+                def attempt_done(k: int, result: MethodResult) -> None:
+                    fut = verifier.submit(_record, spec, task, todo[k][1], todo[k][2], result)
+                    fut.add_done_callback(verified)
+                    pending.append(fut)
+
+                Engine(backend).run(machines, in_flight=in_flight, on_result=attempt_done)
+            if failures:
+                raise failures[0]
     ids = {p.id for p in problems}
     metrics = compute_metrics([r for r in records if r["id"] in ids], spec.samples)
     metrics["spec"] = mine
@@ -145,9 +173,8 @@ def _record(spec: EvalSpec, task: Task, prob: Problem, sample: int, result: Meth
         # RC-style methods: verify every turn's answer (reasoning text) on its own.
         cum = 0
         rec["turns"] = []
-        for t in turns:
+        for t, tv in zip(turns, parallel_map(lambda t: task.check(prob, t["reasoning"]), turns)):
             cum += t.get("reasoning_tokens", 0) + t.get("summary_tokens", 0)
-            tv = task.check(prob, t["reasoning"])
             rec["turns"].append({"turn": t["turn"], "answer": tv.extracted, "correct": tv.correct, "cumulative_tokens": cum})
     stats = {k: v for k, v in result.stats.items() if k not in ("turns", "scores")}
     rec["stats"] = stats

@@ -45,7 +45,7 @@ from strop.backends.base import Backend
 from strop.engine import Cancelled, Engine, Job
 from strop.errors import BackendError, ConfigError, StropError
 from strop.methods import MethodResult, make_steps, method_names, method_settings, method_spec
-from strop.server.schemas import ChatRequest, CompletionRequest, text_of
+from strop.server.schemas import ChatRequest, CompletionRequest, invalid_text, text_of, unsupported_field
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,13 @@ class APIError(Exception):
     def response(self) -> JSONResponse:
         kind = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
                 413: "invalid_request_error", 429: "rate_limit_error"}.get(self.status, "server_error")
-        body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+        body = {"error": {"message": _utf8(self.message), "type": kind, "param": _utf8(self.param), "code": self.code}}
         return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def _utf8(text: str | None) -> str | None:
+    """``text`` with any lone surrogate (from a client's invalid JSON string) written as an escape, so it can be sent."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # ------------------------------------------------------------------ the plan
@@ -136,6 +141,13 @@ def resolve_method(model: str, requested: str | None, config: ServeConfig) -> st
 
 def plan_request(req: ChatRequest | CompletionRequest, backend: Backend, config: ServeConfig) -> Plan:
     """Validate a request against the server's limits and the backend, and say what will run (no decoding)."""
+    bad_text = invalid_text(req)
+    if bad_text is not None:
+        raise APIError(400, f"{bad_text} is not valid Unicode: it holds a lone surrogate (a \\ud800-\\udfff escape without "
+                            "its pair); send UTF-8 text", param=bad_text, code="invalid_unicode")
+    refused = unsupported_field(req)
+    if refused is not None:
+        raise APIError(400, refused[1], param=refused[0], code="unsupported_parameter")
     opts = req.strop.model_dump(exclude_none=True) if req.strop else {}
     method = resolve_method(req.model, opts.pop("method", None), config)
     chat = isinstance(req, ChatRequest)
@@ -178,6 +190,9 @@ def plan_request(req: ChatRequest | CompletionRequest, backend: Backend, config:
         question, system = (users[-1] if users else None), (systems[0] if systems else None)
         if spec.input == "question" and question is None:
             raise APIError(400, f"method {method!r} needs a user message (the problem)", param="messages")
+        if spec.input == "question" and (len(users) > 1 or len(systems) > 1 or len(users) + len(systems) < len(messages)):
+            raise APIError(400, f"method {method!r} answers one question, so conversations are not supported: send one user "
+                                "message and at most one system message (it would ignore the others)", param="messages")
     else:
         messages, question, system = None, req.prompt, None
     prompt_ids: list[int] | None = None

@@ -1,14 +1,18 @@
 """The request bodies ``strop serve`` accepts: the OpenAI chat/completions fields strop honours, plus ``strop``.
 
 Unknown top-level fields are accepted and ignored, as OpenAI-compatible
-servers do (clients send fields such as ``user`` or ``metadata``); the
-``strop`` object is strict, because a misspelt method setting would
-otherwise be silently ignored. Every bound here is a 400 with the field's
-name, never a crash deeper in.
+servers do (clients send fields such as ``user`` or ``metadata``), except the
+ones that would change the answer and that strop does not implement
+(``UNSUPPORTED``: ``logit_bias``, penalties, tools, response formats, other
+servers' sampling extras): those are a 400 naming the field unless they hold
+their no-op value. The ``strop`` object is strict, because a misspelt method
+setting would otherwise be silently ignored. Every bound here is a 400 with
+the field's name, never a crash deeper in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,15 +42,31 @@ class StropOptions(BaseModel):
     top_k: int | None = Field(None, ge=1, description="keep the k likeliest tokens.")
 
 
+def _text_part_only(schema: dict[str, Any]) -> None:
+    """The documented shape (OpenAPI) of a content part: what is served, a text part; other parts are a 400 naming them."""
+    schema["properties"]["type"] = {"const": "text", "type": "string", "title": "Type"}
+    schema["properties"]["text"] = {"type": "string", "title": "Text"}
+    schema["required"] = ["type", "text"]
+
+
+def _content_required(schema: dict[str, Any]) -> None:
+    """The documented shape of a message: its content is required (a message without text is a 400 naming it)."""
+    content = schema["properties"]["content"]
+    content["anyOf"] = [s for s in content.get("anyOf", []) if s.get("type") != "null"]
+    content.pop("default", None)
+    schema["required"] = [*schema.get("required", []), "content"]
+
+
 class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Accepted loosely and checked by ``unsupported_field``, so that an image part is refused by name.
+    model_config = ConfigDict(extra="allow", json_schema_extra=_text_part_only)
 
     type: str
     text: str | None = None
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=_content_required)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
@@ -85,6 +105,107 @@ class CompletionRequest(_Common):
     max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions
     logprobs: int | None = Field(None, ge=0, le=5)
     echo: bool = False
+
+
+def _is(*values: Any) -> Callable[[Any], bool]:
+    return lambda v: any(v == x and type(v) is type(x) or v is x for x in values)
+
+
+_ABSENT = _is(None)
+# Fields a client may send that strop does not implement and that would change the answer: field -> (whether a value
+# is the field's no-op, which is accepted, and what to say). Checked on the request's extra (undeclared) fields.
+UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "logit_bias": (_is(None, {}), "logit biases are not implemented"),
+    "frequency_penalty": (_is(None, 0, 0.0), "penalties are not implemented"),
+    "presence_penalty": (_is(None, 0, 0.0), "penalties are not implemented"),
+    "repetition_penalty": (_is(None, 1, 1.0), "penalties are not implemented"),
+    "repeat_penalty": (_is(None, 1, 1.0), "penalties are not implemented"),
+    "tools": (_is(None, []), "tool calling is not implemented"),
+    "functions": (_is(None, []), "function calling is not implemented"),
+    "tool_choice": (_is(None, "none", "auto"), "tool calling is not implemented"),
+    "function_call": (_is(None, "none", "auto"), "function calling is not implemented"),
+    "response_format": (lambda v: v is None or v == {"type": "text"}, "only plain text responses are implemented"),
+    "audio": (_ABSENT, "audio output is not implemented"),
+    "modalities": (lambda v: v is None or v == ["text"], "only text output is implemented"),
+    "reasoning_effort": (_ABSENT, "the served model has no reasoning-effort setting"),
+    "verbosity": (_ABSENT, "the served model has no verbosity setting"),
+    "web_search_options": (_ABSENT, "web search is not implemented"),
+    "top_k": (_is(None, 0, -1), "use strop.top_k (extra_body={'strop': {'top_k': k}})"),
+    "min_p": (_is(None, 0, 0.0), "min-p sampling is not implemented"),
+    "typical_p": (_is(None, 1, 1.0), "typical sampling is not implemented"),
+    "min_tokens": (_is(None, 0), "a minimum length is not implemented"),
+    "ignore_eos": (_is(None, False), "ignoring EOS is not implemented"),
+    "best_of": (_is(None, 1), "use model best-of-n/<model> with strop.n"),
+    "use_beam_search": (_is(None, False), "beam search is not implemented"),
+    "length_penalty": (_is(None, 1, 1.0), "beam search is not implemented"),
+    "mirostat": (_is(None, 0), "mirostat sampling is not implemented"),
+    "grammar": (_ABSENT, "constrained decoding is not implemented"),
+    "json_schema": (_ABSENT, "constrained decoding is not implemented"),
+    "guided_json": (_ABSENT, "constrained decoding is not implemented"),
+    "guided_regex": (_ABSENT, "constrained decoding is not implemented"),
+    "guided_choice": (_ABSENT, "constrained decoding is not implemented"),
+    "guided_grammar": (_ABSENT, "constrained decoding is not implemented"),
+    "structured_outputs": (_ABSENT, "constrained decoding is not implemented"),
+    "chat_template": (_ABSENT, "the model's own chat template is always used"),
+    "chat_template_kwargs": (_is(None, {}), "the model's own chat template is always used as is"),
+    "add_generation_prompt": (_is(None, True), "the chat template always ends with the assistant's turn"),
+    "continue_final_message": (_is(None, False), "continuing the last message is not implemented"),
+    "echo": (_is(None, False), "echo is not supported"),
+    "suffix": (_is(None, ""), "suffixes (fill-in-the-middle) are not implemented"),
+}
+# Extra fields of a message that strop would otherwise drop: name -> what to say.
+UNSUPPORTED_IN_MESSAGE = {
+    "tool_calls": "tool calls are not implemented",
+    "function_call": "function calling is not implemented",
+    "audio": "audio is not implemented",
+    "name": "participant names are not implemented (the chat template has no place for them)",
+}
+
+
+def unsupported_field(req: BaseModel) -> tuple[str, str] | None:
+    """(field, message) for the first field of ``req`` that strop would ignore although it changes the answer."""
+    extra = req.model_extra or {}
+    for name, value in extra.items():
+        if name in UNSUPPORTED:
+            neutral, why = UNSUPPORTED[name]
+            if not neutral(value):
+                return name, f"{name} is not supported by this server: {why}"
+    for i, m in enumerate(getattr(req, "messages", None) or ()):
+        for name, value in (m.model_extra or {}).items():
+            if name in UNSUPPORTED_IN_MESSAGE and value not in (None, [], ""):
+                return f"messages.{i}.{name}", f"messages[{i}].{name} is not supported: {UNSUPPORTED_IN_MESSAGE[name]}"
+        if m.content is None:
+            return f"messages.{i}.content", (f"messages[{i}] ({m.role}) has no content: messages without text are not supported "
+                                             "(strop makes no tool calls, so a message cannot stand for one)")
+        if isinstance(m.content, list):
+            for j, part in enumerate(m.content):
+                if part.type != "text":
+                    return (f"messages.{i}.content.{j}.type",
+                            f"messages[{i}].content[{j}] has type {part.type!r}; only text parts are supported")
+                if not isinstance(part.text, str):
+                    return f"messages.{i}.content.{j}.text", f"messages[{i}].content[{j}] is a text part without text"
+    return None
+
+
+def invalid_text(value: Any, path: str = "") -> str | None:
+    """The path (``messages.0.content``) of the first string in ``value`` (keys included) that is not valid Unicode."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+        return None
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for k, v in items:
+        where = f"{path}.{k}" if path else str(k)
+        if isinstance(k, str) and invalid_text(k) is not None:
+            return where.encode("ascii", "backslashreplace").decode("ascii")
+        found = invalid_text(v, where)
+        if found is not None:
+            return found
+    return None
 
 
 def text_of(content: Any) -> str:

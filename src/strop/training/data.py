@@ -65,6 +65,41 @@ def render_chat_text(tokenizer: Any, text: str, system: str | None) -> str:
     )
 
 
+def prompt_token_ids(tokenizer: Any, prompt: str, system: str | None) -> list[int] | None:
+    """The ids to train on for a row's ``prompt`` (``render_chat_text(tokenizer, text, system)``): message text stays text.
+
+    TRL tokenises a text prompt whole, control tokens parsed, so a problem or an
+    RC summary holding ``<|im_end|>`` would become a control token. This finds
+    the user text inside the rendered prompt and tokenises the chat as strop's
+    backends do (``strop.backends.text.chat_ids``), with the special tokens TRL
+    adds (a BOS, for tokenizers that add one) around it. For a prompt whose
+    text holds no control-token text the ids are TRL's own. None when
+    ``prompt`` is not such a rendering (TRL then tokenises it as usual).
+    """
+    from strop.backends.chat import user_turn
+    from strop.backends.text import HFText, chat_ids, check_text
+
+    check_text(prompt, "a training prompt")
+    mark = "[[strop-user-text]]"
+    if mark in prompt:
+        return None
+    pre, sep, post = render_chat_text(tokenizer, mark, system).partition(mark)
+    if not sep or mark in post or len(prompt) < len(pre) + len(post) or not (prompt.startswith(pre) and prompt.endswith(post)):
+        return None
+    text = prompt[len(pre):len(prompt) - len(post)]
+    if render_chat_text(tokenizer, text, system) != prompt:
+        return None
+    whole = list(tokenizer(text=prompt)["input_ids"])
+    plain = list(tokenizer(text=prompt, add_special_tokens=False)["input_ids"])
+    ids = chat_ids(HFText(tokenizer), user_turn(text, system))
+    if ids == plain:
+        return whole
+    k = next((i for i in range(len(whole) - len(plain) + 1) if whole[i:i + len(plain)] == plain), None)
+    if k is None:
+        return None
+    return whole[:k] + ids + whole[k + len(plain):]
+
+
 def render_prompt(tokenizer: Any, task: Task, problem: Problem, system: str | None) -> str:
     """The task's prompt for ``problem`` exactly as ``strop eval`` builds it."""
     return render_chat_text(tokenizer, task.prompt(problem), system)

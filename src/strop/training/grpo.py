@@ -38,7 +38,7 @@ from strop.records import read_records
 from strop.tasks import Problem, Task
 from strop.training.advantages import arm_signal
 from strop.training.curriculum import Curriculum, make_curriculum
-from strop.training.data import arms_of, prompt_rows, training_problems
+from strop.training.data import arms_of, prompt_rows, prompt_token_ids, training_problems
 from strop.training.rc import RC_STATE, RCRows
 from strop.training.recipe import TrainRecipe
 from strop.training.rewards import RewardBook
@@ -59,8 +59,9 @@ def _trainer_class():
 
         def __init__(self, *args: Any, curriculum: Curriculum | None = None, pool: dict[str, list[dict]] | None = None,
                      rewards: RewardBook | None = None, curriculum_log: Path | None = None, rc_rows: RCRows | None = None,
-                     rollout_backend: Any = None, **kwargs: Any) -> None:
+                     rollout_backend: Any = None, system: str | None = None, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            self.strop_system = system  # the recipe's system prompt, to find the user text in a rendered prompt
             self.curriculum = curriculum
             self.rc_rows = rc_rows
             self.rollout_backend = rollout_backend
@@ -103,6 +104,14 @@ def _trainer_class():
                 policy.train(was_training)
                 backend.reset_cache()  # its prefix cache would outlive this step's weights
             return self.rc_rows.rows(states)[:n_local]
+
+        def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict]:
+            """Prompt ids with message text kept as text (``prompt_token_ids``); prompts strop did not render go to TRL."""
+            if prompts and all(isinstance(p, str) for p in prompts):
+                ids = [prompt_token_ids(self.processing_class, p, self.strop_system) for p in prompts]
+                if all(i is not None for i in ids):
+                    return ids, None, {}  # type: ignore[return-value]
+            return super()._tokenize_prompts(prompts)
 
         def _generate_and_score_completions(self, inputs: list[dict]) -> dict:
             training = self.model.training
@@ -348,7 +357,7 @@ def make_trainer(args: Any, model: Any, tokenizer: Any, task: Task, problems: li
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
         reward_funcs=book.functions(), peft_config=peft_config,
         curriculum=curriculum, pool=pool, rewards=book, curriculum_log=curriculum_log,
-        rc_rows=rc_rows, rollout_backend=rollout_backend,
+        rc_rows=rc_rows, rollout_backend=rollout_backend, system=system,
     )
     if rc_rows is not None and trainer.accelerator.num_processes > 1:
         raise ConfigError("RC training runs its rollouts in one process for now; launch it without several processes")

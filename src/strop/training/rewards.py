@@ -16,6 +16,7 @@ from typing import Any
 from strop.errors import StropError
 from strop.tasks import Problem, Task
 from strop.verifiers.base import Verification
+from strop.verifiers.isolation import parallel_map
 
 
 def completion_text(completion: Any) -> str:
@@ -47,7 +48,8 @@ class RewardBook:
         book = self
 
         def correct(completions: list[Any], problem_id: list[str], category: list[str], **_: Any) -> list[float]:
-            verdicts = [book.verify(c, pid) for c, pid in zip(completions, problem_id)]
+            # In parallel: math and integral checks each take a warm checker process, code checks their own sandbox.
+            verdicts = parallel_map(lambda cp: book.verify(*cp), list(zip(completions, problem_id)))
             scores = [1.0 if v.correct else 0.0 for v in verdicts]
             book.last = list(zip(category, scores))
             book._extracted = [v.extracted is not None for v in verdicts]

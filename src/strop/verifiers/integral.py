@@ -122,6 +122,11 @@ def _attempt(integrand: str, answer: str, seed: int) -> tuple[str, str]:  # runs
     return "correct", ""
 
 
+def warm_up() -> None:  # runs in a checker process when it starts (isolation.DEFAULT_PRELOAD)
+    """Import SymPy and mpmath and run one check, so the first answer checked is not the slow one."""
+    _attempt("x*exp(x)", "(x - 1)*exp(x)", 0)
+
+
 def _admitted_answer(completion: str) -> tuple[str | None, Verification | None]:
     """The answer text if it may go to SymPy, else the verdict that refuses it."""
     answer = extract_antiderivative(completion)

@@ -2,9 +2,9 @@
 
 math-verify is asymmetric: ``verify(gold, prediction)`` treats the first
 argument as the reference, so the gold answer always goes first. Parsing and
-comparison run in a killable child process (``isolation.run_isolated``), since
-SymPy can hang on hostile input and math-verify's own ``signal.alarm`` timeout
-only works in the main thread.
+comparison run in a killable checker process (``isolation.run_isolated``: a
+warm pool with math-verify already imported), since SymPy can hang on hostile
+input and math-verify's own ``signal.alarm`` timeout only works in the main thread.
 
 >>> verify_math("\\\\frac{1}{2}", "so the answer is $\\\\boxed{0.5}$").verdict.value
 'correct'
@@ -36,6 +36,11 @@ def _compare(gold: str, answer: str) -> tuple[bool, str]:  # runs in the child
     if not p:
         return False, "unparsable"
     return bool(verify(g, p, timeout_seconds=None)), str(p[-1])[:200]
+
+
+def warm_up() -> None:  # runs in a checker process when it starts (isolation.DEFAULT_PRELOAD)
+    """Import math-verify and build its LaTeX parser once, so the first answer checked is not the slow one."""
+    _compare("\\frac{1}{2}", "$\\boxed{0.5}$")
 
 
 def verify_math(gold: str, completion: str, *, timeout_s: float = 5.0) -> Verification:

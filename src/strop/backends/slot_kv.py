@@ -1,0 +1,241 @@
+"""A transformers KV cache holding many sequences that grow, shrink and restart independently.
+
+The hf backend's continuous batching needs what transformers' own caches do
+not give: each row of the batch is a separate sequence (a slot) that can keep a
+prefix of what it held, drop the rest, and take new tokens while the other rows
+are mid-decode, all in one forward pass per step. Padding-based batching
+(``generate`` with left padding) recomputes every prompt and waits for the
+longest row; ``DynamicCache`` grows by concatenation, copying the whole cache
+every step, and can only crop all rows together.
+
+Layout: one preallocated buffer per layer, (rows, kv heads, capacity, head dim).
+Every forward appends the same number of columns to every row; ``live`` marks
+which columns are real tokens of which row. A row that keeps only a prefix of
+its cache just unmarks the columns after it. Each step builds the attention
+mask itself (4D, additive): a query sees the live columns of its row and the
+earlier new tokens of its row. Column order inside the past does not matter
+(RoPE was applied when the key was computed, with the token's own position), so
+``compact`` may move a row's live columns to the front when unmarked columns pile up.
+
+Exact in arithmetic; in floats a row's logits may differ from one-row decoding
+by rounding (other rows change the matmul shapes), the same caveat as any
+batched kernel. Only for full-attention models: a 4D mask bypasses
+transformers' sliding-window masks, so the backend does not use this for
+models with sliding-window layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+_MIN_CAPACITY = 64
+
+
+class SlotKV:
+    """KV cache of ``rows`` slots in one buffer per layer, with a live-column mask per slot.
+
+    Use: ``step(feed)`` builds the inputs of one forward pass that appends
+    ``feed[slot]`` to each listed slot; run the model with them; then
+    ``commit()``. ``keep(slot, n)`` drops a slot's tokens after the first ``n``.
+    """
+
+    def __init__(self, rows: int, device: Any, dtype: Any) -> None:
+        self.rows = rows
+        self.device = device
+        self.dtype = dtype
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]  # token ids each slot holds, in order
+        self.cols: list[list[int]] = [[] for _ in range(rows)]  # the buffer column of each of those tokens
+        self.width = 0  # columns in use
+        self.capacity = 0
+        self.live = np.zeros((rows, 0), dtype=bool)
+        self._keys: list[torch.Tensor] = []
+        self._values: list[torch.Tensor] = []
+        self._pending: tuple[int, int, int, np.ndarray, dict[int, list[int]]] | None = None  # (lo, hi, k, valid, feed)
+        self.lo = 0  # the first row of the forward pass being prepared
+        self.cache = _SlotCache(self)
+
+    # ------------------------------------------------------------ bookkeeping
+    def keep(self, slot: int, n: int) -> None:
+        """Forget the tokens of ``slot`` after its first ``n``."""
+        dropped = self.cols[slot][n:]
+        if dropped:
+            self.live[slot, dropped] = False
+        del self.cols[slot][n:]
+        del self.tokens[slot][n:]
+
+    def pack(self, fed: Sequence[int], *, ordered: bool = False) -> dict[int, int]:
+        """Move the slots in ``fed`` to indices ``0..len(fed)-1`` (``fed[i]`` to ``i`` if ``ordered``, else with as
+        few moves as possible), swapping them with other slots; returns {old index: new index} of every moved slot.
+
+        A forward pass covers every slot from the lowest to the highest fed
+        one, so a fed slot at index 30 with 2 rows live would compute 31 rows.
+        Swapping keeps each slot's tokens (an idle slot's cache stays
+        reusable), at the cost of copying two rows of the buffer.
+        """
+        n = len(fed)
+        if ordered:
+            targets = list(enumerate(fed))
+        else:
+            fed_set = set(fed)
+            targets = list(zip((s for s in range(n) if s not in fed_set), sorted(s for s in fed if s >= n)))
+        pos = list(range(self.rows))  # pos[slot] = the index it is at now
+        at = list(range(self.rows))  # at[index] = the slot there now
+        for i, s in targets:
+            j = pos[s]
+            if j != i:
+                self._swap(i, j)
+                other = at[i]
+                at[i], at[j] = s, other
+                pos[s], pos[other] = i, j
+        return {s: p for s, p in enumerate(pos) if p != s}
+
+    def _swap(self, a: int, b: int) -> None:
+        w = self.width
+        with torch.inference_mode():
+            for bufs in (self._keys, self._values):
+                for t in bufs:
+                    ta = t[a, :, :w].clone()
+                    t[a, :, :w] = t[b, :, :w]
+                    t[b, :, :w] = ta
+        self.live[[a, b]] = self.live[[b, a]]
+        self.tokens[a], self.tokens[b] = self.tokens[b], self.tokens[a]
+        self.cols[a], self.cols[b] = self.cols[b], self.cols[a]
+
+    def clear(self) -> None:
+        for s in range(self.rows):
+            self.keep(s, 0)
+        self.width = 0
+
+    def waste(self) -> int:
+        """Columns in use that hold no live token of the longest row."""
+        return self.width - max((len(c) for c in self.cols), default=0)
+
+    # ---------------------------------------------------------------- a step
+    def step(self, feed: Mapping[int, Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+        """Model inputs appending ``feed[slot]`` (>= 1 token) to each slot in ``feed``.
+
+        Every slot from the lowest to the highest fed one is part of the forward
+        pass, rows ``lo..hi-1`` (a contiguous slice of the buffer is a view, so
+        the layers write in place); unfed slots in that range get one masked pad
+        column. New tokens are right-aligned, so column ``-1`` of each fed row is
+        its last token. Returns input_ids, position_ids and the 4D attention mask
+        (row ``i`` of each is slot ``lo + i``; ``lo`` is ``self.lo`` until commit).
+        """
+        if self._pending is not None:
+            raise RuntimeError("SlotKV.step called twice without commit")
+        lo, hi = min(feed), max(feed) + 1
+        self.lo = lo
+        k = max(len(t) for t in feed.values())
+        if self.width + k > self.capacity and self.waste() * 4 >= self.width:
+            self.compact()
+        self._reserve(self.width + k)
+        ids = np.full((hi - lo, k), pad_id, dtype=np.int64)
+        pos = np.zeros((hi - lo, k), dtype=np.int64)
+        valid = np.zeros((hi - lo, k), dtype=bool)
+        for s, toks in feed.items():
+            n = len(toks)
+            ids[s - lo, k - n :] = toks
+            pos[s - lo, k - n :] = np.arange(len(self.tokens[s]), len(self.tokens[s]) + n)
+            valid[s - lo, k - n :] = True
+        # allowed[b, i, j]: query i of row b sees past column j if it is live in row b, and new token j <= i of row b.
+        past = np.broadcast_to(self.live[lo:hi, None, : self.width], (hi - lo, k, self.width))
+        new = np.tril(np.ones((k, k), dtype=bool))[None] & valid[:, None, :]
+        new |= np.eye(k, dtype=bool)[None]  # a pad query sees itself: no row of the mask is empty (no NaN)
+        allowed = torch.from_numpy(np.concatenate([past, new], axis=2)).to(self.device)
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
+        mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
+        self._pending = (lo, hi, k, valid, {s: list(t) for s, t in feed.items()})
+        return {"input_ids": torch.from_numpy(ids).to(self.device),
+                "position_ids": torch.from_numpy(pos).to(self.device),
+                "attention_mask": mask[:, None]}
+
+    def commit(self) -> None:
+        """Record the columns the forward pass just wrote."""
+        assert self._pending is not None
+        lo, hi, k, valid, feed = self._pending
+        self._pending = None
+        w = self.width
+        self.live[lo:hi, w : w + k] = valid
+        for s, toks in feed.items():
+            n = len(toks)
+            self.cols[s].extend(range(w + k - n, w + k))
+            self.tokens[s].extend(toks)
+        self.width = w + k
+
+    def abort(self) -> None:
+        """Forget a step whose forward pass failed (its columns were never committed)."""
+        self._pending = None
+
+    # -------------------------------------------------------------- storage
+    def _reserve(self, width: int) -> None:
+        if width <= self.capacity:
+            return
+        with torch.inference_mode():  # the buffers are inference tensors (written under the model's inference mode)
+            self._grow(width)
+
+    def _grow(self, width: int) -> None:
+        cap = max(width, 2 * self.capacity, _MIN_CAPACITY)
+        live = np.zeros((self.rows, cap), dtype=bool)
+        live[:, : self.width] = self.live[:, : self.width]
+        self.live = live
+        for bufs in (self._keys, self._values):
+            for i, b in enumerate(bufs):
+                grown = b.new_zeros(b.shape[0], b.shape[1], cap, b.shape[3])
+                grown[:, :, : self.width] = b[:, :, : self.width]
+                bufs[i] = grown
+        self.capacity = cap
+
+    def compact(self) -> None:
+        """Move each slot's live columns to the front of the buffer, dropping dead ones."""
+        with torch.inference_mode():
+            self._compact()
+
+    def _compact(self) -> None:
+        longest = max((len(c) for c in self.cols), default=0)
+        idx = np.zeros((self.rows, longest), dtype=np.int64)
+        live = np.zeros_like(self.live)
+        for s, c in enumerate(self.cols):
+            idx[s, : len(c)] = c
+            live[s, : len(c)] = True
+            self.cols[s] = list(range(len(c)))
+        index = torch.from_numpy(idx).to(self.device)
+        for bufs in (self._keys, self._values):
+            for b in bufs:
+                g = index[:, None, :, None].expand(b.shape[0], b.shape[1], longest, b.shape[3])
+                b[:, :, :longest] = torch.gather(b[:, :, : self.width], 2, g)
+        self.live = live
+        self.width = longest
+
+    def append(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A layer's new keys/values (rows lo..hi-1, heads, k, dim) into the buffer; returns its keys/values so far."""
+        assert self._pending is not None, "SlotKV.step must prepare the forward pass"
+        lo, hi, k = self._pending[:3]
+        if layer == len(self._keys):
+            shape = (self.rows, keys.shape[1], self.capacity, keys.shape[3])
+            self._keys.append(keys.new_zeros(shape))
+            self._values.append(values.new_zeros(shape))
+        w = self.width
+        kb, vb = self._keys[layer], self._values[layer]
+        kb[lo:hi, :, w : w + k] = keys
+        vb[lo:hi, :, w : w + k] = values
+        return kb[lo:hi, :, : w + k], vb[lo:hi, :, : w + k]
+
+
+class _SlotCache(Cache):
+    """The ``Cache`` face of a ``SlotKV``: what the model's attention layers call."""
+
+    def __init__(self, kv: SlotKV) -> None:
+        super().__init__(layer_class_to_replicate=DynamicLayer)
+        self.kv = kv
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.kv.append(layer_idx, key_states, value_states)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.kv.width
