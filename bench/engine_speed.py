@@ -22,12 +22,10 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import time
 from pathlib import Path
 
+from _eval_timing import timed_eval  # bench/, first on sys.path when a script runs
 from strop.backends import load_backend
-from strop.evaluation.harness import EvalSpec, evaluate
 from strop.methods import method_settings
 from strop.tasks import get_task
 
@@ -36,22 +34,12 @@ SEED = 2026
 
 
 def run(backend_name: str, in_flight: int, problems: list, out: Path) -> dict:
-    if out.exists():
-        shutil.rmtree(out)  # a timing must not resume
-    backend = load_backend(backend_name)
-    task = get_task("arithmetic")
     kwargs = method_settings("power", **SETTINGS)
-    spec = EvalSpec(task="arithmetic", method="power", backend=backend_name, model=None, seed=SEED, limit=len(problems),
-                    method_config={k: str(v) for k, v in kwargs.items()})
-    try:
-        started = time.perf_counter()
-        metrics = evaluate(spec, task, problems, backend, out, method_kwargs=kwargs, batch_size=in_flight)
-        wall = time.perf_counter() - started
-    finally:
-        backend.close()
+    metrics, wall, records = timed_eval(load_backend(backend_name), backend_name, "power", kwargs, problems, out,
+                                        in_flight, SEED)
     o = metrics["overall"]
     tokens = o["mean_tokens_per_attempt"] * o["attempts"]
-    seconds = [json.loads(line)["seconds"] for line in (out / "records.jsonl").read_text().splitlines()]
+    seconds = [r["seconds"] for r in records]
     extra = {}
     if in_flight == 1:
         # One at a time, a record's seconds are its chain's time. A chain's MH steps are sequential, so no batching

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import socket
 import subprocess
 import sys
@@ -30,8 +29,8 @@ from pathlib import Path
 
 import requests
 
+from _eval_timing import timed_eval  # bench/, first on sys.path when a script runs
 from strop.backends import load_backend
-from strop.evaluation.harness import EvalSpec, evaluate
 from strop.methods import method_settings
 from strop.models import embedded_model_path
 from strop.tasks import get_task
@@ -65,23 +64,13 @@ def start_server(binary: str, parallel: int) -> tuple[subprocess.Popen, str]:
 
 
 def run(url: str, concurrency: int, problems: list, out: Path) -> tuple[dict, dict]:
-    if out.exists():
-        shutil.rmtree(out)  # a timing must not resume
-    backend = load_backend("openai", base_url=url, concurrency=concurrency)
-    task = get_task("arithmetic")
     # A stop string (never met in these answers) makes the server's end-of-sequence a plain "stop": without it the
     # backend asks for the EOS token's log-prob by scoring with echo=True, which llama-server does not support.
     kwargs = {"params": replace(method_settings("sample", max_tokens=MAX_TOKENS)["params"], stop=("\n\nQuestion:",))}
-    spec = EvalSpec(task="arithmetic", method="sample", backend="openai", model=None, seed=SEED, limit=len(problems),
-                    method_config={k: str(v) for k, v in kwargs.items()})
-    try:
-        started = time.perf_counter()
-        metrics = evaluate(spec, task, problems, backend, out, method_kwargs=kwargs, batch_size=concurrency)
-        wall = time.perf_counter() - started
-    finally:
-        backend.close()
+    backend = load_backend("openai", base_url=url, concurrency=concurrency)
+    metrics, wall, records = timed_eval(backend, "openai", "sample", kwargs, problems, out, concurrency, SEED)
     o = metrics["overall"]
-    answers = {r["id"]: r["output"] for r in map(json.loads, (out / "records.jsonl").read_text().splitlines())}
+    answers = {r["id"]: r["output"] for r in records}
     return ({"concurrency": concurrency, "wall_s": round(wall, 2), "requests_per_s": round(len(problems) / wall, 2),
              "s_per_problem": round(wall / len(problems), 3), "accuracy": o["accuracy"],
              "ci95": [round(x, 3) for x in o["ci95"]]}, answers)
