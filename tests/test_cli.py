@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -34,6 +35,13 @@ def test_solve_json_has_tokens_logprobs_and_timing():
     assert out["decoded_tokens"] == sum(x["completion_tokens"] for x in out["candidates"])
 
 
+def test_solve_majority_takes_the_vote_mode():
+    r = strop("solve", "What is 2 + 3?", "--method", "majority", "-n", "2", "--max-tokens", "8", "--vote", "string", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["config"]["vote"] == "string" and sum(out["stats"]["votes"].values()) <= 2
+
+
 def test_same_seed_same_output():
     a = strop("solve", "Name a fruit.", "--method", "sample", "--seed", "7", "--max-tokens", "16")
     b = strop("solve", "Name a fruit.", "--method", "sample", "--seed", "7", "--max-tokens", "16")
@@ -63,6 +71,7 @@ def _free_port() -> int:
         (["--backend", "openai", "--model", "x", "--base-url", "SERVER"], "cannot reach the server"),
         (["--base-url", "http://127.0.0.1:1/v1"], "apply only to --backend openai"),
         (["--method", "power", "--cut", "[bold]x[/bold]"], "cut must be one of"),  # brackets reach the terminal verbatim
+        (["--method", "majority", "--vote", "mode"], "vote must be one of equivalence, string, got 'mode'"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_nonzero_exit(args, needle, tmp_path):
@@ -103,6 +112,33 @@ def test_power_bad_cut_is_a_clear_error():
     assert r.returncode == 2 and "cut must be one of" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_power_target_option_reaches_solve_and_eval(tmp_path):
+    for cmd in (["solve", "2 + 3 = ?"], ["eval", "--task", "arithmetic", "--limit", "1", "--out", str(tmp_path / "run")]):
+        r = strop(*cmd, "--method", "power", "--target", "topk")  # refused before any model loads: topk needs --top-k
+        assert r.returncode == 2 and "top_k" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = strop("solve", "2 + 3 = ?", "--method", "power", "--target", "topk", "--top-k", "50", "--block-size", "8",
+              "--mcmc-steps", "1", "--max-tokens", "8", "--cut", "entropy", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["config"]["target"] == "topk" and out["config"]["top_k"] == 50
+    # Entropies of the top-50 renormalised base model: never above log 50 (the full vocabulary's can be).
+    assert max(out["candidates"][0]["entropies"]) <= math.log(50) + 1e-6
+
+
+def test_integral_check_and_variant_validity_from_the_command_line(tmp_path):
+    r = strop("eval", "--task", "arithmetic", "--verifier", "ladder", "--limit", "1", "--out", str(tmp_path / "a"))
+    assert r.returncode == 2 and "one check" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = strop("eval", "--task", "integrals", "--verifier", "ttrl", "--method", "greedy", "--limit", "1", "--max-tokens", "16",
+              "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "run" / "records.jsonl").read_text().splitlines()[0])
+    assert rec["verifier"] == "ttrl" and json.loads((tmp_path / "run" / "run.json").read_text())["verifier"] == "ttrl"
+    tree = tmp_path / "tree.jsonl"
+    r = strop("ladder", "build", "--task", "integrals", "--limit", "1", "--depth", "1", "--validity", "numeric", "--out", str(tree))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(tree.with_name("tree.jsonl.expanded").read_text().splitlines()[0])["spec"]["validity"] == "numeric"
+
+
 def test_bench_power_mixing_quick(tmp_path):
     r = strop("bench", "power-mixing", "--quick", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
@@ -121,6 +157,7 @@ def test_bench_power_mixing_quick(tmp_path):
         (["eval", "--task", "jsonl", "--out", "OUT"], "task jsonl needs a data file (--data FILE"),
         (["eval", "--task", "arithmetic", "--samples", "0", "--out", "OUT"], "--samples, --limit and --batch-size must be >= 1"),
         (["eval", "--task", "arithmetic", "--method", "rc", "--turns", "0", "--out", "OUT"], "turns must be"),
+        (["eval", "--task", "arithmetic", "--vote", "mode", "--out", "OUT"], "vote must be one of"),  # maj@k votes whatever the method
         (["report", "NOT_A_RUN"], "has no metrics.json"),
     ],
 )

@@ -174,3 +174,43 @@ def test_every_integration_bee_gold_answer_verifies():
     failed = [(p.id, task.check(p, f"\\boxed{{{p.gold}}}").verdict.value) for p in problems]
     assert [f for f in failed if f[1] != "correct"] == []
     assert {p.category for p in problems} == {"definite", "indefinite"}
+
+
+def test_majority_at_k_votes_by_equivalence_and_by_string_from_the_same_records(tmp_path):
+    # Five samples per problem; the right value is written in three forms, a wrong one twice in one form.
+    script = {"1 + 1 = ?": ["\\boxed{5}", "\\boxed{2.0}", "\\boxed{5}", "\\boxed{2}", "\\boxed{\\frac{4}{2}}"],
+              "half of 1 = ?": ["It is \\boxed{3}", "\\boxed{0.5}", "\\boxed{3}", "\\boxed{\\frac{2}{4}}", "\\boxed{50\\%}"]}
+    data = tmp_path / "q.jsonl"
+    data.write_text("\n".join(json.dumps({"q": q, "a": a}) for q, a in [("1 + 1 = ?", "2"), ("half of 1 = ?", "\\frac{1}{2}")]))
+    task = jsonl_task("mine", {"question": "q", "answer": "a"}, "math")
+    problems = task.load(str(data))
+    said: dict[str, int] = {}
+
+    def respond(prompt: str) -> str:
+        q = next(q for q in script if q in prompt)
+        said[q] = said.get(q, 0) + 1
+        return script[q][said[q] - 1]
+
+    spec = EvalSpec("mine", "sample", "scripted", None, samples=5)
+    backend = ScriptedBackend(respond)
+    by_equivalence = evaluate(spec, task, problems, backend, tmp_path / "run", batch_size=1)
+    by_string = evaluate(spec, task, problems, backend, tmp_path / "run", batch_size=1, vote="string")
+    assert len(backend.prompts) == 10  # the second call decoded nothing: the vote is not part of the run
+    assert by_equivalence["vote"] == "equivalence" and by_string["vote"] == "string"
+    assert by_equivalence["overall"]["accuracy"] == by_string["overall"]["accuracy"] == 0.6
+    # k = 1: one sample, a wrong one. k = 5: three forms of the right value outvote two identical wrong answers.
+    assert by_equivalence["overall"]["majority_at_k"] == {"1": 0.0, "2": 0.0, "3": 0.0, "4": 0.0, "5": 1.0}
+    assert by_string["overall"]["majority_at_k"] == {"1": 0.0, "2": 0.0, "3": 0.0, "4": 0.0, "5": 0.0}
+    assert compute_metrics([json.loads(x) for x in (tmp_path / "run" / "records.jsonl").read_text().splitlines()], 5,
+                           vote="string")["overall"]["majority_at_k"]["5"] == 0.0
+    with pytest.raises(StropError, match="vote must be one of"):
+        compute_metrics([], 5, vote="mode")
+
+
+def test_majority_at_k_votes_over_the_first_k_samples_whatever_order_the_records_were_written_in():
+    # Records are written as their verdicts arrive, so sample 2 can precede sample 0 in the file.
+    rec = lambda s, a, ok: {"id": "p", "sample": s, "category": None, "answer": a, "correct": ok,  # noqa: E731
+                            "verdict": "correct" if ok else "incorrect", "tokens": 1, "seconds": 0.1}
+    m = compute_metrics([rec(2, "5", True), rec(0, "4", False), rec(1, "5", True)], 3, vote="string")
+    # k = 1: sample 0 alone (wrong); k = 2: a tie, won by sample 0's answer; k = 3: "5" twice.
+    assert m["overall"]["majority_at_k"] == {"1": 0.0, "2": 0.0, "3": 1.0}

@@ -87,6 +87,9 @@ def test_arithmetic_variants_are_easier_and_exact():
         nums = q.removesuffix(" = ?").split()
         total = int(nums[0]) + sum(int(v) * (1 if s == "+" else -1) for s, v in zip(nums[1::2], nums[2::2]))
         assert total == a >= 0
+    # One operation is the floor: a two-operand sum only loses digits, and a one-digit sum has no variants.
+    assert {q for q, _, _ in symbolic_arithmetic_variants("86 + 67 = ?", 10, seed=0)} == {"8 + 67 = ?", "86 + 6 = ?"}
+    assert symbolic_arithmetic_variants("8 + 6 = ?", 10, seed=0) == []
 
 
 def test_generator_levels_are_distinct_and_seeded():
@@ -187,7 +190,7 @@ def test_a_killed_tree_build_resumes_to_the_same_tree(tmp_path):
 
 def test_an_expansion_cut_short_is_redone_without_duplicates(tmp_path):
     kind = KINDS["arithmetic"]
-    roots = get_task("arithmetic").load(seed=0)[100:103]  # d2o2: several variants each
+    roots = get_task("arithmetic").load(seed=0, categories=["d2o2"])[:3]  # several variants each
     spec = TreeSpec(depth=2, symbolic_per_node=3, seed=4)
     whole = build_tree(roots, kind, spec, tmp_path / "whole.jsonl").nodes
     path = tmp_path / "cut.jsonl"
@@ -224,6 +227,48 @@ def test_ladder_recipe_takes_task_file_and_arms_from_the_tree(tmp_path):
         ladder_recipe(tmp_path / "r.yaml", recipe)
 
 
+def test_the_arithmetic_ladder_recipe_trains_depths_in_order_and_never_on_an_evaluation_question(tmp_path):
+    """recipes/ladder-arith.yaml on a tiny model: easiest depth first, and no tree node is a held-out problem."""
+    from typer.testing import CliRunner
+
+    from strop.cli.main import app
+    from strop.ladder.training import ladder_recipe
+    from strop.training.data import training_problems
+    from strop.training.grpo import build_trainer, load_metrics
+    from tiny_lm import build_tiny_lm
+
+    tree = tmp_path / "tree.jsonl"
+    # The README's build command, on two-digit roots so that one-digit variants collide with evaluation questions.
+    res = CliRunner().invoke(app, ["ladder", "build", "--task", "arithmetic", "--seed", "1", "--exclude-seed", "0",
+                                   "--category", "d2o1", "--limit", "12", "--depth", "2", "--symbolic", "2", "--out", str(tree)])
+    assert res.exit_code == 0, res.output
+    assert "in the excluded (test) set" in res.output  # the exclusion had something to do
+    nodes = [json.loads(line) for line in tree.read_text().splitlines()]
+    held = {p.question for p in get_task("arithmetic").load(seed=0)}  # what strop eval --task arithmetic asks
+    assert {n["depth"] for n in nodes} == {0, 1, 2} and not {n["question"] for n in nodes} & held
+
+    recipe = ladder_recipe(tree, ROOT / "recipes" / "ladder-arith.yaml", {
+        "model.name": str(build_tiny_lm(tmp_path / "m", seed=0)), "output": str(tmp_path / "run"),
+        "grpo.max_steps": 6, "curriculum.steps_per_arm": 2, "grpo.num_generations": 2, "grpo.per_device_train_batch_size": 4,
+        "grpo.max_completion_length": 4, "grpo.beta": 0.0, "grpo.save_steps": 1000})
+    _, problems = training_problems(recipe.data)
+    assert {p.question for p in problems} == {n["question"] for n in nodes} and not {p.question for p in problems} & held
+    trainer = build_trainer(recipe, quiet=True)
+    seen: list[list[str]] = []
+    original = trainer._after_generation
+
+    def spy(out):
+        seen.append([c for c, _ in trainer.rewards.last])  # the category of every rollout the step trained on
+        original(out)
+
+    trainer._after_generation = spy
+    trainer.train()
+    order = ["depth2", "depth2", "depth1", "depth1", "depth0", "depth0"]
+    assert seen == [[d] * 4 for d in order]
+    _, curriculum = load_metrics(tmp_path / "run")
+    assert [max(r["counts"], key=r["counts"].get) for r in curriculum] == order
+
+
 # ------------------------------------------------------ test-time variant RL
 @pytest.fixture(scope="module")
 def tiny_backend(tmp_path_factory):
@@ -237,16 +282,19 @@ def test_test_time_rl_leaves_the_base_weights_bit_identical(tiny_backend):
     from strop.ladder.ttrl import TTRLConfig, test_time_rl
 
     task = get_task("arithmetic")
-    problem = task.load(seed=0)[100]
+    problem = task.load(seed=0, categories=["d2o2"])[0]
     before = {k: v.detach().clone() for k, v in tiny_backend.model.state_dict().items()}
     cfg = TTRLConfig(steps=3, depth=2, variants_per_node=3, groups_per_step=2, num_generations=4, max_tokens=6,
-                     learning_rate=0.05, probe_samples=2)
+                     learning_rate=0.05, probe_samples=2, pass_samples=3)
     seen = []
     res = test_time_rl(tiny_backend, task, problem, np.random.default_rng(0), config=cfg, progress=lambda d, t: seen.append(d))
     s = res.stats
     assert s["steps"] == 3 and seen == [1, 2, 3] and s["variants"] >= 4 and s["probes"] == 6
     assert len(s["train_reward"]) == 3 and s["decoded_tokens"] > 3 * 8
-    assert s["solved_during"] == (s["correct_before"] or s["correct_after"] or s["probe_correct"] > 0)
+    assert s["pass_samples"] == 3 and 0 <= s["sample_correct_before"] <= 3 and 0 <= s["sample_correct_after"] <= 3
+    assert len(s["train_correct"]) == 3 and s["variant_solved"] == any(c > 0 for c in s["train_correct"])
+    assert s["solved_during"] == (s["correct_before"] or s["correct_after"] or s["probe_correct"] > 0
+                                  or s["sample_correct_before"] > 0 or s["sample_correct_after"] > 0)
     after = tiny_backend.model.state_dict()
     assert set(after) == set(before)  # no adapter layers left behind
     assert all(torch_equal(before[k], after[k]) for k in before)
@@ -312,3 +360,28 @@ def test_ttrl_is_refused_outside_eval_and_off_the_hf_backend():
         kind_for_task("gsm8k")
     with pytest.raises(ConfigError):
         TTRLConfig(steps=-1)
+
+
+def test_ttrl_metrics_report_pass_at_k_before_and_after_from_the_samples():
+    from strop.evaluation.harness import compute_metrics
+
+    def rec(pid: str, before: int, after: int, variant_solved: bool) -> dict:
+        stats = {"solved_during": before + after > 0, "correct_before": False, "correct_after": after > 4, "steps": 4,
+                 "variants": 9, "pass_samples": 8, "sample_correct_before": before, "sample_correct_after": after,
+                 "variant_solved": variant_solved}
+        return {"id": pid, "sample": 0, "category": "d3o1", "correct": after > 4, "answer": "1", "verdict": "incorrect",
+                "tokens": 10, "seconds": 1.0, "stats": stats}
+
+    t = compute_metrics([rec("a", 0, 1, True), rec("b", 2, 8, False)], 1, vote="string")["overall"]["ttrl"]
+    # by hand: pass@1 = mean(c / 8); pass@5 = 1 - C(8 - c, 5) / C(8, 5); pass@8 = any correct
+    assert t["pass_at_k_before"] == pytest.approx({"1": (0 + 2 / 8) / 2, "5": (0 + 1 - 6 / 56) / 2, "8": 0.5})
+    assert t["pass_at_k_after"] == pytest.approx({"1": (1 / 8 + 1) / 2, "5": (1 - 21 / 56 + 1) / 2, "8": 1.0})
+    assert (t["passn_before"], t["passn_after"], t["variant_solved"]) == (0.5, 1.0, 0.5)
+
+
+def test_ttrl_variant_validity_option_reaches_the_tree():
+    from strop.ladder.ttrl import TTRLConfig
+
+    assert TTRLConfig().validity == "sympy" and TTRLConfig(validity="numeric").validity == "numeric"
+    with pytest.raises(ConfigError, match="validity"):
+        TTRLConfig(validity="loose")

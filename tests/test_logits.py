@@ -103,3 +103,26 @@ def test_a_vanishing_temperature_picks_the_argmax_without_nan(temperature, top_k
         d = draw(logits, temperature=temperature, top_k=top_k, top_p=1.0, rng=np.random.default_rng(seed), want_entropy=True)
         assert d.token == 1 and all(math.isfinite(v) for v in (d.base_logprob, d.proposal_logprob, d.entropy))
         assert d.proposal_logprob == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("temperature,top_k", [(0.25, 2), (1.0, 2), (0.0, None), (1.0, None)])
+def test_base_k_reports_the_top_k_renormalised_base_by_hand(temperature, top_k):
+    # Power sampling's top-k target: p over the 2 likeliest tokens (0.5, 0.3), renormalised by their mass 0.8,
+    # whatever the proposal (tempered top-k, greedy, or untruncated).
+    logits = np.log(np.array([0.05, 0.5, 0.15, 0.3]))
+    hand = {1: math.log(0.5 / 0.8), 3: math.log(0.3 / 0.8)}
+    hand_entropy = -(0.625 * math.log(0.625) + 0.375 * math.log(0.375))
+    seen = set()
+    for seed in range(40):
+        d = draw(logits, temperature=temperature, top_k=top_k, top_p=1.0, rng=np.random.default_rng(seed), want_entropy=True,
+                 base_k=2)
+        if d.token not in hand:  # an untruncated proposal can draw outside the target's support (never under top_k = 2)
+            assert top_k is None
+            continue
+        seen.add(d.token)
+        assert d.base_logprob == pytest.approx(hand[d.token], abs=1e-6)
+        assert d.entropy == pytest.approx(hand_entropy, abs=1e-6)
+        # the proposal log-prob is unchanged by base_k
+        ref = draw(logits, temperature=temperature, top_k=top_k, top_p=1.0, rng=np.random.default_rng(seed), want_entropy=False)
+        assert (ref.token, ref.proposal_logprob) == (d.token, d.proposal_logprob)
+    assert seen == ({1} if temperature == 0.0 else {1, 3})

@@ -56,3 +56,43 @@ def test_bad_n_is_a_config_error():
     toy = digits_toy()
     with pytest.raises(ConfigError, match="n must be"):
         get_method("majority")(toy, toy.tokenize("Q"), np.random.default_rng(0), n=0)
+
+
+def _scripted_majority(texts: list[str], **kwargs):
+    """Majority vote over completions we write, no backend: send them to the step machine."""
+    from strop.backends.base import Generation
+    from strop.methods.basic import majority
+
+    m = majority(None, [1, 2, 3], np.random.default_rng(0), n=len(texts), **kwargs)  # type: ignore[arg-type] - no model needed
+    next(m)
+    with pytest.raises(StopIteration) as end:
+        m.send([Generation((1,), t, np.zeros(1), np.zeros(1), None, "eos", 3) for t in texts])
+    return end.value.value
+
+
+# Five samples: three write one half three ways, two write 3.
+HALVES = ["so p = \\boxed{0.5}", "\\boxed{3}", "p = \\boxed{\\frac{1}{2}}", "the answer is \\boxed{3}", "\\boxed{1/2}"]
+
+
+def test_majority_votes_by_equivalence_by_default():
+    r = _scripted_majority(HALVES)
+    assert r.answer == "0.5" and r.chosen == 0 and r.stats["votes"] == {"0.5": 3, "3": 2}
+    assert r.config["vote"] == "equivalence"
+
+
+def test_majority_by_string_keeps_each_form_a_vote_of_its_own():
+    r = _scripted_majority(HALVES, vote="string")
+    assert r.answer == "3" and r.chosen == 1 and r.stats["votes"] == {"0.5": 1, "3": 2, "\\frac{1}{2}": 1, "1/2": 1}
+    assert r.config["vote"] == "string"
+
+
+def test_majority_vote_setting_flows_from_flat_options_and_is_checked():
+    from strop.methods import method_settings
+
+    assert method_settings("majority")["vote"] == "equivalence"
+    assert method_settings("majority", vote="string")["vote"] == "string"
+    with pytest.raises(ConfigError, match="vote must be one of equivalence, string, got 'mode'"):
+        method_settings("majority", vote="mode")
+    toy = digits_toy()
+    with pytest.raises(ConfigError, match="vote must be one of"):
+        get_method("majority")(toy, toy.tokenize("Q"), np.random.default_rng(0), n=2, vote="mode")

@@ -169,6 +169,122 @@ def test_sampler_checks_capabilities_by_name():
         power_sample_chain(toy, toy.tokenize("q"), PowerConfig(cut="entropy", max_tokens=4), np.random.default_rng(0))
 
 
+# ------------------------------------------- targets: full p^alpha or top-k renormalised
+
+# An order-1 model whose top-2 mass differs by context (0.9 after "q", 1 after "a", 0.75 after "b"), so the
+# entropy-cut reference's target (p renormalised over the top k at every position) is not p^alpha restricted to
+# the top k: the per-position normalisers weigh the "b" branch up.
+TOPK_TABLE = {"q": {"a": 0.5, "b": 0.4, "$": 0.1}, "a": {"a": 0.5, "$": 0.5}, "b": {"b": 0.25, "a": 0.35, "$": 0.4}}
+
+
+def topk_toy():
+    from strop.backends.toy import ToyBackend
+
+    return ToyBackend.from_table(["q", "a", "b", "$"], {(c,): row for c, row in TOPK_TABLE.items()}, eos="$", order=1)
+
+
+def hand_targets(alpha: float, k: int = 2, cap: int = 4) -> dict[str, dict[str, float]]:
+    """p^alpha by hand over the completions a top-k proposal can draw: "full" (p) and "topk" (p / top-k mass at each step)."""
+    logs: dict[str, dict[str, float]] = {"full": {}, "topk": {}}
+
+    def walk(seq: str, last: str, full: float, topk: float) -> None:
+        if seq and (seq[-1] == "$" or len(seq) == cap):
+            logs["full"][seq], logs["topk"][seq] = full, topk
+            return
+        row = TOPK_TABLE[last]
+        top = sorted(row, key=row.get, reverse=True)[:k]
+        mass = sum(row[t] for t in top)
+        for t in top:
+            walk(seq + t, t, full + math.log(row[t]), topk + math.log(row[t] / mass))
+
+    walk("", "q", 0.0, 0.0)
+    out = {}
+    for name, lp in logs.items():
+        w = {y: math.exp(alpha * v) for y, v in lp.items()}
+        out[name] = {y: v / sum(w.values()) for y, v in w.items()}
+    return out
+
+
+def test_top_k_target_log_probs_are_the_renormalised_top_k_by_hand():
+    toy = topk_toy()
+    params = PowerConfig(alpha=3.0, top_k=2, target="topk", cut="entropy", max_tokens=4).proposal(4)
+    assert params.base_top_k and params.top_k == 2 and params.return_entropy
+    seen = set()
+    for seed in range(30):
+        g = toy.generate(toy.tokenize("q"), params, np.random.default_rng(seed))
+        last = "q"
+        for tok, lp, h in zip(g.token_ids, g.base_logprobs, g.entropies):
+            row, t = TOPK_TABLE[last], toy.vocab[tok]
+            top = sorted(row, key=row.get, reverse=True)[:2]
+            mass = sum(row[x] for x in top)
+            assert lp == pytest.approx(math.log(row[t] / mass), abs=1e-6)
+            assert h == pytest.approx(-sum(row[x] / mass * math.log(row[x] / mass) for x in top), abs=1e-6)
+            seen.add((last, t))
+            last = t
+    assert {("q", "b"), ("b", "a"), ("b", "$")} <= seen  # the contexts whose top-2 mass is not 1 were all drawn
+    # The full target (default) reports the untruncated base model with the same top-k proposal.
+    full = toy.generate(toy.tokenize("q"), PowerConfig(alpha=3.0, top_k=2).proposal(1), np.random.default_rng(0))
+    assert full.base_logprobs[0] == pytest.approx(math.log(TOPK_TABLE["q"][toy.vocab[full.token_ids[0]]]), abs=1e-6)
+
+
+@pytest.mark.parametrize("cut", ["uniform", "entropy"])
+@pytest.mark.parametrize("target", ["full", "topk"])
+def test_the_chosen_target_is_stationary_under_a_top_k_proposal(target, cut):
+    toy = topk_toy()
+    chain = exact_chain(toy, toy.tokenize("q"), 4, PowerConfig(alpha=3.0, cut=cut, top_k=2, target=target))
+    hands = hand_targets(3.0)
+    assert sorted(toy.detokenize(s) for s in chain.states) == sorted(hands[target])
+    pi = np.array([hands[target][toy.detokenize(s)] for s in chain.states])
+    other = np.array([hands["full" if target == "topk" else "topk"][toy.detokenize(s)] for s in chain.states])
+    np.testing.assert_allclose(chain.P.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(chain.target, pi, atol=1e-12)
+    np.testing.assert_allclose(pi @ chain.P, pi, atol=1e-12)
+    assert np.abs(other @ chain.P - other).max() > 1e-2  # the option changes the chain: the other target is not invariant
+
+
+def test_sampled_chains_follow_the_top_k_target():
+    toy = topk_toy()
+    config = PowerConfig(alpha=3.0, block_size=4, max_tokens=4, mcmc_steps=10, cut="entropy", top_k=2, target="topk")
+    exact = exact_chain(toy, toy.tokenize("q"), 4, config)
+    assert tv(exact.law_after(10), exact.target) < 1e-3
+    finals = [toy.detokenize(c.tokens) for c, _, _ in
+              (power_sample_chain(toy, toy.tokenize("q"), config, rng) for rng in np.random.default_rng(5).spawn(N_CHAINS))]
+    hands = hand_targets(3.0)
+    assert tv_distance(empirical(finals), hands["topk"]) < TV_TOL
+    assert tv_distance(hands["full"], hands["topk"]) > 0.17  # so a sampler on the full target would fail the line above
+    assert tv_distance(empirical(finals), hands["full"]) > 0.17 - TV_TOL
+
+
+def test_target_option_is_validated_and_flows_from_flat_and_server_settings():
+    from strop.methods import method_settings
+    from strop.server.schemas import StropOptions
+
+    for kwargs, needle in [({"target": "topk"}, "top_k"), ({"target": "top50"}, "target must be one of")]:
+        with pytest.raises(ConfigError, match=needle):
+            PowerConfig(**kwargs)
+    with pytest.raises(ConfigError, match="base_top_k"):
+        SamplingParams(base_top_k=True)
+    assert method_settings("power")["config"].target == "full"
+    assert not PowerConfig(top_k=50).proposal(8).base_top_k  # the default keeps the full-vocabulary target
+    cfg = method_settings("power", **StropOptions(target="topk", top_k=50).model_dump(exclude_none=True))["config"]
+    assert (cfg.target, cfg.top_k) == ("topk", 50) and cfg.proposal(8).base_top_k
+    with pytest.raises(ConfigError, match="top_k"):
+        method_settings("power", target="topk")
+    with pytest.raises(ValueError, match="target"):
+        StropOptions(target="top50")
+
+
+def test_top_k_target_needs_the_capability():
+    class NoTopKBase(type(topk_toy())):
+        capabilities = frozenset({"logprobs", "entropy"})
+
+    toy = topk_toy()
+    toy.__class__ = NoTopKBase
+    with pytest.raises(CapabilityError, match="topk_base"):
+        power_sample_chain(toy, toy.tokenize("q"), PowerConfig(top_k=2, target="topk", max_tokens=4), np.random.default_rng(0))
+    power_sample_chain(toy, toy.tokenize("q"), PowerConfig(top_k=2, max_tokens=4), np.random.default_rng(0))  # full: fine
+
+
 # ------------------------------------------------------------ real model
 
 

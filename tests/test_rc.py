@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
@@ -66,3 +69,137 @@ def test_config_validation():
         RCConfig(turns=0)
     with pytest.raises(ConfigError, match="temperature"):
         RCConfig(temperature=-1)
+
+
+# ---------------------------------------------------------------- templates from files
+def _records(result):
+    """What an RC result says, without its wall times."""
+    d = result.to_dict()
+    d["stats"] = {k: v for k, v in d["stats"].items() if k != "elapsed_s"}
+    d["candidates"] = [{k: v for k, v in c.items() if k not in ("seconds", "elapsed_s")} for c in d["candidates"]]
+    return d
+
+
+@pytest.mark.parametrize("method", ["rc", "self-refine", "long"])
+def test_templates_loaded_from_files_holding_the_default_text_give_identical_records(tmp_path, method):
+    from strop.methods.rc_prompts import RCPrompts, load_prompts, write_prompts
+
+    loaded = load_prompts(write_prompts(RCPrompts(), tmp_path / "prompts"))
+    assert loaded == RCPrompts()
+    runs = []
+    for prompts in (RCPrompts(), loaded):
+        b = scripted()
+        r = run_method(method, b, "PROBLEM-X", np.random.default_rng(0), config=RCConfig(turns=3, prompts=prompts))
+        runs.append((b.prompts, _records(r)))
+    assert runs[0] == runs[1]
+    assert runs[0][0][0].startswith("Question: PROBLEM-X\n\nSolve the problem step by step")  # strop's own wording
+
+
+def test_the_harness_gives_identical_records_with_default_and_file_templates(tmp_path):
+    from strop.evaluation.harness import EvalSpec, evaluate
+    from strop.methods import Flat, method_spec
+    from strop.methods.rc_prompts import RCPrompts, load_prompts, write_prompts
+    from strop.tasks import get_task
+
+    task = get_task("arithmetic")
+    problems = task.load(seed=3)[:4]
+    loaded = load_prompts(write_prompts(RCPrompts(), tmp_path / "prompts"))
+    out = []
+    for name, prompts in (("default", RCPrompts()), ("files", loaded)):
+        kwargs = method_spec("rc").settings(Flat(turns=2, reasoning_tokens=40, summary_tokens=10, rc_prompts=prompts))
+        spec = EvalSpec("arithmetic", "rc", "scripted", None, samples=2, method_config={"config": asdict(kwargs["config"])})
+        evaluate(spec, task, problems, scripted(), tmp_path / name, method_kwargs=kwargs, batch_size=1)
+        rows = [json.loads(x) for x in (tmp_path / name / "records.jsonl").read_text().splitlines()]
+        out.append(sorted(({k: v for k, v in r.items() if k not in ("seconds", "pid", "stats")} for r in rows),
+                          key=lambda r: (r["id"], r["sample"])))
+    assert out[0] == out[1] and len(out[0]) == 8
+    assert out[0][0]["config"]["config"]["prompts"]["reason"] == RCPrompts().reason  # the records name the templates
+
+
+def test_one_template_file_per_role_serves_every_turn_with_an_empty_summary_on_turn_one(tmp_path):
+    """The reference code's layout: one reasoning and one summarising prompt, each with a summary section."""
+    from strop.methods.rc_prompts import load_prompts
+
+    (tmp_path / "reason.txt").write_text("R|{problem}|prev:{summary}|\\boxed{{}}")
+    (tmp_path / "summarize.txt").write_text("S|{problem}|old:{summary}|new:{reasoning}")
+    prompts = load_prompts(tmp_path)
+    b = ScriptedBackend(lambda p: "sum" if "S|" in p else "think \\boxed{4}")
+    r = run_method("rc", b, "Q7", np.random.default_rng(0), config=RCConfig(turns=2, prompts=prompts))
+    # ScriptedBackend has no chat template: strop's plain one wraps each prompt as "Question: ...\nAnswer:".
+    assert b.prompts == ["Question: R|Q7|prev:|\\boxed{}\nAnswer:",
+                         "Question: S|Q7|old:|new:think \\boxed{4}\nAnswer:",
+                         "Question: R|Q7|prev:sum|\\boxed{}\nAnswer:",
+                         "Question: S|Q7|old:sum|new:think \\boxed{4}\nAnswer:"]
+    assert r.answer == "4"
+
+
+def test_template_problems_are_one_error_naming_every_one(tmp_path):
+    from strop.methods.rc_prompts import RCPrompts, load_prompts
+
+    (tmp_path / "reason.txt").write_text("{problem} {curr_summary}")           # the reference's name for the summary
+    (tmp_path / "summarize.txt").write_text("{reasoning} and a stray } brace")  # and no {problem}
+    (tmp_path / "reasoning_prompt.txt").write_text("x")                        # not a template name
+    with pytest.raises(ConfigError) as e:
+        load_prompts(tmp_path)
+    msg = str(e.value)
+    for part in ("{curr_summary} (rename it {summary})", "reasoning_prompt.txt", "Single '}'", "reason_from_summary"):
+        assert part in msg, (part, msg)
+    assert msg.count("\n") >= 3  # every problem on its own line, in one error
+    (tmp_path / "reasoning_prompt.txt").unlink()
+    (tmp_path / "summarize.txt").write_text("{reasoning} only")
+    (tmp_path / "reason.txt").write_text("{problem} {summary}")
+    with pytest.raises(ConfigError, match=r"missing field \{problem\}"):
+        load_prompts(tmp_path)
+    with pytest.raises(ConfigError, match="missing reason.txt"):
+        load_prompts(_empty(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="not a folder"):
+        load_prompts(tmp_path / "nothing-here")
+    with pytest.raises(ConfigError, match=r"unknown field \{attempt\}"):
+        RCPrompts(reason_from_summary="{problem} {summary} {attempt}")
+    with pytest.raises(ConfigError, match="positional|unknown field"):
+        RCPrompts(reason="{problem} \\boxed{}")  # an unescaped brace pair is a positional field
+
+
+def _empty(folder):
+    folder.mkdir()
+    return folder
+
+
+# ---------------------------------------------------------------- thinking models
+def thinking_scripted():
+    """Reasoning: drafts \\boxed{7} while thinking, answers \\boxed{3}; summaries think 'secret' and say 'S<k>'."""
+    state = {"s": 0}
+
+    def respond(prompt: str) -> str:
+        if "Write a first-person summary" in prompt:
+            state["s"] += 1
+            return f"<think>secret {state['s']}</think>S{state['s']}"
+        return "<think>draft: maybe \\boxed{7}</think>So \\boxed{3}"
+
+    return ScriptedBackend(respond)
+
+
+def test_rc_reads_answers_and_carries_summaries_from_the_visible_text_of_a_thinking_model():
+    b = thinking_scripted()
+    r = run_method("rc", b, "P", np.random.default_rng(0), config=RCConfig(turns=2))
+    turns = r.stats["turns"]
+    assert [t["answer"] for t in turns] == ["3", "3"] and r.answer == "3"
+    assert [t["summary"] for t in turns] == ["S1", "S2"]
+    summarise, reason2 = b.prompts[1], b.prompts[2]
+    assert "So \\boxed{3}" in summarise and "draft" not in summarise  # the summariser reads the visible text
+    assert "S1" in reason2 and "secret" not in reason2  # the next turn reads what the summariser said
+    # hidden tokens: the scripted backend has one token per character
+    hidden = 2 * len("<think>draft: maybe \\boxed{7}</think>") + len("<think>secret 1</think>") + len("<think>secret 2</think>")
+    assert r.stats["thinking_tokens"] == hidden
+
+
+def test_summarise_thinking_gives_the_summariser_the_reasoning_blocks_as_the_reference_does():
+    b = thinking_scripted()
+    run_method("rc", b, "P", np.random.default_rng(0), config=RCConfig(turns=1, summarise_thinking=True))
+    assert "draft: maybe \\boxed{7}" in b.prompts[1] and "So \\boxed{3}" not in b.prompts[1] and "<think>" not in b.prompts[1]
+
+
+def test_a_reasoning_turn_cut_off_while_thinking_has_no_answer():
+    b = ScriptedBackend(lambda p: "S" if "Write a first-person summary" in p else "\\boxed{5} <think>no wait, \\boxed{6} or")
+    r = run_method("rc", b, "P", np.random.default_rng(0), config=RCConfig(turns=1))
+    assert r.answer == "5"

@@ -264,3 +264,43 @@ def test_killed_rc_run_resumes_with_its_buffer(tiny_model, questions, tmp_path):
     s_whole = json.loads((tmp_path / "whole" / f"checkpoint-{steps}" / RC_STATE).read_text())
     s_killed = json.loads((tmp_path / "killed" / f"checkpoint-{steps}" / RC_STATE).read_text())
     assert s_killed == s_whole
+
+
+# ------------------------------------------------------------- templates and chat switches
+def test_a_recipes_prompt_folder_drives_the_rollouts_and_the_trained_rows_alike(tmp_path):
+    from strop.methods.rc_prompts import load_prompts
+    from strop.training.rc import keep_prompts
+
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    (folder / "reason.txt").write_text("THINK ABOUT {problem} [{summary}]")
+    # the scripted summariser recognises strop's phrases; the rest of the wording is this folder's
+    (folder / "summarize.txt").write_text("Write a first-person summary of {problem} [{summary}]\nHere is my latest attempt:\n{reasoning}")
+    spec = RCSpec(turns=2, states=3, prompts=str(folder))
+    rows = rc_rows(spec, n=1, k=2)
+    backend = scripted()
+    states = rows.step_states(backend, groups=3)
+    reasoning = [p for p in backend.prompts if "Write a first-person summary" not in p]
+    assert reasoning == ["Question: THINK ABOUT Q0? []\nAnswer:", "Question: THINK ABOUT Q0? [S1:Q0?]\nAnswer:"]
+    for s, row in zip(states, rows.rows(states)[::2]):
+        assert row["prompt"] == f"Question: THINK ABOUT Q0? [{s.summary}]\nAnswer:"
+    # the run folder keeps the templates; a resumed run must train on the same ones
+    keep_prompts(tmp_path / "run" / "rc_prompts", rows.config.prompts)
+    keep_prompts(tmp_path / "run" / "rc_prompts", rows.config.prompts)
+    assert load_prompts(tmp_path / "run" / "rc_prompts") == rows.config.prompts
+    with pytest.raises(ConfigError, match="differ from the ones this run started with"):
+        keep_prompts(tmp_path / "run" / "rc_prompts", RCConfig().prompts)
+    with pytest.raises(ConfigError, match="not a folder"):
+        RCSpec(prompts=str(tmp_path / "missing"))
+
+
+def test_a_recipes_chat_template_switches_reach_the_trained_rows():
+    template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+                "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}")
+    tok = SimpleNamespace(chat_template=template, bos_token="", eos_token="")
+    rows = RCRows(RCSpec(turns=1, states=1), SevenTask(), problems(1), tok, reasoning_tokens=8, temperature=1.0,
+                  num_generations=1, seed=0, template_kwargs={"enable_thinking": False})
+    (row,) = rows.rows([RCState("p0", "", 0)])
+    assert row["prompt"] == "<user>" + reason_prompt(rows.config, "Q0?", "") + "<assistant><think></think>"
+    with pytest.raises(ConfigError, match="add_generation_prompt"):
+        recipe_from_dict({"data": {"task": "arithmetic"}, "output": "x", "model": {"chat_template_kwargs": {"add_generation_prompt": 1}}})

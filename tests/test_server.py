@@ -513,3 +513,112 @@ def test_strop_serve_on_the_embedded_model_and_sigterm(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# One half written five ways (0.14 each) against one wrong answer written one way (0.30).
+HALF_FORMS = ["\\boxed{0.5}", "\\boxed{1/2}", "\\boxed{\\frac{1}{2}}", "\\boxed{\\dfrac{1}{2}}", "\\boxed{2/4}"]
+
+
+class AnswerToy(ToyBackend):
+    """Answers with one boxed value, then stops."""
+
+    def __init__(self) -> None:
+        vocab = list(string.printable) + HALF_FORMS + ["\\boxed{3}", "<eos>"]
+        answers = list(range(len(string.printable), len(vocab) - 1))
+
+        def logits(ctx: tuple[int, ...]) -> np.ndarray:
+            row = np.full(len(vocab), -np.inf)
+            if ctx[-1] in answers:
+                row[-1] = 0.0
+            else:
+                row[answers] = np.log([0.14] * len(HALF_FORMS) + [0.30])
+            return row
+
+        super().__init__(vocab, logits, eos="<eos>", context_length=4096)
+
+
+def test_majority_votes_by_equivalence_unless_the_request_asks_for_string():
+    toy = AnswerToy()
+    with running(toy, max_tokens=64) as u:
+        c = client(u)
+
+        def ask(**strop):
+            r = c.chat.completions.create(model="majority/smollm2", messages=[{"role": "user", "content": "What is half of 1?"}],
+                                          max_tokens=4, seed=3, extra_body={"strop": {"n": 64, **strop}})
+            return r.choices[0].message.content, r.strop["choices"][0]
+
+        (text, default), (_, named), (string_text, by_string) = ask(), ask(vote="equivalence"), ask(vote="string")
+        bad = requests.post(u + "/v1/chat/completions", timeout=30, json={
+            "model": "majority/smollm2", "messages": [{"role": "user", "content": "x"}], "strop": {"vote": "mode"}})
+    assert (default["answer"], default["stats"]["votes"]) == (named["answer"], named["stats"]["votes"])
+    assert default["config"]["vote"] == named["config"]["vote"] == "equivalence" and by_string["config"]["vote"] == "string"
+    # The same 64 samples, voted two ways: the five forms of one half together outvote "3"; one by one, none does.
+    assert sum(default["stats"]["votes"].values()) == sum(by_string["stats"]["votes"].values()) == 64
+    assert text in HALF_FORMS and default["stats"]["votes"][default["answer"]] > 32
+    assert string_text == "\\boxed{3}" and by_string["answer"] == "3" and len(by_string["stats"]["votes"]) == 6
+    for vote, got in (("equivalence", default), ("string", by_string)):
+        kwargs = method_settings("majority", temperature=1.0, top_p=1.0, max_tokens=4, n=64, vote=vote)
+        want = get_method("majority")(toy, toy.chat_prompt([{"role": "user", "content": "What is half of 1?"}]),
+                                      np.random.default_rng([3, 0]), **kwargs)
+        assert got["answer"] == want.answer and got["stats"]["votes"] == want.stats["votes"]
+    assert bad.status_code == 400 and "vote" in bad.json()["error"]["message"]
+
+
+# ------------------------------------------------ conversations for the one-question methods
+CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Let x be 3."},
+        {"role": "assistant", "content": "OK, x = 3."}, {"role": "user", "content": "What is x + 1?"}]
+
+
+@pytest.mark.parametrize("method", ["rc", "self-refine", "long"])
+def test_a_conversation_with_earlier_turns_is_refused_by_default_with_the_reason_and_the_way_out(url, method):
+    r = requests.post(url + "/v1/chat/completions", json={"model": f"{method}/smollm2", "messages": CHAT, "strop": SMALL[method]},
+                      timeout=30)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "messages" and err["code"] == "conversation_not_supported"
+    assert "2 earlier user/assistant message(s)" in err["message"] and "strop.conversation" in err["message"]
+    ends_with_reply = [*CHAT[:3]]
+    r = requests.post(url + "/v1/chat/completions", json={"model": f"{method}/smollm2", "messages": ends_with_reply,
+                                                          "strop": {**SMALL[method], "conversation": "context"}}, timeout=30)
+    assert r.status_code == 400 and "last message must be the user's question" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("method", ["rc", "self-refine", "long"])
+def test_with_conversation_context_the_earlier_turns_become_the_problem(url, toy, method):
+    r = client(url).chat.completions.create(model=f"{method}/smollm2", messages=CHAT, max_tokens=16, seed=4,
+                                            extra_body={"strop": {**SMALL[method], "conversation": "context"}})
+    problem = ("Earlier in this conversation:\n\nUser: Let x be 3.\n\nAssistant: OK, x = 3.\n\nQuestion: What is x + 1?")
+    kwargs = method_settings(method, temperature=1.0, top_p=1.0, max_tokens=16, **SMALL[method])
+    want = get_method(method)(toy, problem, np.random.default_rng([4, 0]), system="Be brief.", **kwargs)
+    assert r.choices[0].message.content == want.text
+    assert r.usage.completion_tokens == want.decoded_tokens
+
+
+def test_serve_conversation_context_and_rc_prompts_are_server_options(toy):
+    from strop.methods.rc import RCConfig
+    from strop.methods.rc_prompts import RCPrompts
+
+    mine = RCPrompts(reason="Solve: {problem}", reason_from_summary="Again: {problem} / {summary}")
+    with running(toy, max_tokens=512, conversation="context", rc_prompts=mine) as u:
+        r = client(u).chat.completions.create(model="rc/smollm2", messages=CHAT[1:], seed=1, extra_body={"strop": SMALL["rc"]})
+    cfg = RCConfig(turns=2, reasoning_tokens=6, summary_tokens=5, prompts=mine)
+    problem = "Earlier in this conversation:\n\nUser: Let x be 3.\n\nAssistant: OK, x = 3.\n\nQuestion: What is x + 1?"
+    want = get_method("rc")(toy, problem, np.random.default_rng([1, 0]), config=cfg)
+    assert r.choices[0].message.content == want.text
+    assert r.strop["choices"][0]["config"]["prompts"]["reason"] == "Solve: {problem}"
+
+
+def test_usage_counts_a_thinking_models_hidden_reasoning_tokens():
+    from strop.backends.scripted import ScriptedBackend
+
+    thinker = ScriptedBackend(lambda p: "<think>6 or 7?</think>It is \\boxed{7}")
+    with running(thinker, max_tokens=512) as u:
+        r = client(u).chat.completions.create(model="majority/smollm2", messages=[{"role": "user", "content": "Q?"}], seed=0,
+                                              max_tokens=64, extra_body={"strop": {"n": 3}})
+        rc = client(u).chat.completions.create(model="rc/smollm2", messages=[{"role": "user", "content": "Q?"}], seed=0,
+                                               extra_body={"strop": {"turns": 2, "reasoning_tokens": 64, "summary_tokens": 64}})
+    hidden = len("<think>6 or 7?</think>")  # one token per character
+    assert r.usage.completion_tokens_details.reasoning_tokens == 3 * hidden
+    assert r.strop["choices"][0]["answer"] == "7"
+    assert rc.usage.completion_tokens_details.reasoning_tokens == 4 * hidden  # two reasoning turns and two summaries
+    assert rc.strop["choices"][0]["stats"]["turns"][0]["summary"] == "It is \\boxed{7}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -74,3 +76,31 @@ def test_hf_batched_rows_sampled_on_the_device_path_equal_the_numpy_path():
         np.testing.assert_allclose(a.base_logprobs, b.base_logprobs, atol=1e-5)
         np.testing.assert_allclose(a.proposal_logprobs, b.proposal_logprobs, atol=1e-5)
         np.testing.assert_allclose(a.entropies, b.entropies, atol=1e-4)
+
+
+@pytest.mark.parametrize("temperature,top_p", [(0.25, 1.0), (1.0, 1.0), (0.0, 1.0), (0.8, 0.9)])
+def test_top_k_base_rows_match_the_numpy_kernel(temperature, top_p):
+    # Rows asking for the top-k target (base_top_ks) next to rows that do not, in one call. Under top-k alone the
+    # two kernels may pick different tokens for one uniform (module docstring), so log-probs are checked for the
+    # token the torch kernel picked: by hand (log p over the k largest logits, renormalised) and, for entropies
+    # (which do not depend on the token), against the numpy kernel.
+    rng = np.random.default_rng(2)
+    n = 12
+    logits = rng.normal(scale=3.0, size=(n, V)).astype(np.float32)
+    logits[:, :5] += 6.0
+    uniforms = rng.random(n)
+    ks = [50 if i % 3 else 7 for i in range(n)]
+    base_ks = [k if i % 4 else None for i, k in enumerate(ks)]
+    got = draw_rows(torch.from_numpy(logits), [temperature] * n, ks, [top_p] * n, uniforms.tolist(), want_entropy=True,
+                    base_top_ks=base_ks)
+    for i in range(n):
+        row = logits[i].astype(np.float64)
+        head = row if base_ks[i] is None else np.sort(row)[-base_ks[i]:]
+        log_z = head.max() + math.log(np.exp(head - head.max()).sum())
+        tok = int(got.tokens[i])
+        assert abs(float(got.base_logprobs[i]) - (row[tok] - log_z)) < 1e-5
+        ref = draw(logits[i], temperature=temperature, top_k=ks[i], top_p=top_p, rng=Replay(uniforms[i]), want_entropy=True,
+                   base_k=base_ks[i])
+        assert abs(float(got.entropies[i]) - ref.entropy) < 1e-5
+        if base_ks[i] is not None:
+            assert abs(ref.base_logprob - (row[ref.token] - log_z)) < 1e-5

@@ -50,6 +50,40 @@ def test_math_table(gold, completion, expected):
     assert verify_math(gold, completion).verdict is expected
 
 
+# Correct answers written as several boxes, in the shapes models write them, and hedges that must stay wrong.
+SEVERAL_BOXES = [
+    # integer pairs solving an equation, one box per pair
+    ("(2, 2), (6, 2)", "Testing y = 2 gives x^2 - 8x + 12 = 0, so x = 2 or x = 6. The solutions are "
+                       "$\\boxed{(2, 2)} \\text{ and } \\boxed{(6, 2)}$.", C),
+    ("(6, 2), (2, 2)", "Both pairs satisfy the equation: $\\boxed{(2, 2)}$, $\\boxed{(6, 2)}$", C),  # a set: order free
+    # a linear system, one box per variable, named inside or outside the box
+    ("x = 1, y = 2", "Adding the equations gives 2x = 2, so x = 1 and then y = 2.\n\n$\\boxed{x = 1}, \\boxed{y = 2}$", C),
+    ("(1, 2)", "From the first equation y = 2x, so 3x = 3. Hence $x = \\boxed{1}$ and $y = \\boxed{2}$.", C),
+    # the solution set of an equation
+    ("\\{1, 3\\}", "Factoring, (x - 1)(x - 3) = 0, so x = \\boxed{1}, \\boxed{3}.", C),
+    ("1, 3", "The roots are $\\boxed{3}$ and $\\boxed{1}$.", C),
+    ("-3, 2", "By the quadratic formula, $x = \\boxed{2}$ or $x = \\boxed{-3}$.", C),
+    ("1, 3", "so the solutions are\n$$\\boxed{1}$$\n$$\\boxed{3}$$", C),
+    # a list of boxes that misses or adds an element is wrong
+    ("1, 3", "The roots are $\\boxed{1}$, $\\boxed{3}$ and $\\boxed{5}$.", W),
+    ("(2, 2), (6, 2)", "The only solution is $\\boxed{(2, 2)}$.", W),
+    # hedging: one box per candidate for a single answer is wrong, even when a candidate is right
+    ("5", "It could be \\boxed{4} or \\boxed{5}.", W),
+    ("5", "Final answer: $\\boxed{5}$, $\\boxed{4}$", W),
+    ("\\frac{1}{2}", "So p = $\\boxed{\\frac{1}{2}}$ \\text{ or } $\\boxed{\\frac{1}{3}}$", W),
+    # the same value boxed twice is not a hedge
+    ("5", "Both counts agree: $\\boxed{5}$, $\\boxed{5}$.", C),
+    # a draft, then a correction: only the last box counts
+    ("13", "So the sum is \\boxed{12}. Wait, I dropped a carry; adding again gives \\boxed{13}.", C),
+    ("12", "So the sum is \\boxed{12}. Wait, I dropped a carry; adding again gives \\boxed{13}.", W),
+]
+
+
+@pytest.mark.parametrize("gold,completion,expected", SEVERAL_BOXES)
+def test_math_several_boxes_are_one_answer_and_hedges_stay_wrong(gold, completion, expected):
+    assert verify_math(gold, completion).verdict is expected
+
+
 @pytest.mark.parametrize(
     "completion",
     [

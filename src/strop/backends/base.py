@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -20,6 +21,7 @@ import numpy as np
 from strop.backends.chat import Message
 from strop.backends.logits import Draw, draw
 from strop.backends.text import chat_ids
+from strop.backends.thinking import THINK, ThinkTags
 from strop.errors import CapabilityError, ConfigError, ContextOverflowError
 
 FinishReason = Literal["eos", "length", "stop"]
@@ -30,6 +32,7 @@ ENTROPY = "entropy"  # base next-token entropy at each sampled position
 SCORE = "score"  # log-probs (and entropies) of a continuation we supply
 PREFIX_CACHE = "prefix_cache"  # continuing a prefix does not recompute it
 EXACT_LOGPROBS = "exact_logprobs"  # proposal log-probs/entropies are exact, not top-k estimates
+TOPK_BASE = "topk_base"  # base log-probs/entropies over the top-k tokens renormalised (SamplingParams.base_top_k)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,11 @@ class SamplingParams:
             the first one, its tokens keep the token that completed it.
         return_entropy: also report the base model's next-token entropy at
             every generated position (needed by the entropy cut).
+        base_top_k: report base log-probs and entropies of the base model
+            restricted to the ``top_k`` likeliest tokens and renormalised
+            (temperature 1), not of the whole vocabulary: power sampling's
+            top-k target. Needs ``top_k``; backends that can compute it have
+            the ``topk_base`` capability.
     """
 
     max_tokens: int = 256
@@ -53,6 +61,7 @@ class SamplingParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     return_entropy: bool = False
+    base_top_k: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
@@ -63,6 +72,9 @@ class SamplingParams:
             raise ConfigError(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
         if not (isinstance(self.top_p, (int, float)) and 0.0 < self.top_p <= 1.0):
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.base_top_k, bool) or (self.base_top_k and self.top_k is None):
+            raise ConfigError(f"base_top_k renormalises the base model over the top_k tokens: it needs top_k set, got base_top_k="
+                              f"{self.base_top_k!r}, top_k={self.top_k!r}")
         if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
             raise ConfigError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
         object.__setattr__(self, "temperature", float(self.temperature))
@@ -77,7 +89,8 @@ class Generation:
     Arrays have one entry per generated token (length ``n = completion_tokens``):
 
     - ``base_logprobs[i]``: log p(token_i | prompt, tokens_<i) under the model
-      at temperature 1 with no truncation;
+      at temperature 1 with no truncation (with ``SamplingParams.base_top_k``:
+      over the top-k tokens, renormalised; entropies likewise);
     - ``proposal_logprobs[i]``: the same under the distribution the token was
       actually drawn from (temperature, top-k, top-p); 0 for greedy tokens;
     - ``entropies[i]``: entropy of the base next-token distribution at i,
@@ -191,6 +204,12 @@ class Backend(ABC):
     chat_template: str | None = None
     bos_token: str = ""
     eos_token: str = ""
+    #: extra variables the chat template is rendered with, e.g. ``{"enable_thinking": False}`` for Qwen3
+    #: (``--chat-template-kwarg``); a template that does not read a variable ignores it
+    chat_template_kwargs: Mapping[str, Any] = MappingProxyType({})
+    #: the tags around the model's hidden reasoning (``strop.backends.thinking``): stripped before answers are
+    #: extracted and summaries carried, and counted as ``thinking_tokens``
+    think_tags: ThinkTags = THINK
 
     # ----------------------------------------------------------- tokenizer
     @abstractmethod
@@ -213,16 +232,19 @@ class Backend(ABC):
     def detokenize(self, ids: Sequence[int]) -> str:
         """Text of ``ids``; special tokens render as their text."""
 
-    def chat_prompt(self, messages: Sequence[Message] | str) -> list[int]:
+    def chat_prompt(self, messages: Sequence[Message] | str, *, template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
         """Prompt ids for a chat, rendered with the model's own template.
 
         Only the template's own markers become control tokens: message contents
         (questions, problems, a model's earlier text) are tokenised as plain
         text (``strop.backends.text``), and invalid Unicode is a ``ConfigError``.
+        The template sees ``chat_template_kwargs`` as variables (chat-template
+        switches such as ``enable_thinking``), updated by ``template_kwargs``
+        for this call.
         """
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
-        return chat_ids(self, messages)
+        return chat_ids(self, messages, template_kwargs={**self.chat_template_kwargs, **(template_kwargs or {})})
 
     # ------------------------------------------------------------ sampling
     @abstractmethod
@@ -413,7 +435,7 @@ class Backend(ABC):
 def draw_params(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> Draw:
     """``draw`` with a request's sampling settings."""
     return draw(logits, temperature=params.temperature, top_k=params.top_k, top_p=params.top_p, rng=rng,
-                want_entropy=params.return_entropy)
+                want_entropy=params.return_entropy, base_k=params.top_k if params.base_top_k else None)
 
 
 def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:

@@ -8,9 +8,9 @@ it). The sandboxed environment mirrors what transformers uses.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -52,6 +52,24 @@ def _compile(template: str) -> jinja2.Template:
     return env.from_string(template)
 
 
+# Variables the renderer itself passes; a chat-template switch may not take their names.
+RESERVED_VARIABLES = frozenset({"messages", "bos_token", "eos_token", "add_generation_prompt", "raise_exception"})
+
+
+def check_template_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` as chat-template variables, or a ``ConfigError`` naming the bad one.
+
+    >>> check_template_kwargs({"enable_thinking": False})
+    {'enable_thinking': False}
+    """
+    for k in kwargs:
+        if not isinstance(k, str) or not k.isidentifier():
+            raise ConfigError(f"a chat-template variable needs a name like enable_thinking, got {k!r}")
+        if k in RESERVED_VARIABLES:
+            raise ConfigError(f"chat-template variable {k!r} is set by strop itself; choose another name")
+    return dict(kwargs)
+
+
 def render_chat(
     template: str | None,
     messages: Sequence[Message],
@@ -59,13 +77,20 @@ def render_chat(
     bos_token: str = "",
     eos_token: str = "",
     add_generation_prompt: bool = True,
+    template_kwargs: Mapping[str, Any] | None = None,
 ) -> str:
-    """Render ``messages`` with ``template`` (or a plain Q/A format if None)."""
+    """Render ``messages`` with ``template`` (or a plain Q/A format if None).
+
+    ``template_kwargs`` become template variables, as ``apply_chat_template``'s
+    extra keyword arguments do in transformers (``enable_thinking=False``).
+    """
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise ConfigError(f"message {i} must have string 'role' and 'content', got {m!r}")
+    extra = check_template_kwargs(template_kwargs or {})
     try:
         return _compile(template or PLAIN_TEMPLATE).render(
+            **extra,
             messages=list(messages),
             bos_token=bos_token,
             eos_token=eos_token,

@@ -31,6 +31,7 @@ from strop.backends.base import (
     LOGPROBS,
     PREFIX_CACHE,
     SCORE,
+    TOPK_BASE,
     ActiveRow,
     Backend,
     Generation,
@@ -103,7 +104,7 @@ class HFBackend(Backend):
 
     name = "hf"
     batches = True
-    capabilities = frozenset({LOGPROBS, ENTROPY, SCORE, PREFIX_CACHE, EXACT_LOGPROBS})
+    capabilities = frozenset({LOGPROBS, ENTROPY, SCORE, PREFIX_CACHE, EXACT_LOGPROBS, TOPK_BASE})
 
     def __init__(self, model: str, *, device: str | None = None, dtype: str | None = None, context_length: int | None = None,
                  max_batch: int = 32, device_sampling: bool | None = None) -> None:
@@ -350,7 +351,8 @@ class HFBackend(Backend):
         # One uniform per sampled row from its own rng, as the numpy kernel consumes it (none for greedy rows).
         u = [r.req.rng.random() if p.temperature > 0 else 0.0 for r, p in zip(rows, ps)]
         d = draw_rows(logits[[r.slot - lo for r in rows]], [p.temperature for p in ps], [p.top_k for p in ps],
-                      [p.top_p for p in ps], u, want_entropy=any(p.return_entropy for p in ps))
+                      [p.top_p for p in ps], u, want_entropy=any(p.return_entropy for p in ps),
+                      base_top_ks=[p.top_k if p.base_top_k else None for p in ps])
         cols = [t.tolist() for t in (d.tokens, d.base_logprobs, d.proposal_logprobs, d.entropies)]
         return {r.slot: Draw(int(cols[0][j]), cols[1][j], cols[2][j], cols[3][j] if ps[j].return_entropy else float("nan"))
                 for j, r in enumerate(rows)}

@@ -34,6 +34,7 @@ from strop.backends.base import (
     LOGPROBS,
     PREFIX_CACHE,
     SCORE,
+    TOPK_BASE,
     ActiveRow,
     Backend,
     Generation,
@@ -109,7 +110,7 @@ class LlamaCppBackend(Backend):
     """
 
     name = "llamacpp"
-    capabilities = frozenset({LOGPROBS, ENTROPY, SCORE, PREFIX_CACHE, EXACT_LOGPROBS})
+    capabilities = frozenset({LOGPROBS, ENTROPY, SCORE, PREFIX_CACHE, EXACT_LOGPROBS, TOPK_BASE})
     batches = True
 
     def __init__(self, model: str, *, n_ctx: int | None = None, n_threads: int | None = None, n_batch: int = 512,

@@ -9,7 +9,10 @@ Conventions:
 - base distribution = softmax(logits), i.e. temperature 1, no truncation;
 - proposal distribution = softmax(logits / temperature) restricted to the
   top-k tokens and then to the top-p nucleus, renormalised;
-- temperature 0 means argmax; its proposal log-prob is 0 (a point mass).
+- temperature 0 means argmax; its proposal log-prob is 0 (a point mass);
+- with ``base_k`` the base distribution is instead softmax(logits) over the
+  k largest logits only, renormalised (power sampling's top-k target, as the
+  entropy-cut reference computes it); entropies are then over those k too.
 
 Sums, logs and CDFs are float64; ``draw``'s exponentials are float32 for
 speed (see its docstring), which keeps log-probs accurate to ~1e-6, well
@@ -62,6 +65,19 @@ def entropy(logits: np.ndarray) -> np.ndarray:
 def _plogp(lp: np.ndarray) -> np.ndarray:
     """p * log p elementwise, with 0 * log 0 = 0 (tokens with logit -inf)."""
     return np.where(np.isfinite(lp), np.exp(lp) * np.where(np.isfinite(lp), lp, 0.0), 0.0)
+
+
+def top_k_values(logits: np.ndarray, k: int | None) -> np.ndarray:
+    """The ``k`` largest entries of a logits row (all of them if k is None or >= V), in no particular order.
+
+    Values, not ids: the normaliser and entropy of a top-k-renormalised
+    distribution depend only on which values are kept, so ties at the k-th
+    place cannot make two kernels disagree. ``logits``: (V,) -> (min(k, V),).
+    """
+    v = logits.shape[0]
+    if k is None or k >= v:
+        return logits
+    return np.partition(logits, v - k)[v - k :]
 
 
 def score_rows(logits: np.ndarray, tokens: np.ndarray, want_entropy: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -155,12 +171,16 @@ def draw(
     top_p: float,
     rng: np.random.Generator,
     want_entropy: bool,
+    base_k: int | None = None,
 ) -> Draw:
     """Sample one token from a logits row and report its base/proposal log-probs.
 
     ``logits``: (V,), any float dtype. Consumes exactly one uniform from ``rng``
     unless temperature is 0 (then none), so seeded runs are reproducible
-    across backends that produce the same logits.
+    across backends that produce the same logits. ``base_k``: report the base
+    log-prob and entropy over the ``base_k`` largest logits, renormalised
+    (None: the whole vocabulary); the token drawn must lie among them, which
+    a proposal with ``top_k <= base_k`` guarantees.
 
     This runs once per generated token, so it is written for speed: one
     exponential pass over the vocabulary in float32 (numpy vectorises it; a
@@ -175,7 +195,13 @@ def draw(
     z = float(np.sum(e, dtype=np.float64))
     log_z = m + math.log(z)
     ent = float("nan")
-    if want_entropy:
+    log_zb = log_z  # normaliser of the base distribution the log-probs are reported under
+    if base_k is not None and base_k < x.shape[0]:
+        head = top_k_values(x, base_k).astype(np.float64)
+        log_zb = log_normalizer(head)
+        if want_entropy:
+            ent = float(entropy(head))
+    elif want_entropy:
         with np.errstate(invalid="ignore"):
             # float64 accumulation without float64 copies of two vocabulary-sized arrays
             ent = math.log(z) - float(np.einsum("i,i->", e, shifted, dtype=np.float64)) / z
@@ -183,7 +209,7 @@ def draw(
             ent = float(-np.sum(_plogp(x.astype(np.float64) - log_z)))
     if temperature == 0.0:
         tok = int(np.argmax(x))
-        return Draw(tok, float(x[tok]) - log_z, 0.0, ent)
+        return Draw(tok, float(x[tok]) - log_zb, 0.0, ent)
     if top_k is None and top_p >= 1.0:
         # Full-vocabulary proposal: sample from the (tempered) exponentials directly.
         if temperature == 1.0:
@@ -195,11 +221,11 @@ def draw(
                 w = np.exp(shifted / t32) if t32 > 0 else np.exp(shifted.astype(np.float64) / temperature)
             log_zq = math.log(float(np.sum(w, dtype=np.float64)))
         tok = sample_index(w, rng.random())
-        base = float(x[tok]) - log_z
-        return Draw(tok, base, base if temperature == 1.0 else float(shifted[tok]) / temperature - log_zq, ent)
+        full = float(x[tok]) - log_z
+        return Draw(tok, float(x[tok]) - log_zb, full if temperature == 1.0 else float(shifted[tok]) / temperature - log_zq, ent)
     ids, logq = proposal_support(x.astype(np.float64), temperature, top_k, top_p)
     cdf = np.cumsum(np.exp(logq))
     j = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
     j = min(j, cdf.shape[0] - 1)  # guards u*total == total under round-off
     tok = int(ids[j]) if ids is not None else j
-    return Draw(tok, float(x[tok]) - log_z, float(logq[j]), ent)
+    return Draw(tok, float(x[tok]) - log_zb, float(logq[j]), ent)

@@ -42,6 +42,7 @@ from strop.backends.base import (
     LOGPROBS,
     PREFIX_CACHE,
     SCORE,
+    TOPK_BASE,
     Backend,
     FinishReason,
     Generation,
@@ -52,7 +53,7 @@ from strop.backends.base import (
 )
 from strop.backends.logits import proposal_support
 from strop.backends.vocab import Vocab, load_vocab
-from strop.errors import BackendError, ConfigError, ModelLoadError
+from strop.errors import BackendError, CapabilityError, ConfigError, ModelLoadError
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 
@@ -288,6 +289,8 @@ class OpenAIBackend(Backend):
 
     def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator, *,
                  on_token: OnToken | None = None) -> Generation:
+        if params.base_top_k:  # a top-k normaliser needs every top-k logit; a server returns only its top log-probs
+            raise CapabilityError(self.name, TOPK_BASE, "use a local backend (llamacpp, hf) for power sampling's top-k target")
         started = time.perf_counter()
         ids = [int(t) for t in prompt_ids]
         self.check_fits(len(ids))

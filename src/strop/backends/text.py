@@ -30,7 +30,7 @@ from __future__ import annotations
 import bisect
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from strop.backends.chat import Message, render_chat
@@ -70,7 +70,8 @@ def check_text(text: str, what: str) -> None:
 
 
 def content_spans(template: str | None, messages: Sequence[Message], text: str, *, bos_token: str = "",
-                  eos_token: str = "", add_generation_prompt: bool = True) -> list[Span] | None:
+                  eos_token: str = "", add_generation_prompt: bool = True,
+                  template_kwargs: Mapping[str, Any] | None = None) -> list[Span] | None:
     """Where each message's content lies in ``text`` (the chat rendered with ``template``), in order; None if unknown.
 
     The template is rendered again with a marker in place of each content; the
@@ -84,7 +85,8 @@ def content_spans(template: str | None, messages: Sequence[Message], text: str, 
     nonce = secrets.token_hex(8)
     marked = [{**m, "content": f"[[strop-{nonce}-{i}]]"} for i, m in enumerate(messages)]
     try:
-        skeleton = render_chat(template, marked, bos_token=bos_token, eos_token=eos_token, add_generation_prompt=add_generation_prompt)
+        skeleton = render_chat(template, marked, bos_token=bos_token, eos_token=eos_token, add_generation_prompt=add_generation_prompt,
+                               template_kwargs=template_kwargs)
     except ConfigError:
         return None
     parts = re.split(rf"\[\[strop-{nonce}-(\d+)\]\]", skeleton)
@@ -154,12 +156,17 @@ def split_tokenize(text: str, plain: Sequence[Span], tokenize: Callable[[str], l
     return ids
 
 
-def chat_ids(tok: ChatTokenizer, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[int]:
-    """Prompt ids of a chat: the template's markers are control tokens, the message contents plain text."""
+def chat_ids(tok: ChatTokenizer, messages: Sequence[Message], *, add_generation_prompt: bool = True,
+             template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
+    """Prompt ids of a chat: the template's markers are control tokens, the message contents plain text.
+
+    ``template_kwargs``: chat-template variables (``enable_thinking``), see ``render_chat``.
+    """
     for i, m in enumerate(messages):
         if isinstance(m, dict) and isinstance(m.get("content"), str):
             check_text(m["content"], f"message {i}'s content")
-    kw: dict[str, Any] = {"bos_token": tok.bos_token, "eos_token": tok.eos_token, "add_generation_prompt": add_generation_prompt}
+    kw: dict[str, Any] = {"bos_token": tok.bos_token, "eos_token": tok.eos_token, "add_generation_prompt": add_generation_prompt,
+                          "template_kwargs": template_kwargs}
     text = render_chat(tok.chat_template, messages, **kw)
     controls = tok.control_texts()
     if not controls:

@@ -7,7 +7,9 @@ sampling them one by one in numpy costs more than the forward pass (measured:
 kernel does the same thing for every row at once where the logits already
 are, with the same semantics:
 
-- base log-prob: log_softmax(logits) at temperature 1, no truncation;
+- base log-prob: log_softmax(logits) at temperature 1, no truncation; for a
+  row with a ``base_top_ks`` entry k, over the k largest logits only,
+  renormalised (entropy likewise), as ``draw``'s ``base_k``;
 - proposal: softmax(logits / T) restricted to the top-k, then to the top-p
   nucleus (the smallest sorted prefix whose mass reaches top_p, the crossing
   token kept), renormalised; T = 0 is argmax with proposal log-prob 0;
@@ -40,7 +42,7 @@ class RowDraws:
 
 
 def draw_rows(logits: Any, temperatures: Sequence[float], top_ks: Sequence[int | None], top_ps: Sequence[float],
-              uniforms: Sequence[float], want_entropy: bool = False) -> RowDraws:
+              uniforms: Sequence[float], want_entropy: bool = False, base_top_ks: Sequence[int | None] | None = None) -> RowDraws:
     """Sample one token per row of ``logits`` (n, V) with per-row settings; see the module docstring."""
     import torch
 
@@ -88,4 +90,14 @@ def draw_rows(logits: Any, temperatures: Sequence[float], top_ks: Sequence[int |
         pos = torch.minimum(torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(-1), nucleus - 1)
         tokens[idx] = order.gather(1, pos[:, None]).squeeze(-1)
         prop[idx] = logq.gather(1, pos[:, None]).squeeze(-1)
-    return RowDraws(tokens, base.gather(1, tokens[:, None]).squeeze(-1), prop, ent)
+    base_lp = base.gather(1, tokens[:, None]).squeeze(-1)
+    for k in sorted({k for k in base_top_ks or () if k is not None and k < vocab}):
+        # Top-k target rows: renormalise over the k largest values (values, not ids: ties cannot matter).
+        idx = torch.tensor([r for r, rk in enumerate(base_top_ks or ()) if rk == k], device=dev)
+        head = torch.topk(x[idx], k, dim=-1).values
+        log_zk = torch.logsumexp(head, dim=-1)
+        base_lp[idx] = x[idx].gather(1, tokens[idx, None]).squeeze(-1) - log_zk
+        if want_entropy:
+            lp = head - log_zk[:, None]
+            ent[idx] = -(lp.exp() * torch.where(torch.isfinite(lp), lp, torch.zeros_like(lp))).sum(-1)
+    return RowDraws(tokens, base_lp, prop, ent)

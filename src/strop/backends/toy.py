@@ -26,6 +26,7 @@ from strop.backends.base import (
     LOGPROBS,
     PREFIX_CACHE,
     SCORE,
+    TOPK_BASE,
     Backend,
     Generation,
     OnToken,
@@ -51,7 +52,7 @@ class ToyBackend(Backend):
     """
 
     name = "toy"
-    capabilities = frozenset({LOGPROBS, ENTROPY, SCORE, PREFIX_CACHE, EXACT_LOGPROBS})
+    capabilities = frozenset({LOGPROBS, ENTROPY, SCORE, PREFIX_CACHE, EXACT_LOGPROBS, TOPK_BASE})
 
     def __init__(
         self,

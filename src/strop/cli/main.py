@@ -51,9 +51,12 @@ PANEL_S, PANEL_P, PANEL_R, PANEL_T = "Sampling", "Power sampling", "RC / self-re
 MethodOpt = Annotated[str, typer.Option(help=f"Method: {', '.join(method_names())}; eval only: {', '.join(solver_names())}"
                                                 " (problem-level solvers; ttrl: test-time variant RL, --backend hf).")]
 BackendOpt = Annotated[str, typer.Option(help="Backend: llamacpp (default), hf, openai.")]
+CategoryOpt = Annotated[list[str] | None, typer.Option(help="Only problems of this category (repeatable), e.g. arithmetic levels d3o1, d3o2; before --limit.")]
 ModelOpt = Annotated[str | None, typer.Option(help="GGUF file, HF model folder or hub id; default: the embedded SmolLM2-135M-Instruct."
                                                       " With --backend openai: the server's model name.")]
 NOpt = Annotated[int, typer.Option("-n", "--n", help="Samples for best-of-n and majority; ttrl: samples per GRPO group.", rich_help_panel=PANEL_S)]
+VoteOpt = Annotated[str, typer.Option(help="majority (and eval's maj@k): which answers are one vote: equivalence (math-verify, so 0.5"
+                                           " and \\frac{1}{2} are one vote) | string (identical answers only).", rich_help_panel=PANEL_S)]
 TempOpt = Annotated[float, typer.Option(help="Sampling temperature.", rich_help_panel=PANEL_S)]
 TopPOpt = Annotated[float, typer.Option(help="Nucleus sampling mass, in (0, 1].", rich_help_panel=PANEL_S)]
 TopKOpt = Annotated[int | None, typer.Option(help="Keep only the k most likely tokens.", rich_help_panel=PANEL_S)]
@@ -69,9 +72,22 @@ StepsOpt = Annotated[int, typer.Option(help="power: MH steps per block (N).", ri
 CutOpt = Annotated[str, typer.Option(help="power: cut rule, uniform | entropy | max-swap.", rich_help_panel=PANEL_P)]
 BetaOpt = Annotated[float, typer.Option(help="power: exponent of the entropy-jump cut weights.", rich_help_panel=PANEL_P)]
 PropTOpt = Annotated[float | None, typer.Option(help="power: proposal temperature (default 1/alpha).", rich_help_panel=PANEL_P)]
+TargetOpt = Annotated[str, typer.Option(help="power: target p^alpha over the full vocabulary (full) or over the --top-k tokens"
+                                             " renormalised (topk, the entropy-cut reference's; needs --top-k).", rich_help_panel=PANEL_P)]
 TurnsOpt = Annotated[int, typer.Option(help="rc/self-refine: turns T (long: budget T * (H_R + H_S)).", rich_help_panel=PANEL_R)]
 HROpt = Annotated[int, typer.Option(help="rc: most tokens per reasoning turn (H_R).", rich_help_panel=PANEL_R)]
 HSOpt = Annotated[int, typer.Option(help="rc: most tokens per summary (H_S).", rich_help_panel=PANEL_R)]
+RCPromptsOpt = Annotated[str | None, typer.Option(help="rc/self-refine/long: a folder of prompt templates (reason.txt, summarize.txt, ...;"
+                                                       " docs/evaluation.md); default: strop's own.", rich_help_panel=PANEL_R)]
+SummThinkOpt = Annotated[bool, typer.Option(help="rc/self-refine: summarise a thinking model's reasoning blocks (the reference code's"
+                                                 " way) instead of its visible text.", rich_help_panel=PANEL_R)]
+PANEL_M = "Thinking models and chat templates"
+ThinkTagsOpt = Annotated[tuple[str, str] | None, typer.Option(
+    help="OPEN CLOSE: the tags around the model's hidden reasoning (default <think> </think>): dropped before answers are"
+         " extracted and summaries carried, counted as thinking_tokens.", rich_help_panel=PANEL_M)]
+ChatKwOpt = Annotated[list[str] | None, typer.Option(
+    help="NAME=VALUE: a chat-template variable (repeatable; VALUE read as JSON, else as text), e.g. enable_thinking=false.",
+    rich_help_panel=PANEL_M)]
 
 
 TTStepsOpt = Annotated[int, typer.Option(help="ttrl: GRPO steps per test problem.", rich_help_panel=PANEL_T)]
@@ -79,6 +95,12 @@ TTDepthOpt = Annotated[int, typer.Option(help="ttrl: depth of each problem's var
 TTVarOpt = Annotated[int, typer.Option(help="ttrl: symbolic variants tried per tree node.", rich_help_panel=PANEL_T)]
 TTReqOpt = Annotated[int, typer.Option(help="ttrl: model-written variant requests per tree node (0: symbolic only).", rich_help_panel=PANEL_T)]
 TTLrOpt = Annotated[float, typer.Option(help="ttrl: LoRA learning rate.", rich_help_panel=PANEL_T)]
+TTValidOpt = Annotated[str, typer.Option(help="ttrl: which integral variants are kept: sympy (an antiderivative is found) or numeric"
+                                              " (integrates numerically, as the TTRL reference).", rich_help_panel=PANEL_T)]
+TrainSeedOpt = Annotated[int | None, typer.Option("--seed", help="Training seed: overrides grpo.seed and curriculum.seed"
+                                                                  " (the problems, data.seed, stay).")]
+TTPassOpt = Annotated[int, typer.Option(help="ttrl: temperature samples of each test problem before and after training (pass@1, pass@n).",
+                                        rich_help_panel=PANEL_T)]
 
 
 def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -87,21 +109,59 @@ def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: (asdict(v) if is_dataclass(v) else v) for k, v in kwargs.items()}
 
 
-def _load(backend: str, model: str | None, base_url: str | None, tokenizer: str | None, n_ctx: int | None):
+def _model_format(think_tags: tuple[str, str] | None, chat_template_kwarg: list[str] | None) -> dict[str, Any]:
+    """How the model writes (its reasoning tags, its chat-template switches), checked before any model loads.
+
+    Returns the backend attributes to set (``think_tags``, ``chat_template_kwargs``); empty when both are defaults.
+    """
+    from strop.backends.chat import check_template_kwargs
+    from strop.backends.thinking import ThinkTags
+
+    out: dict[str, Any] = {}
+    if think_tags is not None:
+        out["think_tags"] = ThinkTags(*think_tags)
+    if chat_template_kwarg:
+        kw: dict[str, Any] = {}
+        for item in chat_template_kwarg:
+            name, sep, raw = item.partition("=")
+            if not sep:
+                raise StropError(f"--chat-template-kwarg takes NAME=VALUE, got {item!r}")
+            try:
+                kw[name.strip()] = json.loads(raw)
+            except ValueError:
+                kw[name.strip()] = raw  # plain text: enable_thinking=false is JSON, a name like foo=bar is text
+        out["chat_template_kwargs"] = check_template_kwargs(kw)
+    return out
+
+
+def _rc_prompts(folder: str | None) -> dict[str, Any]:
+    """``rc_prompts`` for the method settings when ``--rc-prompts`` names a folder (strop's own templates otherwise)."""
+    from strop.methods.rc_prompts import load_prompts
+
+    return {"rc_prompts": load_prompts(folder)} if folder is not None else {}
+
+
+def _load(backend: str, model: str | None, base_url: str | None, tokenizer: str | None, n_ctx: int | None, **fmt: Any):
+    """Load a backend; ``fmt`` (from ``_model_format``) sets how the model writes: reasoning tags, chat-template switches."""
     from strop.backends import load_backend
 
     with err.status(f"loading model ({backend})..."):
-        return load_backend(backend, model, **_backend_options(backend, base_url, tokenizer, n_ctx))
+        be = load_backend(backend, model, **_backend_options(backend, base_url, tokenizer, n_ctx))
+    for name, value in fmt.items():
+        setattr(be, name, value)
+    return be
 
 
 @app.command()
 def solve(
     question: Annotated[str, typer.Argument(help="The question to answer, or '-' to read it from stdin.")],
-    method: MethodOpt = "greedy", backend: BackendOpt = "llamacpp", model: ModelOpt = None, n: NOpt = 4,
+    method: MethodOpt = "greedy", backend: BackendOpt = "llamacpp", model: ModelOpt = None, n: NOpt = 4, vote: VoteOpt = "equivalence",
     temperature: TempOpt = 1.0, top_p: TopPOpt = 1.0, top_k: TopKOpt = None, max_tokens: MaxTokOpt = 256, seed: SeedOpt = 0,
     system: SystemOpt = None, base_url: BaseUrlOpt = None, tokenizer: TokOpt = None, n_ctx: NCtxOpt = None,
     alpha: AlphaOpt = 4.0, block_size: BlockOpt = 192, mcmc_steps: StepsOpt = 10, cut: CutOpt = "uniform", beta: BetaOpt = 4.0,
-    proposal_temperature: PropTOpt = None, turns: TurnsOpt = 4, reasoning_tokens: HROpt = 256, summary_tokens: HSOpt = 96,
+    proposal_temperature: PropTOpt = None, target: TargetOpt = "full", turns: TurnsOpt = 4, reasoning_tokens: HROpt = 256,
+    summary_tokens: HSOpt = 96, rc_prompts: RCPromptsOpt = None, summarise_thinking: SummThinkOpt = False,
+    think_tags: ThinkTagsOpt = None, chat_template_kwarg: ChatKwOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON (tokens, log-probs, timing).")] = False,
 ) -> None:
     """Answer QUESTION with a model and print the answer."""
@@ -118,10 +178,12 @@ def solve(
         raise StropError("the question is empty")
     if is_solver(method):
         raise StropError(f"method '{method}' works on a task's problems, not on a bare question: use strop eval --method {method}")
-    kwargs = method_settings(method, n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, alpha=alpha,
+    kwargs = method_settings(method, n=n, vote=vote, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, alpha=alpha,
                              block_size=block_size, mcmc_steps=mcmc_steps, cut=cut, beta=beta, proposal_temperature=proposal_temperature,
-                             turns=turns, reasoning_tokens=reasoning_tokens, summary_tokens=summary_tokens)
-    be = _load(backend, model, base_url, tokenizer, n_ctx)
+                             target=target,
+                             turns=turns, reasoning_tokens=reasoning_tokens, summary_tokens=summary_tokens,
+                             summarise_thinking=summarise_thinking, **_rc_prompts(rc_prompts))
+    be = _load(backend, model, base_url, tokenizer, n_ctx, **_model_format(think_tags, chat_template_kwarg))
     with be:
         with err.status(f"{method}: generating...") as status:
             unit = method_spec(method).unit
@@ -145,18 +207,23 @@ def eval_cmd(
     out: Annotated[str, typer.Option(help="Run folder: records.jsonl (as it goes), metrics.json, plots. Re-running resumes.")],
     data: Annotated[str | None, typer.Option(help="JSON/JSONL/parquet file, or hub:DATASET[:SPLIT] (online). Default: the task's own source.")] = None,
     field: Annotated[list[str] | None, typer.Option(help="jsonl task: NAME=COLUMN for question, answer, id, category (repeatable).")] = None,
-    verifier: Annotated[str, typer.Option(help="jsonl task: math | exact | number.")] = "math",
+    verifier: Annotated[str | None, typer.Option(help="The check, for tasks with several: jsonl math (default) | exact | number;"
+                                                      " integrals and mit-integration-bee-2025: strop (default) | ladder | ttrl"
+                                                      " (the reference code's numerical checkers; docs/evaluation.md).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N problems.")] = None,
+    category: CategoryOpt = None,
     samples: Annotated[int, typer.Option(help="Attempts per problem (for pass@k and majority@k).")] = 1,
-    method: MethodOpt = "sample", backend: BackendOpt = "llamacpp", model: ModelOpt = None, n: NOpt = 4,
+    method: MethodOpt = "sample", backend: BackendOpt = "llamacpp", model: ModelOpt = None, n: NOpt = 4, vote: VoteOpt = "equivalence",
     temperature: TempOpt = 1.0, top_p: TopPOpt = 1.0, top_k: TopKOpt = None, max_tokens: MaxTokOpt = 256, seed: SeedOpt = 0,
     system: SystemOpt = None, base_url: BaseUrlOpt = None, tokenizer: TokOpt = None, n_ctx: NCtxOpt = None,
     alpha: AlphaOpt = 4.0, block_size: BlockOpt = 192, mcmc_steps: StepsOpt = 10, cut: CutOpt = "uniform", beta: BetaOpt = 4.0,
-    proposal_temperature: PropTOpt = None, turns: TurnsOpt = 4, reasoning_tokens: HROpt = 256, summary_tokens: HSOpt = 96,
+    proposal_temperature: PropTOpt = None, target: TargetOpt = "full", turns: TurnsOpt = 4, reasoning_tokens: HROpt = 256,
+    summary_tokens: HSOpt = 96, rc_prompts: RCPromptsOpt = None, summarise_thinking: SummThinkOpt = False,
+    think_tags: ThinkTagsOpt = None, chat_template_kwarg: ChatKwOpt = None,
     batch_size: Annotated[int | None, typer.Option(help="Attempts in flight at once, their requests decoded together"
                                                          " (default: the backend's batch size; same random streams, rounding can flip a rare token).")] = None,
     ttrl_steps: TTStepsOpt = 8, ttrl_depth: TTDepthOpt = 2, ttrl_variants: TTVarOpt = 4, ttrl_model_requests: TTReqOpt = 0,
-    ttrl_lr: TTLrOpt = 1e-4,
+    ttrl_lr: TTLrOpt = 1e-4, ttrl_pass_samples: TTPassOpt = 8, ttrl_validity: TTValidOpt = "sympy",
 ) -> None:
     """Run METHOD on TASK, writing one JSON line per (problem, sample) as it goes; print and save metrics and plots."""
     from pathlib import Path
@@ -166,6 +233,7 @@ def eval_cmd(
     from strop.evaluation.harness import EvalSpec, evaluate
     from strop.evaluation.report import plot_runs, plot_turns, table
     from strop.tasks import resolve_task
+    from strop.verifiers.voting import check_vote
 
     if samples < 1 or (limit is not None and limit < 1) or (batch_size is not None and batch_size < 1):
         raise StropError(f"--samples, --limit and --batch-size must be >= 1, got samples={samples}, limit={limit}, batch_size={batch_size}")
@@ -173,24 +241,31 @@ def eval_cmd(
     if any(len(p) != 2 for p in pairs):
         raise StropError(f"--field takes NAME=COLUMN, got {field}")
     t = resolve_task(task, dict(pairs), verifier, data)
-    flat = Flat(n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, alpha=alpha, block_size=block_size,
-                mcmc_steps=mcmc_steps, cut=cut, beta=beta, proposal_temperature=proposal_temperature, turns=turns,
-                reasoning_tokens=reasoning_tokens, summary_tokens=summary_tokens)
+    check_vote(vote)  # before the model loads: it also decides maj@k, whatever the method
+    flat = Flat(n=n, vote=vote, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, alpha=alpha, block_size=block_size,
+                mcmc_steps=mcmc_steps, cut=cut, beta=beta, proposal_temperature=proposal_temperature, target=target, turns=turns,
+                reasoning_tokens=reasoning_tokens, summary_tokens=summary_tokens, summarise_thinking=summarise_thinking,
+                **_rc_prompts(rc_prompts))
+    fmt = _model_format(think_tags, chat_template_kwarg)
     if is_solver(method):
         kwargs = solver_settings(method, flat, {"steps": ttrl_steps, "depth": ttrl_depth, "variants_per_node": ttrl_variants,
-                                                "model_requests": ttrl_model_requests, "learning_rate": ttrl_lr})
+                                                "model_requests": ttrl_model_requests, "learning_rate": ttrl_lr,
+                                                "pass_samples": ttrl_pass_samples,
+                                                "validity": ttrl_validity})
     else:
         kwargs = method_spec(method).settings(flat)
-    problems = t.load(data, limit=limit, seed=seed)
+    problems = t.load(data, limit=limit, seed=seed, categories=category)
     if not problems:
         raise StropError(f"task '{task}' has no problems in {data or 'its source'}")
     spec = EvalSpec(task=task, method=method, backend=backend, model=model, samples=samples, limit=limit, seed=seed, data=data,
-                    system=system, method_config=_jsonable(kwargs))
-    be = _load(backend, model, base_url, tokenizer, n_ctx)
+                    system=system, method_config=_jsonable(kwargs), categories=category or None,
+                    think_tags=list(think_tags) if think_tags else None, chat_template_kwargs=fmt.get("chat_template_kwargs"),
+                    verifier=t.verifier if t.verifier != resolve_task(task, dict(pairs), None, data).verifier else None)
+    be = _load(backend, model, base_url, tokenizer, n_ctx, **fmt)
     with be, Progress(TextColumn(f"{task} / {method}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                       console=err, transient=False) as bar:
         job = bar.add_task("eval", total=len(problems) * samples)
-        metrics = evaluate(spec, t, problems, be, Path(out), method_kwargs=kwargs, batch_size=batch_size,
+        metrics = evaluate(spec, t, problems, be, Path(out), method_kwargs=kwargs, batch_size=batch_size, vote=vote,
                            progress=lambda done, total: bar.update(job, completed=done, total=total))
     folder = Path(out)
     plot_runs([metrics], folder / "accuracy_vs_tokens.png", title=f"{task}: {method}")
@@ -235,19 +310,22 @@ def train(
     recipe: Annotated[str, typer.Argument(help="YAML recipe (see docs/training.md and recipes/).")],
     max_steps: Annotated[int | None, typer.Option(help="Override grpo.max_steps (a finished run can be extended).")] = None,
     output: Annotated[str | None, typer.Option(help="Override the recipe's output folder.")] = None,
+    train_seed: TrainSeedOpt = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar or per-step lines.")] = False,
 ) -> None:
     """GRPO on a strop task through TRL, with a curriculum (SEC, random, schedule). Resumes from the last checkpoint in the output folder."""
     from strop.training.recipe import load_recipe
 
-    _run_recipe(lambda overrides: load_recipe(recipe, overrides), max_steps, output, quiet)
+    _run_recipe(lambda overrides: load_recipe(recipe, overrides), max_steps, output, quiet, train_seed)
 
 
-def _run_recipe(load: Any, max_steps: int | None, output: str | None, quiet: bool) -> None:
+def _run_recipe(load: Any, max_steps: int | None, output: str | None, quiet: bool, seed: int | None = None) -> None:
     """Train ``load(overrides)`` with the command line's overrides and print where everything went."""
     from strop.training.grpo import train as run_training
 
     overrides: dict[str, Any] = {}
+    if seed is not None:
+        overrides["grpo.seed"] = overrides["curriculum.seed"] = seed
     if max_steps is not None:
         overrides["grpo.max_steps"] = max_steps
     if output is not None:
@@ -270,10 +348,13 @@ def ladder_build(
     data: Annotated[str | None, typer.Option(help="Problems file; default: the task's own source.")] = None,
     seed: Annotated[int, typer.Option(help="Generator seed of a built-in task, and of the variants.")] = 1,
     limit: Annotated[int | None, typer.Option(help="Only the first N problems.")] = None,
-    depth: Annotated[int, typer.Option(help="Depth cap (the paper uses 2-3).")] = 2,
+    category: CategoryOpt = None,
+    depth: Annotated[int, typer.Option(help="Depth cap (the paper uses 2-3; arithmetic needs more to reach one digit).")] = 2,
     symbolic: Annotated[int, typer.Option(help="Symbolic variants tried per node (0: none).")] = 4,
     model_requests: Annotated[int, typer.Option(help="Requests to the model per node for written variants (0: none).")] = 0,
     variants_per_request: Annotated[int, typer.Option(help="Variants asked for in one request.")] = 10,
+    validity: Annotated[str, typer.Option(help="Integrals: keep a variant if SymPy finds its antiderivative (sympy) or if it"
+                                               " integrates numerically (numeric, the TTRL code's check; no answer stored).")] = "sympy",
     exclude_data: Annotated[str | None, typer.Option(help="Test set file of the same task: its problems never enter the tree.")] = None,
     exclude_seed: Annotated[int | None, typer.Option(help="Built-in task: exclude the problems of this generator seed (what strop eval --seed uses).")] = None,
     backend: BackendOpt = "llamacpp", model: ModelOpt = None, base_url: BaseUrlOpt = None, tokenizer: TokOpt = None,
@@ -288,8 +369,8 @@ def ladder_build(
     t = get_task(task)
     kind = kind_for_task(task)
     spec = TreeSpec(depth=depth, symbolic_per_node=symbolic, model_requests=model_requests,
-                    variants_per_request=variants_per_request, seed=seed)
-    problems = t.load(data, limit=limit, seed=seed)
+                    variants_per_request=variants_per_request, seed=seed, validity=validity)
+    problems = t.load(data, limit=limit, seed=seed, categories=category)
     exclude: set[str] = set()
     if exclude_data is not None or exclude_seed is not None:
         held = t.load(exclude_data, seed=exclude_seed if exclude_seed is not None else 0)
@@ -309,12 +390,13 @@ def ladder_train(
     recipe: Annotated[str, typer.Option(help="YAML recipe for the model, curriculum, reward and GRPO settings (data comes from the tree).")],
     max_steps: Annotated[int | None, typer.Option(help="Override grpo.max_steps.")] = None,
     output: Annotated[str | None, typer.Option(help="Override the recipe's output folder.")] = None,
+    train_seed: TrainSeedOpt = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar or per-step lines.")] = False,
 ) -> None:
     """GRPO on a variant tree: its depths are the curriculum's arms, easiest (deepest) first."""
     from strop.ladder.training import ladder_recipe
 
-    _run_recipe(lambda overrides: ladder_recipe(tree, recipe, overrides), max_steps, output, quiet)
+    _run_recipe(lambda overrides: ladder_recipe(tree, recipe, overrides), max_steps, output, quiet, train_seed)
 
 
 bench_app = typer.Typer(help="Benchmarks that print a table and write JSON and a PNG plot.", no_args_is_help=True)
@@ -366,6 +448,9 @@ def serve(
     graceful_timeout: Annotated[float, typer.Option(help="On Ctrl-C / SIGTERM: seconds to let in-flight requests finish before they are cancelled.")] = 30.0,
     max_batch: Annotated[int | None, typer.Option(help="Most rows decoded together per round, across requests (default: the backend's;"
                                                        " 1: one row at a time).")] = None,
+    rc_prompts: RCPromptsOpt = None, think_tags: ThinkTagsOpt = None, chat_template_kwarg: ChatKwOpt = None,
+    conversation: Annotated[str, typer.Option(help="rc/self-refine/long given a chat with earlier turns: refuse (400) or context"
+                                                   " (the earlier turns become part of the problem; docs/serving.md).")] = "refuse",
 ) -> None:
     """Serve strop's methods behind an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models, /health)."""
     from pathlib import Path
@@ -376,8 +461,9 @@ def serve(
 
     name = served_model_name or ("smollm2" if model is None else Path(model.rstrip("/")).name.removesuffix(".gguf"))
     config = ServeConfig(model_name=name, max_tokens=max_tokens, max_request_tokens=max_request_tokens, max_pending=max_pending,
-                         timeout_s=timeout, max_body_bytes=max_body_bytes, api_key=api_key, max_rows=max_batch)
-    be = _load(backend, model, base_url, tokenizer, n_ctx)
+                         timeout_s=timeout, max_body_bytes=max_body_bytes, api_key=api_key, max_rows=max_batch,
+                         conversation=conversation, **_rc_prompts(rc_prompts))
+    be = _load(backend, model, base_url, tokenizer, n_ctx, **_model_format(think_tags, chat_template_kwarg))
     err.print(f"serving {name} ({backend}) on http://{host}:{port}/v1  methods by model prefix, e.g. rc/{name}, or extra_body={{'strop': {{...}}}}")
     uvicorn.run(create_app(be, config), host=host, port=port, timeout_graceful_shutdown=graceful_timeout, log_level="warning")
 

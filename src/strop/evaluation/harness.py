@@ -25,15 +25,17 @@ from typing import Any
 import numpy as np
 
 from strop.backends.base import Backend
+from strop.backends.thinking import THINK, ThinkTags, strip_thinking
 from strop.engine import Engine
 from strop.errors import StropError
-from strop.evaluation.metrics import majority_correct, pass_at_k, wilson_interval
+from strop.evaluation.metrics import majority_correct_at_k, pass_at_k, wilson_interval
 from strop.evaluation.solvers import is_solver, solver
 from strop.methods import make_steps
 from strop.methods.base import MethodResult
 from strop.records import read_records
 from strop.tasks.base import Problem, Task
 from strop.verifiers.isolation import default_size, parallel_map
+from strop.verifiers.voting import Same, check_vote, identical, vote_relation
 
 RECORDS = "records.jsonl"
 
@@ -52,6 +54,14 @@ class EvalSpec:
     data: str | None = None
     system: str | None = None
     method_config: dict[str, Any] = field(default_factory=dict)
+    categories: list[str] | None = None
+    # How the model writes, when not strop's defaults (<think>...</think>, no chat-template variables): they change
+    # the prompts and what is verified, so a run folder holds one setting.
+    think_tags: list[str] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    # The task's check when not its default (--verifier: integrals ladder/ttrl, jsonl exact/number): verdicts by
+    # another check are not comparable, so a run folder holds one.
+    verifier: str | None = None
 
 
 def evaluate(
@@ -64,8 +74,13 @@ def evaluate(
     method_kwargs: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
     batch_size: int | None = None,
+    vote: str = "equivalence",
 ) -> dict[str, Any]:
     """Run (or finish) the evaluation in ``out``; returns the metrics (also saved as metrics.json).
+
+    ``vote`` decides which answers are one vote in majority@k
+    (``compute_metrics``); it is not part of the run's spec, since the records
+    do not depend on it.
 
     Every method runs through the engine (``strop.engine``): ``batch_size``
     attempts (default: the backend's ``max_batch``) are in flight at once, and
@@ -78,6 +93,7 @@ def evaluate(
     the records' seconds add up to the run's wall time. Problem-level solvers
     (``strop.evaluation.solvers``, e.g. ttrl) run one attempt at a time.
     """
+    check_vote(vote)
     out.mkdir(parents=True, exist_ok=True)
     spec_file = out / "run.json"
     mine = json.loads(json.dumps(asdict(spec), default=str))
@@ -115,7 +131,7 @@ def evaluate(
         if is_solver(spec.method):
             for i, prob, s in todo:
                 result = solver(spec.method)(backend, task, prob, _attempt_rng(spec, i, s), system=spec.system, **kwargs)
-                write(_record(spec, task, prob, s, result))
+                write(_record(spec, task, prob, s, result, backend.think_tags))
         else:
             # A sliding window of attempts: as one finishes the next starts, so the backend's batch stays full.
             # Finished attempts are verified on other threads (checker processes, code sandboxes) while decoding
@@ -139,7 +155,7 @@ def evaluate(
             with ThreadPoolExecutor(max_workers=default_size(), thread_name_prefix="strop-verify") as verifier:
 
                 def attempt_done(k: int, result: MethodResult) -> None:
-                    fut = verifier.submit(_record, spec, task, todo[k][1], todo[k][2], result)
+                    fut = verifier.submit(_record, spec, task, todo[k][1], todo[k][2], result, backend.think_tags)
                     fut.add_done_callback(verified)
                     pending.append(fut)
 
@@ -147,7 +163,7 @@ def evaluate(
             if failures:
                 raise failures[0]
     ids = {p.id for p in problems}
-    metrics = compute_metrics([r for r in records if r["id"] in ids], spec.samples)
+    metrics = compute_metrics([r for r in records if r["id"] in ids], spec.samples, vote=vote)
     metrics["spec"] = mine
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -157,23 +173,25 @@ def _attempt_rng(spec: EvalSpec, index: int, sample: int) -> np.random.Generator
     return np.random.default_rng([spec.seed, index, sample])
 
 
-def _record(spec: EvalSpec, task: Task, prob: Problem, sample: int, result: MethodResult) -> dict[str, Any]:
+def _record(spec: EvalSpec, task: Task, prob: Problem, sample: int, result: MethodResult, tags: ThinkTags = THINK) -> dict[str, Any]:
     question = task.prompt(prob)
-    v = task.check(prob, result.text)
+    # Verifiers read the visible text: the model's reasoning blocks (its own tags, not only strop's default) are not its answer.
+    v = task.check(prob, strip_thinking(result.text, tags))
     rec: dict[str, Any] = {
         "id": prob.id, "sample": sample, "category": prob.category, "method": spec.method, "config": spec.method_config,
+        **({"verifier": task.verifier} if task.verifier is not None else {}),
         "prompt": question, "output": result.text, "answer": v.extracted if v.extracted is not None else result.answer,
         "gold": prob.gold if isinstance(prob.gold, (int, float, str)) else str(prob.gold),
         "verdict": v.verdict.value, "correct": v.correct, "detail": v.detail[:300],
-        "tokens": result.decoded_tokens, "prompt_tokens": result.candidates[result.chosen].prompt_tokens,
-        "seconds": None, "pid": os.getpid(),
+        "tokens": result.decoded_tokens, "thinking_tokens": result.stats.get("thinking_tokens", 0),
+        "prompt_tokens": result.candidates[result.chosen].prompt_tokens, "seconds": None, "pid": os.getpid(),
     }
     turns = result.stats.get("turns")
     if turns:
         # RC-style methods: verify every turn's answer (reasoning text) on its own.
         cum = 0
         rec["turns"] = []
-        for t, tv in zip(turns, parallel_map(lambda t: task.check(prob, t["reasoning"]), turns)):
+        for t, tv in zip(turns, parallel_map(lambda t: task.check(prob, strip_thinking(t["reasoning"], tags)), turns)):
             cum += t.get("reasoning_tokens", 0) + t.get("summary_tokens", 0)
             rec["turns"].append({"turn": t["turn"], "answer": tv.extracted, "correct": tv.correct, "cumulative_tokens": cum})
     stats = {k: v for k, v in result.stats.items() if k not in ("turns", "scores")}
@@ -181,8 +199,15 @@ def _record(spec: EvalSpec, task: Task, prob: Problem, sample: int, result: Meth
     return rec
 
 
-def compute_metrics(records: list[dict[str, Any]], samples: int) -> dict[str, Any]:
-    """Accuracy (95% Wilson), pass@k, majority@k, tokens and time; overall, per category, per RC turn."""
+def compute_metrics(records: list[dict[str, Any]], samples: int, *, vote: str = "equivalence") -> dict[str, Any]:
+    """Accuracy (95% Wilson), pass@k, majority@k, tokens and time; overall, per category, per RC turn.
+
+    majority@k votes over the records' extracted answers; ``vote`` decides
+    which answers are one vote (``strop.verifiers.voting``): "equivalence"
+    (math-verify in checker processes, each distinct pair of answers checked
+    once for the whole call) or "string" (identical strings).
+    """
+    same = vote_relation(vote)
     by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by_problem[r["id"]].append(r)
@@ -195,7 +220,8 @@ def compute_metrics(records: list[dict[str, Any]], samples: int) -> dict[str, An
         probs = defaultdict(list)
         for r in recs:
             probs[r["id"]].append(r)
-        full = [rs for rs in probs.values() if len(rs) == samples]
+        # In sample order: records are written as their verdicts arrive, and majority@k votes over the first k samples.
+        full = [sorted(rs, key=lambda r: r["sample"]) for rs in probs.values() if len(rs) == samples]
         out = {"attempts": n, "problems": len(probs), "accuracy": c / n if n else None, "ci95": [lo, hi],
                "mean_tokens_per_attempt": float(np.mean([r["tokens"] for r in recs])) if recs else None,
                "mean_seconds_per_attempt": float(np.mean([r["seconds"] for r in recs])) if recs else None,
@@ -205,8 +231,7 @@ def compute_metrics(records: list[dict[str, Any]], samples: int) -> dict[str, An
         if full:
             out["pass_at_k"] = {str(k): float(np.mean([pass_at_k(samples, sum(r["correct"] for r in rs), k) for rs in full]))
                                 for k in range(1, samples + 1)}
-            out["majority_at_k"] = {str(k): float(np.mean([majority_correct([r["answer"] for r in rs[:k]], [r["correct"] for r in rs[:k]])
-                                                           for rs in full])) for k in range(1, samples + 1)}
+            out["majority_at_k"] = _majority_at_k(full, samples, same)
         ttrl = [r["stats"] for r in recs if "solved_during" in r.get("stats", {})]
         if ttrl:
             # Test-time variant RL: the answer before training, after it, and "any verified attempt correct" (the paper's count).
@@ -215,6 +240,22 @@ def compute_metrics(records: list[dict[str, Any]], samples: int) -> dict[str, An
                            "any_verified_correct": float(np.mean([s["solved_during"] for s in ttrl])),
                            "mean_steps": float(np.mean([s["steps"] for s in ttrl])),
                            "mean_variants": float(np.mean([s["variants"] for s in ttrl]))}
+            sampled = [s for s in ttrl if s.get("pass_samples")]
+            if sampled:  # temperature samples of each test problem before and after its training: pass@1 and pass@n
+                out["ttrl"].update({
+                    "pass_samples": int(sampled[0]["pass_samples"]),
+                    "pass1_before": float(np.mean([s["sample_correct_before"] / s["pass_samples"] for s in sampled])),
+                    "pass1_after": float(np.mean([s["sample_correct_after"] / s["pass_samples"] for s in sampled])),
+                    "passn_before": float(np.mean([s["sample_correct_before"] > 0 for s in sampled])),
+                    "passn_after": float(np.mean([s["sample_correct_after"] > 0 for s in sampled])),
+                    "variant_solved": float(np.mean([s.get("variant_solved", False) for s in sampled]))})
+                # pass@k at the reference's k (1, 5, 10, 20) up to n, unbiased estimator from the n samples
+                n = int(sampled[0]["pass_samples"])
+                if all(int(s["pass_samples"]) == n for s in sampled):
+                    ks = sorted({k for k in (1, 5, 10, 20) if k <= n} | {n})
+                    for when in ("before", "after"):
+                        out["ttrl"][f"pass_at_k_{when}"] = {
+                            str(k): float(np.mean([pass_at_k(n, int(s[f"sample_correct_{when}"]), k) for s in sampled])) for k in ks}
         turned = [r for r in recs if r.get("turns")]
         if turned:
             n_turns = max(len(r["turns"]) for r in turned)
@@ -226,8 +267,18 @@ def compute_metrics(records: list[dict[str, Any]], samples: int) -> dict[str, An
                                         "mean_cumulative_tokens": float(np.mean([x["cumulative_tokens"] for x in rows]))})
         return out
 
-    metrics = {"overall": block(records), "samples": samples}
+    metrics = {"overall": block(records), "samples": samples, "vote": vote}
     cats = sorted({r["category"] for r in records if r.get("category") is not None})
     if cats:
         metrics["per_category"] = {c: block([r for r in records if r.get("category") == c]) for c in cats}
     return metrics
+
+
+def _majority_at_k(full: list[list[dict[str, Any]]], samples: int, same: Same) -> dict[str, float]:
+    """majority@k for k = 1..samples over problems with all their samples (lists of records in sample order)."""
+    def per_problem(rs: list[dict[str, Any]]) -> list[bool]:
+        return majority_correct_at_k([r["answer"] for r in rs], [r["correct"] for r in rs], same)
+
+    # Equivalence checks run in checker processes: one thread per checker keeps them all busy.
+    rows = [per_problem(rs) for rs in full] if same is identical else parallel_map(per_problem, full)
+    return {str(k): float(np.mean([row[k - 1] for row in rows])) for k in range(1, samples + 1)}

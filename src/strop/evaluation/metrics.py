@@ -8,6 +8,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+
+from strop.verifiers.voting import group_answers, identical, winning_group
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -43,20 +46,36 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def majority_correct(answers: list[str | None], correct: list[bool]) -> bool:
-    """Majority vote over answers (None does not vote; ties: first seen); correct iff the winner was judged correct.
+def majority_correct(answers: list[str | None], correct: list[bool], same: Callable[[str, str], bool] = identical) -> bool:
+    """Majority vote over answers (None does not vote; ties: first seen); correct iff the winning group was judged correct.
+
+    ``same`` decides which answers are one vote (``strop.verifiers.voting``;
+    default: identical strings). The winning group counts as correct if any
+    of its answers was judged correct: with identical strings, the winner's
+    verdict; with equivalence, also where the task's own check accepts only
+    some forms of the value (an exact-string check takes ``4`` but not ``\\frac{8}{2}``).
 
     >>> majority_correct(["4", "5", "4"], [True, False, True]), majority_correct([None, None], [False, False])
     (True, False)
     """
-    votes: dict[str, int] = {}
-    for a in answers:
-        if a is not None:
-            votes[a] = votes.get(a, 0) + 1
-    if not votes:
-        return False
-    winner = max(votes, key=lambda a: (votes[a], -answers.index(a)))
-    return any(ok for a, ok in zip(answers, correct) if a == winner)
+    return majority_correct_at_k(answers, correct, same)[-1] if answers else False
+
+
+def majority_correct_at_k(answers: list[str | None], correct: list[bool], same: Callable[[str, str], bool] = identical) -> list[bool]:
+    """``majority_correct`` of the first k answers, for k = 1..len(answers), grouping the answers once.
+
+    The grouping of a prefix is the prefix of the grouping (each answer's group
+    depends only on the answers before it), so one pass serves every k.
+
+    >>> majority_correct_at_k(["5", "4", "4"], [True, False, False])
+    [True, True, False]
+    """
+    groups = group_answers(answers, same)
+    out = []
+    for k in range(1, len(groups) + 1):
+        best = winning_group(groups[:k])
+        out.append(best is not None and any(ok for g, ok in zip(groups[:k], correct) if g == best))
+    return out
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:

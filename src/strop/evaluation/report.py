@@ -86,6 +86,13 @@ def table(metrics: list[dict[str, Any]], names: list[str]) -> list[str]:
             t = o["ttrl"]
             rows.append(f"{'':28s} ttrl: before {t['before']:.3f}, after {t['after']:.3f} (= accuracy), any verified attempt correct "
                         f"{t['any_verified_correct']:.3f}; {t['mean_steps']:.1f} steps, {t['mean_variants']:.1f} variants per problem")
+            if "pass_samples" in t:
+                n = t["pass_samples"]
+                before, after = t.get("pass_at_k_before", {}), t.get("pass_at_k_after", {})
+                ks = ", ".join(f"pass@{k} {before[k]:.3f} -> {after[k]:.3f}" for k in before if k in after) or \
+                    f"pass@1 {t['pass1_before']:.3f} -> {t['pass1_after']:.3f}, pass@{n} {t['passn_before']:.3f} -> {t['passn_after']:.3f}"
+                rows.append(f"{'':28s} ttrl, {n} samples per problem (temperature, before -> after): {ks}; "
+                            f"a variant solved in training {t['variant_solved']:.3f}")
         for t in o.get("per_turn", []):
             rows.append(f"{'':28s} {'':24s} {'turn ' + str(t['turn']):12s} {'':5s} {t['accuracy']:8.3f} [{t['ci95'][0]:.3f}, {t['ci95'][1]:.3f}]"
                         f" {'':7s} {'':6s} {t['mean_cumulative_tokens']:8.1f}")

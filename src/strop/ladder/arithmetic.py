@@ -1,7 +1,8 @@
 """Easier variants of arithmetic problems ("86 + 67 - 5 = ?"), with answers computed exactly.
 
 Two transformations, each one step easier: drop an operand (one operation
-fewer) or drop an operand's last digit (one digit fewer). Results stay
+fewer, never below one operation) or drop an operand's last digit (one digit
+fewer), so a tree bottoms out at one-digit, one-operation sums. Results stay
 non-negative, as in the arithmetic task. Nothing is evaluated as code: the
 expression is read by a regular expression into integers and signs.
 
@@ -50,11 +51,11 @@ def symbolic_arithmetic_variants(question: str, n: int, seed: int) -> list[tuple
         return []
     nums, signs = parsed
     options: list[tuple[list[int], list[str], str]] = []
-    for i in range(1, len(nums)):  # drop operand i with its sign
+    # Dropping an operand keeps at least one operation: "867 = ?" asks for no arithmetic at all.
+    for i in range(1, len(nums) if len(nums) > 2 else 1):  # drop operand i with its sign
         options.append((nums[:i] + nums[i + 1:], signs[:i - 1] + signs[i:], "drop an operand"))
-    if len(nums) > 1:  # drop the first operand: the second one leads, its sign must be "+"
-        if signs[0] == "+":
-            options.append((nums[1:], signs[1:], "drop an operand"))
+    if len(nums) > 2 and signs[0] == "+":  # drop the first operand: the second one leads, its sign must be "+"
+        options.append((nums[1:], signs[1:], "drop an operand"))
     for i, v in enumerate(nums):
         if v >= 10:
             options.append((nums[:i] + [v // 10] + nums[i + 1:], signs, "drop a digit"))

@@ -4,9 +4,11 @@ The model-written variants of the paper are poor when the model is small, so
 strop can also make variants symbolically: each applies one local
 simplification to the integrand (lower an exponent, drop a term, drop a
 coefficient, drop a factor, replace a function's argument by x, remove a
-root, make a power's coefficient cancel). A variant is kept only if SymPy finds its antiderivative and strop's
-own numerical verifier accepts that antiderivative, so every variant is a
-problem the reward can check and that has a known answer.
+root, make a power's coefficient cancel). By default (validity "sympy") a variant is kept only if SymPy finds
+its antiderivative and strop's own numerical verifier accepts that antiderivative, so every variant is a
+problem the reward can check and that has a known answer. Validity "numeric" keeps, as the TTRL reference
+code does, every integrand whose integral over the check's domain evaluates numerically (the reward needs no
+antiderivative); its variants have no answer.
 
 Everything that parses text goes through the verifier's whitelist first and
 then runs in a killable child (``run_isolated``): integrands written by a
@@ -31,6 +33,7 @@ from strop.verifiers.isolation import run_isolated
 # Generator levels, easiest first.
 LEVELS = ("power", "poly", "exp", "poly_exp", "parts")
 VALIDATE_TIMEOUT_S = 5.0
+VALIDITY = ("sympy", "numeric")
 
 
 def _monomial(rng: np.random.Generator, max_deg: int = 5) -> str:
@@ -161,8 +164,23 @@ def _symbolic_children(integrand: str, n: int, seed: int) -> list[tuple[str, str
     return out
 
 
-def _validate(integrand: str) -> dict[str, Any]:  # runs in the child
-    """Canonical key, antiderivative and difficulty of an integrand, or why it is no usable problem."""
+def _integrates_numerically(e: Any, x: Any) -> str | None:  # runs in the child
+    """Why quadrature of ``e`` over the ttrl check's domain gives no finite number, or None if it does."""
+    import mpmath
+    import sympy
+
+    from strop.verifiers.integral import PRESETS, check_domain
+
+    lo, hi = check_domain(PRESETS["ttrl"], e)  # [-10, 10], or [0.1, 10] under a log or a root
+    try:
+        value = complex(mpmath.quad(sympy.lambdify(x, e, "mpmath"), [lo, hi]))
+    except Exception as err:  # noqa: BLE001 - any failure to evaluate means "does not integrate numerically"
+        return f"no numerical integral on [{lo:g}, {hi:g}] ({type(err).__name__})"
+    return None if np.isfinite(value) else f"the numerical integral on [{lo:g}, {hi:g}] is not finite"
+
+
+def _validate(integrand: str, validity: str = "sympy") -> dict[str, Any]:  # runs in the child
+    """Canonical key, antiderivative (None under validity "numeric") and difficulty of an integrand, or why it is no usable problem."""
     import sympy
 
     from strop.verifiers.integral import _attempt
@@ -173,6 +191,12 @@ def _validate(integrand: str) -> dict[str, Any]:  # runs in the child
         return {"ok": False, "why": f"not an expression in x alone: {sorted(map(str, getattr(e, 'free_symbols', [])))}"}
     if e.has(sympy.Integral, sympy.zoo, sympy.nan, sympy.oo) or e == 0:
         return {"ok": False, "why": "trivial or undefined"}
+    if validity == "numeric":
+        why = _integrates_numerically(e, x)
+        if why is not None:
+            return {"ok": False, "why": why}
+        return {"ok": True, "integrand": sympy.sstr(e), "answer": None, "key": sympy.srepr(sympy.expand(e)),
+                "ops": int(sympy.count_ops(e))}
     F = sympy.integrate(e, x)
     if F.has(sympy.Integral):
         return {"ok": False, "why": "SymPy finds no antiderivative"}
@@ -187,14 +211,20 @@ def _validate(integrand: str) -> dict[str, Any]:  # runs in the child
 
 
 # ------------------------------------------------------------ parent side
-def validate_integrand(integrand: str) -> dict[str, Any]:
-    """``{"ok": True, integrand, answer, key, ops}`` for a usable integrand, else ``{"ok": False, "why": ...}``."""
+def validate_integrand(integrand: str, validity: str = "sympy") -> dict[str, Any]:
+    """``{"ok": True, integrand, answer, key, ops}`` for a usable integrand, else ``{"ok": False, "why": ...}``.
+
+    ``validity``: "sympy" (SymPy finds an antiderivative the verifier confirms) or "numeric" (the integral
+    evaluates numerically, as TTRL's check; ``answer`` is None).
+    """
+    if validity not in VALIDITY:
+        raise ConfigError(f"validity must be one of {', '.join(VALIDITY)}, got {validity!r}")
     if not isinstance(integrand, str) or not integrand.strip():
         return {"ok": False, "why": "empty"}
     why = check_expression_text(integrand)
     if why is not None:
         return {"ok": False, "why": why}
-    out = run_isolated(_validate, (integrand.strip(),), timeout_s=VALIDATE_TIMEOUT_S, memory_mb=1024)
+    out = run_isolated(_validate, (integrand.strip(), validity), timeout_s=VALIDATE_TIMEOUT_S, memory_mb=1024)
     if out.timed_out:
         return {"ok": False, "why": f"SymPy took over {VALIDATE_TIMEOUT_S} s"}
     if not out.ok:

@@ -33,7 +33,12 @@ from strop.tasks import Problem
 
 @dataclass(frozen=True)
 class TreeSpec:
-    """How a tree grows. ``model_requests`` > 0 needs a backend (the model writes variants)."""
+    """How a tree grows. ``model_requests`` > 0 needs a backend (the model writes variants).
+
+    ``validity``: which variants are kept, "sympy" (SymPy finds an antiderivative the verifier
+    confirms) or "numeric" (the integral evaluates numerically, as the TTRL reference code
+    checks; such variants have no answer); integrals only.
+    """
 
     depth: int = 2
     symbolic_per_node: int = 4
@@ -41,6 +46,7 @@ class TreeSpec:
     variants_per_request: int = 10
     max_new_tokens: int = 256
     seed: int = 0
+    validity: str = "sympy"
 
     def __post_init__(self) -> None:
         if not 1 <= self.depth <= 5:
@@ -49,6 +55,8 @@ class TreeSpec:
             raise ConfigError(f"symbolic_per_node and model_requests must be >= 0, variants_per_request and max_new_tokens >= 1; got {self}")
         if self.symbolic_per_node == 0 and self.model_requests == 0:
             raise ConfigError("nothing would generate variants: set symbolic_per_node or model_requests above 0")
+        if self.validity not in ("sympy", "numeric"):
+            raise ConfigError(f"validity must be sympy or numeric, got {self.validity!r}")
 
 
 def _reason(why: str) -> str:
@@ -67,7 +75,7 @@ class TreeBuilder:
                  exclude_keys: set[str] | None = None, progress: Callable[[str], None] | None = None) -> None:
         if spec.model_requests and backend is None:
             raise ConfigError("model-written variants (model_requests > 0) need a backend")
-        self.kind, self.spec, self.path, self.backend = kind, spec, path, backend
+        self.kind, self.spec, self.path, self.backend = kind.with_validity(spec.validity), spec, path, backend
         self.exclude = set(exclude_keys or ())
         self.progress = progress or (lambda msg: None)
         self.nodes: list[dict[str, Any]] = []
@@ -89,7 +97,8 @@ class TreeBuilder:
         assert log is not None
         entries = read_records(log)
         if entries and entries[0].get("spec") is not None:
-            old = {"spec": entries[0]["spec"], "kind": entries[0].get("kind")}
+            # A spec key added later (validity) is absent from older logs: those trees were built with its default.
+            old = {"spec": {**asdict(TreeSpec()), **entries[0]["spec"]}, "kind": entries[0].get("kind")}
             if old != header:
                 raise ConfigError(f"{path} was built with other settings ({old}); use another file or delete it and {log.name}")
         elif path.exists() and path.stat().st_size:

@@ -9,8 +9,10 @@ original weights (bit-identical: only adapter weights are trained, and
 Two accuracies are kept apart, as the paper's 90% on the MIT qualifier
 counts a problem solved if *any* verified attempt during the process was
 correct: ``correct`` is the final answer's verdict; ``stats.solved_during``
-says whether the greedy answer before training, any probe (sampled attempts
-at the test problem after each step) or the final answer was verified correct.
+says whether any verified attempt was correct: the greedy answer before
+training, the ``pass_samples`` sampled attempts before and after training
+(the same random streams both times, for paired pass@k), any probe (sampled
+attempts at the test problem after each step) or the final answer.
 The verifier for integrals needs no answer key, so that oracle is available
 at test time; for tasks whose check needs the gold answer it is not.
 """
@@ -50,13 +52,19 @@ class TTRLConfig:
     max_tokens: int = 48
     format_weight: float = 0.1
     probe_samples: int = 4
+    pass_samples: int = 8
     curriculum: str = "sec"
+    validity: str = "sympy"  # integral variants: "numeric" keeps any integrand that integrates numerically (the TTRL reference's check)
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.groups_per_step < 1 or self.num_generations < 2 or self.max_tokens < 1 or self.probe_samples < 0:
-            raise ConfigError(f"ttrl needs steps >= 0, groups_per_step >= 1, num_generations >= 2, max_tokens >= 1, probe_samples >= 0; got {self}")
+        if self.steps < 0 or self.groups_per_step < 1 or self.num_generations < 2 or self.max_tokens < 1 or self.probe_samples < 0 \
+                or self.pass_samples < 0:
+            raise ConfigError("ttrl needs steps >= 0, groups_per_step >= 1, num_generations >= 2, max_tokens >= 1, "
+                              f"probe_samples >= 0, pass_samples >= 0; got {self}")
         if self.learning_rate <= 0 or self.beta < 0 or self.format_weight < 0:
             raise ConfigError(f"ttrl needs learning_rate > 0, beta >= 0, format_weight >= 0; got {self}")
+        if self.validity not in ("sympy", "numeric"):
+            raise ConfigError(f"ttrl validity must be sympy or numeric, got {self.validity!r}")
         if self.curriculum not in ("sec", "random", "schedule"):
             raise ConfigError(f"ttrl curriculum must be sec, random or schedule, got {self.curriculum!r}")
 
@@ -88,7 +96,8 @@ def test_time_rl(backend: Backend, task: Task, problem: Problem, rng: np.random.
     started = time.perf_counter()
     kind = kind_for_task(task.name)
     tree = build_tree([problem], kind, TreeSpec(depth=config.depth, symbolic_per_node=config.variants_per_node,
-                                                model_requests=config.model_requests, seed=int(rng.integers(2**31))),
+                                                model_requests=config.model_requests, seed=int(rng.integers(2**31)),
+                                                validity=config.validity),
                       backend=backend if config.model_requests else None)
     variants = [task.parse(n, i) for i, n in enumerate(tree.nodes) if n["depth"] > 0]
     prompt = backend.chat_prompt(user_turn(task.prompt(problem), system))
@@ -100,9 +109,18 @@ def test_time_rl(backend: Backend, task: Task, problem: Problem, rng: np.random.
         v = task.check(problem, gen.text)
         attempts.append({"when": when, "step": step, "answer": v.extracted, "correct": v.correct, "tokens": gen.completion_tokens})
 
+    # pass@k before and after from the same per-sample random streams, so the two are paired draws.
+    pass_seeds = [int(rng.integers(2**31)) for _ in range(config.pass_samples)]
+
+    def passes(when: str, step: int) -> None:
+        if config.pass_samples:
+            for g in _answer(backend, prompt, sampled, [np.random.default_rng(s) for s in pass_seeds]):
+                verify(g, when, step)
+
     before = _answer(backend, prompt, greedy, [rng])[0]
     verify(before, "before", 0)
-    steps_done, rewards, train_tokens = 0, [], 0
+    passes("sample_before", 0)
+    steps_done, rewards, train_correct, train_tokens = 0, [], [], 0
     if variants and config.steps > 0:
         arms = sorted({v.category for v in variants}, key=lambda c: -int(str(c).removeprefix("depth")))  # easiest first
         book = RewardBook(task, variants, config.format_weight)
@@ -123,6 +141,7 @@ def test_time_rl(backend: Backend, task: Task, problem: Problem, rng: np.random.
                 nonlocal train_tokens
                 if logs and "reward" in logs:
                     rewards.append(float(logs["reward"]))
+                    train_correct.append(float(logs.get("rewards/correct/mean", float("nan"))))
                     train_tokens += int(round(logs.get("completions/mean_length", 0) * config.groups_per_step * config.num_generations))
 
         seed = int(rng.integers(2**31))
@@ -144,6 +163,7 @@ def test_time_rl(backend: Backend, task: Task, problem: Problem, rng: np.random.
             try:
                 trainer.train()
                 after = _answer(backend, prompt, greedy, [rng])[0]
+                passes("sample_after", steps_done)
             finally:
                 # Take the adapter out whatever happened: the next problem must start from the original weights.
                 restored = trainer.model.unload() if hasattr(trainer.model, "unload") else trainer.model
@@ -152,14 +172,22 @@ def test_time_rl(backend: Backend, task: Task, problem: Problem, rng: np.random.
                 backend.reset_cache()
     else:
         after = before
+        passes("sample_after", 0)
     verify(after, "after", steps_done)
     final = attempts[-1]
+    first = next(a for a in attempts if a["when"] == "before")
     stats = {
         "steps": steps_done, "variants": len(variants), "tree": {d: sum(1 for n in tree.nodes if n["depth"] == d) for d in range(config.depth + 1)},
-        "answer_before": attempts[0]["answer"], "correct_before": attempts[0]["correct"],
+        "answer_before": first["answer"], "correct_before": first["correct"],
         "answer_after": final["answer"], "correct_after": final["correct"],
         "solved_during": any(a["correct"] for a in attempts), "probes": sum(a["when"] == "probe" for a in attempts),
         "probe_correct": sum(a["correct"] for a in attempts if a["when"] == "probe"), "train_reward": rewards,
+        # fraction of the step's variant rollouts verified correct; > 0 at any step: a variant was solved during training
+        "train_correct": train_correct, "variant_solved": any(c > 0 for c in train_correct),
+        # temperature-`temperature` samples of the test problem before and after training (pass@1 = mean, pass@n = any)
+        "pass_samples": config.pass_samples,
+        "sample_correct_before": sum(a["correct"] for a in attempts if a["when"] == "sample_before"),
+        "sample_correct_after": sum(a["correct"] for a in attempts if a["when"] == "sample_after"),
         "decoded_tokens": train_tokens + sum(a["tokens"] for a in attempts), "wall_s": time.perf_counter() - started,
     }
     return MethodResult("ttrl", asdict(config), (after,), 0, final["answer"], stats)

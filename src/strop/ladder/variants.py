@@ -22,7 +22,7 @@ import numpy as np
 
 from strop.errors import ConfigError
 from strop.ladder.arithmetic import parse_expression, render, symbolic_arithmetic_variants, value_of
-from strop.ladder.integrals import integrand_keys, symbolic_integral_variants, validate_integrand
+from strop.ladder.integrals import VALIDITY, integrand_keys, symbolic_integral_variants, validate_integrand
 from strop.tasks import Problem
 
 # The paper cycles sampling temperature over this range across requests.
@@ -84,6 +84,12 @@ class VariantKind:
         """``{"ok": True, "payload", "answer", "key", "row": {...task fields}}`` or ``{"ok": False, "why"}``."""
         raise NotImplementedError
 
+    def with_validity(self, validity: str) -> VariantKind:
+        """This kind with another validity rule for variants (``TreeSpec.validity``); only "sympy", the default, here."""
+        if validity != "sympy":
+            raise ConfigError(f"the {self.name} kind has one validity check; validity {validity!r} applies to integrals")
+        return self
+
     def keys(self, payloads: Sequence[str]) -> set[str]:
         raise NotImplementedError
 
@@ -97,6 +103,15 @@ class VariantKind:
 class IntegralKind(VariantKind):
     name, task, transforms = "integral", "integrals", INTEGRAL_TRANSFORMS
 
+    def __init__(self, validity: str = "sympy") -> None:
+        # "sympy": a variant needs an antiderivative SymPy finds; "numeric": its integral need only evaluate (TTRL).
+        if validity not in VALIDITY:
+            raise ConfigError(f"validity must be one of {', '.join(VALIDITY)}, got {validity!r}")
+        self.validity = validity
+
+    def with_validity(self, validity: str) -> VariantKind:
+        return self if validity == self.validity else IntegralKind(validity)
+
     def payload(self, problem: Problem) -> str:
         if "integrand" not in problem.data:
             raise ConfigError(f"problem {problem.id} has no integrand: LADDER's integral kind needs the integrals task")
@@ -106,7 +121,7 @@ class IntegralKind(VariantKind):
         return [Candidate(s, "symbolic", t, {}) for s, t in symbolic_integral_variants(payload, n, seed)]
 
     def validate(self, payload: str) -> dict[str, Any]:
-        v = validate_integrand(payload)
+        v = validate_integrand(payload, self.validity)
         if not v.get("ok"):
             return v
         return {"ok": True, "payload": v["integrand"], "answer": v["answer"], "key": v["key"],

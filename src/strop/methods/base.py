@@ -12,6 +12,7 @@ Nothing outside the registry branches on method names.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -20,7 +21,10 @@ import numpy as np
 
 from strop.backends.base import Backend, Generation
 from strop.backends.chat import user_turn
+from strop.backends.thinking import THINK, hidden_token_count, strip_thinking
 from strop.errors import ConfigError, UnknownNameError
+from strop.methods.rc_prompts import RCPrompts
+from strop.verifiers.extract import extract_answer
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,15 +87,19 @@ class Flat:
     top_k: int | None = None
     max_tokens: int = 256
     n: int = 4
+    vote: str = "equivalence"  # majority: which answers are one vote (strop.verifiers.voting.VOTES)
     alpha: float = 4.0
     block_size: int = 192
     mcmc_steps: int = 10
     cut: str = "uniform"
     beta: float = 4.0
     proposal_temperature: float | None = None
+    target: str = "full"
     turns: int = 4
     reasoning_tokens: int = 256
     summary_tokens: int = 96
+    rc_prompts: RCPrompts = field(default_factory=RCPrompts)  # rc / self-refine / long: the templates (--rc-prompts DIR)
+    summarise_thinking: bool = False  # rc / self-refine: the summariser reads a thinking model's reasoning blocks
 
 
 @dataclass(frozen=True)
@@ -192,15 +200,38 @@ def make_steps(name: str, model: Backend, question: str | None, rng: np.random.G
     extra: dict[str, Any] = {"progress": progress}
     if spec.events and events is not None:
         extra["events"] = events
+    tags = getattr(model, "think_tags", THINK)
+    if tags != THINK and "extract" not in kwargs and "extract" in inspect.signature(spec.steps).parameters:
+        # Extraction drops strop's default reasoning blocks by itself; other tags are the model's, so say them here.
+        extra["extract"] = lambda text: extract_answer(strip_thinking(text, tags))
     if spec.input == "question":
         if question is None:
             raise ConfigError(f"method '{name}' needs the question text (it builds its own prompts)")
-        return spec.steps(model, question, rng, system=system, **extra, **kwargs)
+        return _count_thinking(model, spec.steps(model, question, rng, system=system, **extra, **kwargs))
     if prompt_ids is None:
         if question is None:
             raise ConfigError(f"method '{name}' needs a question or prompt ids")
         prompt_ids = model.chat_prompt(user_turn(question, system))
-    return spec.steps(model, list(prompt_ids), rng, **extra, **kwargs)
+    return _count_thinking(model, spec.steps(model, list(prompt_ids), rng, **extra, **kwargs))
+
+
+def thinking_tokens(model: Backend, result: MethodResult) -> int:
+    """Tokens of ``result``'s candidates that lie in reasoning blocks (the model's ``think_tags``): hidden from the answer.
+
+    Counted over every completion the method kept (RC's turns and summaries,
+    best-of-n's samples); power sampling's rejected proposals are not kept, so
+    not counted.
+    """
+    tags = getattr(model, "think_tags", THINK)
+    return sum(hidden_token_count(model.detokenize, g.token_ids, g.text, tags) for g in result.candidates)
+
+
+def _count_thinking(model: Backend, machine: Any) -> Any:
+    """``machine``, whose result also says in ``stats["thinking_tokens"]`` how many of its tokens were hidden reasoning."""
+    result = yield from machine
+    if isinstance(result, MethodResult):
+        result.stats["thinking_tokens"] = thinking_tokens(model, result)
+    return result
 
 
 def run_method(name: str, backend: Backend, question: str, rng: np.random.Generator, *, system: str | None = None,

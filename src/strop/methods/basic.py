@@ -4,7 +4,8 @@ Best-of-n and majority vote ask for ``n`` independent samples in one yield
 (the engine decodes them together, with other attempts' rows) and differ only
 in how they choose: best-of-n by a score (mean log-likelihood by default, the
 pick the power-sampling papers use for compute-matched baselines), majority
-vote by the most common extracted answer.
+vote by the most common extracted answer (answers that state the same value
+are one vote by default: ``strop.verifiers.voting``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from strop.backends.base import Backend, Generation, GenRequest, SamplingParams
 from strop.errors import ConfigError
 from strop.methods.base import Events, Flat, MethodResult, MethodSpec, Progress, register_method
 from strop.verifiers.extract import extract_answer
+from strop.verifiers.voting import Same, check_vote, group_answers, vote_relation, winning_group
 
 Extract = Callable[[str], "str | None"]
 
@@ -135,21 +137,30 @@ def best_of_n(model: Backend, prompt_ids: Sequence[int], rng: np.random.Generato
 
 
 def majority(model: Backend, prompt_ids: Sequence[int], rng: np.random.Generator, *, progress: Progress | None = None,
-             params: SamplingParams | None = None, n: int = 4, extract: Extract = extract_answer):
+             params: SamplingParams | None = None, n: int = 4, vote: str = "equivalence", same: Same | None = None,
+             extract: Extract = extract_answer):
     """``n`` samples; answer with the most common extracted answer.
 
-    Ties go to the answer seen first. Samples with no extractable answer do not
+    ``vote`` decides which answers are one vote (``strop.verifiers.voting``):
+    "equivalence" (math-verify in a checker process: ``0.5`` and
+    ``\\frac{1}{2}`` are one vote) or "string" (identical strings); ``same``,
+    any symmetric relation, overrides it. The answer is the winning group's
+    first member, and ``stats["votes"]`` counts each group under that member.
+    Ties go to the group seen first. Samples with no extractable answer do not
     vote; if none has one, the first sample is returned with answer None.
     """
+    check_vote(vote)
     started = time.perf_counter()
     p = params or SamplingParams()
     gens = yield from sample_steps(prompt_ids, p, n, rng, progress)
     answers = [extract(g.text) for g in gens]
-    votes = Counter(a for a in answers if a is not None)
-    winner = max(votes, key=lambda a: (votes[a], -answers.index(a))) if votes else None
-    chosen = answers.index(winner) if winner is not None else 0
-    stats = {**_stats(gens, started), "votes": dict(votes)}
-    return MethodResult("majority", {**asdict(p), "n": n}, tuple(gens), chosen, winner, stats)
+    groups = group_answers(answers, same or vote_relation(vote))
+    best = winning_group(groups)
+    chosen = groups.index(best) if best is not None else 0
+    votes = {answers[groups.index(g)]: c for g, c in Counter(g for g in groups if g is not None).items()}
+    stats = {**_stats(gens, started), "votes": votes}
+    return MethodResult("majority", {**asdict(p), "n": n, "vote": vote}, tuple(gens), chosen,
+                        answers[chosen] if best is not None else None, stats)
 
 
 # ------------------------------------------------------------ registration
@@ -160,6 +171,10 @@ def _params(f: Flat) -> SamplingParams:
 def _with_n(f: Flat) -> dict:
     _check_n(f.n)
     return {"params": _params(f), "n": f.n}
+
+
+def _majority(f: Flat) -> dict:
+    return {**_with_n(f), "vote": check_vote(f.vote)}
 
 
 def _one_budget(kw: dict) -> int:
@@ -176,5 +191,5 @@ register_method(MethodSpec("sample", sample, lambda f: {"params": _params(f)}, _
                            takes_stop=True, events=("token",), help="one sample at --temperature / --top-p / --top-k"))
 register_method(MethodSpec("best-of-n", best_of_n, _with_n, _n_budget, takes_stop=True,
                            help="n samples; answers with the highest mean log-likelihood"))
-register_method(MethodSpec("majority", majority, _with_n, _n_budget, takes_stop=True,
-                           help="n samples; answers with the most common extracted answer"))
+register_method(MethodSpec("majority", majority, _majority, _n_budget, takes_stop=True,
+                           help="n samples; answers with the most common extracted answer (--vote: equivalence or string)"))

@@ -10,42 +10,29 @@ Comparison points from the paper, same interface:
 - ``long``: one generation with the whole budget, T * (H_R + H_S) tokens;
 - ``self-refine``: turns that carry the full previous attempt instead of a summary.
 
-Prompts are templates (``RCConfig``), editable per run.
+Prompts are named templates (``strop.methods.rc_prompts``): strop's own by
+default, or a folder of text files (``--rc-prompts DIR``), the same ones RC
+training uses. For thinking models, a reasoning turn's answer and every
+summary carried to the next turn are read from the visible text only
+(``strop.backends.thinking``, with the backend's ``think_tags``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from strop.backends.base import Backend, Generation, GenRequest, SamplingParams
 from strop.backends.chat import user_turn
+from strop.backends.thinking import THINK, ThinkTags, strip_thinking, thinking_text
 from strop.errors import ConfigError
 from strop.methods.base import Events, Flat, MethodResult, MethodSpec, Progress, register_method
+from strop.methods.rc_prompts import RCPrompts
 from strop.verifiers.extract import extract_answer
-
-REASON = (
-    "{problem}\n\nSolve the problem step by step and put your final answer in \\boxed{{}}."
-)
-REASON_FROM_SUMMARY = (
-    "{problem}\n\nHere is a summary of my earlier attempt at this problem:\n{summary}\n\n"
-    "Improve on it: check the summary, verify its answer or prove it another way, try a different strategy, "
-    "or continue where it left off. Put your final answer in \\boxed{{}}."
-)
-SUMMARIZE = (
-    "{problem}\n\n{previous}Here is my latest attempt:\n{reasoning}\n\n"
-    "Write a first-person summary of my work so far in at most two short paragraphs: what I tried, what I found, "
-    "and my current answer. Keep what matters from the earlier summary. Do not add new reasoning."
-)
-PREVIOUS_SUMMARY = "Summary of my earlier attempts:\n{summary}\n\n"
-REFINE = (
-    "{problem}\n\nHere is my previous attempt:\n{attempt}\n\n"
-    "Improve on it: check it, fix mistakes or try another way. Put your final answer in \\boxed{{}}."
-)
 
 
 @dataclass(frozen=True)
@@ -57,8 +44,11 @@ class RCConfig:
         reasoning_tokens: H_R, most tokens per reasoning turn.
         summary_tokens: H_S, most tokens per summary.
         temperature, top_p: sampling for reasoning and summaries.
-        reason_template / reason_from_summary_template / summary_template / refine_template:
-            the prompts; ``{problem}``, ``{summary}``, ``{reasoning}``, ``{previous}``, ``{attempt}`` are filled in.
+        prompts: the templates (``strop.methods.rc_prompts``): strop's own, or a folder's (``--rc-prompts DIR``).
+        summarise_thinking: what the summariser (and self-refine's next turn) reads of a thinking model's
+            reasoning turn. False: its visible text, reasoning blocks removed. True: its reasoning blocks'
+            text, tags removed (the whole turn if it has none), as the reference code does: a turn cut off
+            by H_R while still thinking has no visible text to summarise.
     """
 
     turns: int = 4
@@ -66,10 +56,8 @@ class RCConfig:
     summary_tokens: int = 96
     temperature: float = 1.0
     top_p: float = 1.0
-    reason_template: str = REASON
-    reason_from_summary_template: str = REASON_FROM_SUMMARY
-    summary_template: str = SUMMARIZE
-    refine_template: str = REFINE
+    prompts: RCPrompts = field(default_factory=RCPrompts)
+    summarise_thinking: bool = False
 
     def __post_init__(self) -> None:
         for name in ("turns", "reasoning_tokens", "summary_tokens"):
@@ -77,6 +65,10 @@ class RCConfig:
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
         SamplingParams(temperature=self.temperature, top_p=self.top_p)  # validates both
+        if not isinstance(self.prompts, RCPrompts):
+            raise ConfigError(f"prompts must be an RCPrompts (strop.methods.rc_prompts), got {type(self.prompts).__name__}")
+        if not isinstance(self.summarise_thinking, bool):
+            raise ConfigError(f"summarise_thinking must be true or false, got {self.summarise_thinking!r}")
 
     def params(self, max_tokens: int) -> SamplingParams:
         return SamplingParams(max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p)
@@ -88,29 +80,36 @@ def reason_prompt(config: RCConfig, question: str, summary: str) -> str:
     RC training builds its traces' prompts here too, so a trained model is
     evaluated on exactly the prompts it was trained on.
     """
-    if not summary:
-        return config.reason_template.format(problem=question)
-    return config.reason_from_summary_template.format(problem=question, summary=summary)
+    return config.prompts.reason_prompt(question, summary)
 
 
 def summary_prompt(config: RCConfig, question: str, reasoning: str, summary: str) -> str:
     """The summariser's instruction: problem, the previous summary (if any) and the latest reasoning."""
-    previous = PREVIOUS_SUMMARY.format(summary=summary) if summary else ""
-    return config.summary_template.format(problem=question, previous=previous, reasoning=reasoning)
+    return config.prompts.summary_prompt(question, reasoning, summary)
+
+
+def _read(config: RCConfig, text: str, tags: ThinkTags) -> str:
+    """What the summariser (or self-refine's next turn) reads of a reasoning turn (``RCConfig.summarise_thinking``)."""
+    return thinking_text(text, tags) if config.summarise_thinking else strip_thinking(text, tags)
 
 
 def _ask(model: Backend, system: str | None, text: str, params: SamplingParams, rng: np.random.Generator) -> GenRequest:
     return GenRequest(model.chat_prompt(user_turn(text, system)), params, rng)
 
 
-def _result(name: str, config: RCConfig, gens: list[Generation], turns: list[dict[str, Any]], elapsed_s: float, extract) -> MethodResult:
+def _tags(model: Backend) -> ThinkTags:
+    return getattr(model, "think_tags", THINK)
+
+
+def _result(name: str, config: RCConfig, gens: list[Generation], turns: list[dict[str, Any]], elapsed_s: float, extract,
+            tags: ThinkTags) -> MethodResult:
     last = gens[-1] if not turns else gens[turns[-1]["reasoning_index"]]
     stats = {
         "turns": turns,
         "decoded_tokens": sum(g.completion_tokens for g in gens),
         "elapsed_s": elapsed_s,
     }
-    return MethodResult(name, asdict(config), tuple(gens), gens.index(last), extract(last.text), stats)
+    return MethodResult(name, asdict(config), tuple(gens), gens.index(last), extract(strip_thinking(last.text, tags)), stats)
 
 
 def rc(model: Backend, question: str, rng: np.random.Generator, *, progress: Progress | None = None, system: str | None = None,
@@ -123,24 +122,28 @@ def rc(model: Backend, question: str, rng: np.random.Generator, *, progress: Pro
     ``events("turn", turn)`` sees each finished turn (the server streams turns this way).
     """
     config = config or RCConfig()
+    tags = _tags(model)
     started = time.perf_counter()
     gens: list[Generation] = []
     turns: list[dict[str, Any]] = []
     current = summary
     for t in range(1, config.turns + 1):
         (r,) = yield [_ask(model, system, reason_prompt(config, question, current), config.params(config.reasoning_tokens), rng)]
-        (s,) = yield [_ask(model, system, summary_prompt(config, question, r.text, current), config.params(config.summary_tokens), rng)]
+        (s,) = yield [_ask(model, system, summary_prompt(config, question, _read(config, r.text, tags), current),
+                           config.params(config.summary_tokens), rng)]
         gens += [r, s]
-        turn = {"turn": t, "reasoning": r.text, "summary": s.text, "answer": extract(r.text),
+        # The next turn reads what the summariser said, not what it thought (its candidates keep the whole text).
+        carried = strip_thinking(s.text, tags)
+        turn = {"turn": t, "reasoning": r.text, "summary": carried, "answer": extract(strip_thinking(r.text, tags)),
                 "reasoning_tokens": r.completion_tokens, "summary_tokens": s.completion_tokens,
                 "conditioned_on_summary": current, "reasoning_index": len(gens) - 2}
         turns.append(turn)
         if events:
             events("turn", {k: turn[k] for k in ("turn", "reasoning", "summary", "answer")})
-        current = s.text
+        current = carried
         if progress:
             progress(t, config.turns)
-    return _result("rc", config, gens, turns, time.perf_counter() - started, extract)
+    return _result("rc", config, gens, turns, time.perf_counter() - started, extract, tags)
 
 
 def rc_batch(backend: Backend, questions: Sequence[str], rngs: Sequence[np.random.Generator], *, config: RCConfig | None = None,
@@ -174,20 +177,21 @@ def self_refine(model: Backend, question: str, rng: np.random.Generator, *, prog
                 extract: Callable[[str], str | None] = extract_answer):
     """Turns that carry the whole previous attempt instead of a summary (RC's comparison point)."""
     config = config or RCConfig()
+    tags = _tags(model)
     started = time.perf_counter()
     gens: list[Generation] = []
     turns: list[dict[str, Any]] = []
     attempt = ""
     for t in range(1, config.turns + 1):
-        prompt = config.reason_template.format(problem=question) if not attempt else config.refine_template.format(problem=question, attempt=attempt)
+        prompt = config.prompts.refine_prompt(question, attempt)
         (r,) = yield [_ask(model, system, prompt, config.params(config.reasoning_tokens), rng)]
         gens.append(r)
-        turns.append({"turn": t, "reasoning": r.text, "answer": extract(r.text), "reasoning_tokens": r.completion_tokens,
+        turns.append({"turn": t, "reasoning": r.text, "answer": extract(strip_thinking(r.text, tags)), "reasoning_tokens": r.completion_tokens,
                       "conditioned_on_attempt": attempt, "reasoning_index": len(gens) - 1})
-        attempt = r.text
+        attempt = _read(config, r.text, tags)
         if progress:
             progress(t, config.turns)
-    return _result("self-refine", config, gens, turns, time.perf_counter() - started, extract)
+    return _result("self-refine", config, gens, turns, time.perf_counter() - started, extract, tags)
 
 
 def long_generation(model: Backend, question: str, rng: np.random.Generator, *, progress: Progress | None = None,
@@ -196,14 +200,15 @@ def long_generation(model: Backend, question: str, rng: np.random.Generator, *, 
     """One generation with RC's whole budget, T * (H_R + H_S) tokens."""
     config = config or RCConfig()
     started = time.perf_counter()
-    (g,) = yield [_ask(model, system, config.reason_template.format(problem=question),
+    (g,) = yield [_ask(model, system, config.prompts.reason_prompt(question, ""),
                        config.params(config.turns * (config.reasoning_tokens + config.summary_tokens)), rng)]
-    return _result("long", config, [g], [], time.perf_counter() - started, extract)
+    return _result("long", config, [g], [], time.perf_counter() - started, extract, _tags(model))
 
 
 def _settings(f: Flat) -> dict:
     return {"config": RCConfig(turns=f.turns, reasoning_tokens=f.reasoning_tokens, summary_tokens=f.summary_tokens,
-                               temperature=f.temperature, top_p=f.top_p)}
+                               temperature=f.temperature, top_p=f.top_p, prompts=f.rc_prompts,
+                               summarise_thinking=f.summarise_thinking)}
 
 
 def _rc_budget(kw: dict) -> int:

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,8 @@ from strop.backends.base import Backend
 from strop.engine import Cancelled, Engine, Job
 from strop.errors import BackendError, ConfigError, StropError
 from strop.methods import MethodResult, make_steps, method_names, method_settings, method_spec
+from strop.methods.rc_prompts import RCPrompts
+from strop.server.conversation import MODES, Refused, as_problem
 from strop.server.schemas import ChatRequest, CompletionRequest, invalid_text, text_of, unsupported_field
 
 
@@ -63,6 +65,10 @@ class ServeConfig:
         api_key: when set, requests need ``Authorization: Bearer <api_key>``.
         max_rows: most rows decoded together in one round, across requests (None: the backend's
             ``max_batch``; 1 decodes one row at a time, the pre-engine behaviour, for comparison).
+        rc_prompts: the templates of rc, self-refine and long (``strop serve --rc-prompts DIR``).
+        conversation: what rc, self-refine and long do with a chat that has earlier turns: ``refuse`` (400)
+            or ``context`` (they become part of the problem; ``strop.server.conversation``). A request's
+            ``strop.conversation`` overrides it.
     """
 
     model_name: str = "smollm2"
@@ -74,6 +80,8 @@ class ServeConfig:
     timeout_s: float = 600.0
     api_key: str | None = None
     max_rows: int | None = None
+    rc_prompts: RCPrompts = field(default_factory=RCPrompts)
+    conversation: str = "refuse"
 
     def __post_init__(self) -> None:
         if self.max_rows is not None and self.max_rows < 1:
@@ -83,6 +91,8 @@ class ServeConfig:
                 raise ConfigError(f"serve: {name} must be >= 1, got {getattr(self, name)}")
         if not self.timeout_s > 0:
             raise ConfigError(f"serve: timeout_s must be > 0, got {self.timeout_s}")
+        if self.conversation not in MODES:
+            raise ConfigError(f"serve: conversation must be one of {', '.join(MODES)}, got {self.conversation!r}")
         if not self.model_name or self.model_name.split("/", 1)[0] in method_names():
             raise ConfigError(f"serve: model_name {self.model_name!r} must be non-empty and not start with a method name")
 
@@ -150,6 +160,7 @@ def plan_request(req: ChatRequest | CompletionRequest, backend: Backend, config:
         raise APIError(400, refused[1], param=refused[0], code="unsupported_parameter")
     opts = req.strop.model_dump(exclude_none=True) if req.strop else {}
     method = resolve_method(req.model, opts.pop("method", None), config)
+    conversation = opts.pop("conversation", config.conversation)
     chat = isinstance(req, ChatRequest)
     max_tokens = (req.max_completion_tokens or req.max_tokens) if chat else req.max_tokens
     max_tokens = max_tokens or config.default_max_tokens
@@ -173,7 +184,8 @@ def plan_request(req: ChatRequest | CompletionRequest, backend: Backend, config:
 
     try:
         kwargs = method_settings(method, temperature=1.0 if req.temperature is None else req.temperature,
-                                 top_p=1.0 if req.top_p is None else req.top_p, max_tokens=max_tokens, **opts)
+                                 top_p=1.0 if req.top_p is None else req.top_p, max_tokens=max_tokens,
+                                 rc_prompts=config.rc_prompts, **opts)
     except StropError as e:
         raise APIError(400, str(e), param="strop") from e
     if stop:
@@ -188,11 +200,11 @@ def plan_request(req: ChatRequest | CompletionRequest, backend: Backend, config:
         users = [m["content"] for m in messages if m["role"] == "user"]
         systems = [m["content"] for m in messages if m["role"] == "system"]
         question, system = (users[-1] if users else None), (systems[0] if systems else None)
-        if spec.input == "question" and question is None:
-            raise APIError(400, f"method {method!r} needs a user message (the problem)", param="messages")
-        if spec.input == "question" and (len(users) > 1 or len(systems) > 1 or len(users) + len(systems) < len(messages)):
-            raise APIError(400, f"method {method!r} answers one question, so conversations are not supported: send one user "
-                                "message and at most one system message (it would ignore the others)", param="messages")
+        if spec.input == "question":  # one problem text: the chat becomes it, or is refused (never partly dropped)
+            try:
+                question, system = as_problem(messages, method, conversation)
+            except Refused as e:
+                raise APIError(400, str(e), param="messages", code=e.code) from e
     else:
         messages, question, system = None, req.prompt, None
     prompt_ids: list[int] | None = None
@@ -251,9 +263,12 @@ def _strop_block(plan: Plan, results: list[MethodResult]) -> dict[str, Any]:
                          "stats": _jsonable(r.stats)} for r in results]}
 
 
-def _usage(plan: Plan, results: list[MethodResult]) -> dict[str, int]:
+def _usage(plan: Plan, results: list[MethodResult]) -> dict[str, Any]:
     completion = sum(r.decoded_tokens for r in results)
-    return {"prompt_tokens": plan.prompt_tokens, "completion_tokens": completion, "total_tokens": plan.prompt_tokens + completion}
+    # OpenAI's field for the hidden part of completion_tokens: a thinking model's reasoning blocks (methods.base.thinking_tokens).
+    thinking = sum(int(r.stats.get("thinking_tokens", 0)) for r in results)
+    return {"prompt_tokens": plan.prompt_tokens, "completion_tokens": completion, "total_tokens": plan.prompt_tokens + completion,
+            "completion_tokens_details": {"reasoning_tokens": thinking}}
 
 
 def _logprobs(backend: Backend, r: MethodResult) -> dict[str, Any]:

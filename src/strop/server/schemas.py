@@ -30,15 +30,25 @@ class StropOptions(BaseModel):
     method: str | None = Field(None, max_length=64, description="A registered method (GET /v1/models lists them as <method>/<model>);"
                                                                 " default from the model prefix, else sample.")
     n: int | None = Field(None, ge=1, le=64, description="best-of-n / majority: samples.")
+    vote: Literal["equivalence", "string"] | None = Field(None, description="majority: which answers are one vote; equivalence"
+                                                                            " (math-verify: 0.5 and \\frac{1}{2} are one vote, the default)"
+                                                                            " or string (identical answers).")
     alpha: float | None = Field(None, ge=1.0, le=64.0, description="power: the exponent.")
     block_size: int | None = Field(None, ge=1, le=4096, description="power: tokens per block.")
     mcmc_steps: int | None = Field(None, ge=0, le=256, description="power: MH steps per block.")
     cut: Literal["uniform", "entropy", "max-swap"] | None = Field(None, description="power: cut rule.")
     beta: float | None = Field(None, ge=0.0, le=64.0, description="power: entropy-cut exponent.")
     proposal_temperature: float | None = Field(None, gt=0.0, le=10.0, description="power: proposal temperature.")
+    target: Literal["full", "topk"] | None = Field(None, description="power: the p in p^alpha, full vocabulary or top_k renormalised"
+                                                                     " (the entropy-cut reference's; needs top_k).")
     turns: int | None = Field(None, ge=1, le=64, description="rc / self-refine / long: turns T.")
     reasoning_tokens: int | None = Field(None, ge=1, description="rc: H_R.")
     summary_tokens: int | None = Field(None, ge=1, description="rc: H_S.")
+    summarise_thinking: bool | None = Field(None, description="rc / self-refine: summarise a thinking model's reasoning blocks"
+                                                              " (the reference code's way) instead of its visible text.")
+    conversation: Literal["refuse", "context"] | None = Field(None, description="rc / self-refine / long: a chat with earlier turns"
+                                                                                " is refused (400) or becomes part of the problem"
+                                                                                " (docs/serving.md); default: the server's.")
     top_k: int | None = Field(None, ge=1, description="keep the k likeliest tokens.")
 
 
@@ -147,7 +157,7 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "guided_grammar": (_ABSENT, "constrained decoding is not implemented"),
     "structured_outputs": (_ABSENT, "constrained decoding is not implemented"),
     "chat_template": (_ABSENT, "the model's own chat template is always used"),
-    "chat_template_kwargs": (_is(None, {}), "the model's own chat template is always used as is"),
+    "chat_template_kwargs": (_is(None, {}), "chat-template variables are the server's: strop serve --chat-template-kwarg NAME=VALUE"),
     "add_generation_prompt": (_is(None, True), "the chat template always ends with the assistant's turn"),
     "continue_final_message": (_is(None, False), "continuing the last message is not implemented"),
     "echo": (_is(None, False), "echo is not supported"),

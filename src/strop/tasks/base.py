@@ -8,7 +8,7 @@ carries its data (HumanEval), or from a seeded generator (arithmetic).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,9 @@ class Task:
         check: (problem, completion) -> Verification.
         hub: (dataset id, config or None, split) for loading from the Hugging Face hub.
         builtin: loads the problems without a file (a package's data or a generator), given a seed.
+        verifier: the name of the check in use, for a task that offers several (``strop eval --verifier``):
+            recorded in every eval record. None: the task has one check.
+        verifiers: this task with the check called NAME instead (ConfigError for an unknown one).
     """
 
     name: str
@@ -48,12 +51,18 @@ class Task:
     hub: tuple[str, str | None, str] | None = None
     builtin: Callable[[int], list[Problem]] | None = None
     description: str = ""
+    verifier: str | None = None
+    verifiers: Callable[[str], Task] | None = None
 
     def prompt(self, problem: Problem) -> str:
         return self.template.replace("{question}", problem.question)
 
-    def load(self, data: str | None = None, *, limit: int | None = None, seed: int = 0) -> list[Problem]:
-        """Problems from ``data`` (a path, or ``hub:ID[:SPLIT]``), else the task's own source."""
+    def load(self, data: str | None = None, *, limit: int | None = None, seed: int = 0,
+             categories: Sequence[str] | None = None) -> list[Problem]:
+        """Problems from ``data`` (a path, or ``hub:ID[:SPLIT]``), else the task's own source.
+
+        ``categories`` keeps only problems of those categories (before ``limit``).
+        """
         if data:
             records = load_records(data, default_hub=self.hub)
             problems = [self.parse(r, i) for i, r in enumerate(records)]
@@ -66,6 +75,13 @@ class Task:
         ids = [p.id for p in problems]
         if len(set(ids)) != len(ids):
             raise StropError(f"task '{self.name}': problem ids are not unique in the data")
+        if categories:
+            have = sorted({str(p.category) for p in problems})
+            unknown = sorted(set(categories) - set(have))
+            if unknown:
+                raise ConfigError(f"task '{self.name}' has no problems of categor{'y' if len(unknown) == 1 else 'ies'} "
+                                  f"{', '.join(unknown)}; its categories: {', '.join(have) or 'none'}")
+            problems = [p for p in problems if str(p.category) in set(categories)]
         return problems[:limit] if limit is not None else problems
 
 
@@ -169,17 +185,28 @@ def jsonl_task(name: str, fields: Mapping[str, str], verifier: str, template: st
 
     if verifier not in ("math", "exact", "number"):
         raise ConfigError(f"verifier must be math, exact or number, got {verifier!r}")
-    return Task(name, template, parse, check, description=f"custom JSONL task ({verifier} check)")
+    return Task(name, template, parse, check, description=f"custom JSONL task ({verifier} check)", verifier=verifier,
+                verifiers=lambda other: jsonl_task(name, fields, other, template))
 
 
-def resolve_task(name: str, fields: Mapping[str, str] | None = None, verifier: str = "math", data: str | None = None) -> Task:
-    """A registered task by name, or ``jsonl``: a task built from ``data`` and a field mapping."""
-    if name != "jsonl":
-        return get_task(name)
-    if not data:
-        raise ConfigError("task jsonl needs a data file (--data FILE; data.data in a recipe) and a field mapping "
-                          "(--field question=COL --field answer=COL; data.fields in a recipe)")
-    return jsonl_task("jsonl", dict(fields or {}), verifier)
+def resolve_task(name: str, fields: Mapping[str, str] | None = None, verifier: str | None = None, data: str | None = None) -> Task:
+    """A registered task by name, or ``jsonl``: a task built from ``data`` and a field mapping.
+
+    ``verifier`` names the check of a task that offers several (jsonl: math, exact, number; the
+    integrals tasks: strop, ladder, ttrl); None keeps the task's default.
+    """
+    if name == "jsonl":
+        if not data:
+            raise ConfigError("task jsonl needs a data file (--data FILE; data.data in a recipe) and a field mapping "
+                              "(--field question=COL --field answer=COL; data.fields in a recipe)")
+        return jsonl_task("jsonl", dict(fields or {}), verifier or "math")
+    task = get_task(name)
+    if verifier is None:
+        return task
+    if task.verifiers is None:
+        offering = sorted(n for n in task_names() if _TASKS[n].verifiers is not None)
+        raise ConfigError(f"task '{name}' has one check: a verifier choice applies to task jsonl and to {', '.join(offering)}")
+    return task.verifiers(verifier)
 
 
 __all__ = ["Problem", "Task", "get_task", "jsonl_task", "load_records", "register_task", "resolve_task", "task_names"]

@@ -7,12 +7,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from strop.backends.thinking import strip_thinking
 from strop.tasks.arithmetic import arithmetic_problems
 from strop.tasks.base import Problem, Task, field_of, register_task
 from strop.verifiers import verify_code, verify_countdown, verify_integral, verify_math
 from strop.verifiers.base import Verdict, Verification
 from strop.verifiers.extract import extract_answer
-from strop.verifiers.integral import verify_definite_integral
+from strop.verifiers.integral import DEFAULT_CHECK, IntegralCheck, integral_check, verify_definite_integral
 
 BOXED = "{question}\n\nPut your final answer in \\boxed{}."
 # One worked example shows the answer format (without one the embedded model
@@ -72,19 +73,26 @@ def _bee_parse(r: Mapping[str, Any], i: int) -> Problem:
                    "definite" if definite else "indefinite", {"integrand": sp["integrand"]})
 
 
-def _bee_check(p: Problem, completion: str) -> Verification:
-    if p.category == "definite":
-        return verify_definite_integral(str(p.gold), completion)
-    return verify_integral(str(p.data["integrand"]), completion)
+def bee_task(check: IntegralCheck = DEFAULT_CHECK) -> Task:
+    """The MIT Integration Bee task with ``check`` for its indefinite integrals (definite ones: a 1e-6 value check)."""
+
+    def bee_check(p: Problem, completion: str) -> Verification:
+        if p.category == "definite":
+            return verify_definite_integral(str(p.gold), completion)
+        return verify_integral(str(p.data["integrand"]), completion, check=check)
+
+    return Task(
+        "mit-integration-bee-2025",
+        "Evaluate the integral {question}\n\nPut your final answer in \\boxed{}, written as a plain expression in x (omit + C).",
+        _bee_parse,
+        bee_check,
+        description="MIT Integration Bee 2025 qualifier; indefinite: numerical antiderivative check, definite: numeric value",
+        verifier=check.name,
+        verifiers=lambda name: bee_task(integral_check(name)),
+    )
 
 
-register_task(Task(
-    "mit-integration-bee-2025",
-    "Evaluate the integral {question}\n\nPut your final answer in \\boxed{}, written as a plain expression in x (omit + C).",
-    _bee_parse,
-    _bee_check,
-    description="MIT Integration Bee 2025 qualifier; indefinite: numerical antiderivative check, definite: numeric value",
-))
+register_task(bee_task())
 
 
 def _countdown_parse(r: Mapping[str, Any], i: int) -> Problem:
@@ -120,7 +128,11 @@ def _humaneval_parse(r: Mapping[str, Any], i: int) -> Problem:
 
 
 def _code_body(completion: str) -> str:
-    """A chat model often answers with a fenced block holding the whole function; otherwise the text is the body."""
+    """A chat model often answers with a fenced block holding the whole function; otherwise the text is the body.
+
+    A thinking model's reasoning blocks are dropped first: code drafted while thinking is not the answer.
+    """
+    completion = strip_thinking(completion)
     if "```" in completion:
         parts = completion.split("```")
         if len(parts) >= 3:
@@ -185,12 +197,19 @@ def _integrals_parse(r: Mapping[str, Any], i: int) -> Problem:
     return Problem(str(r.get("id", i)), pretty(integrand), r.get("answer"), r.get("category"), {"integrand": integrand})
 
 
-register_task(Task(
-    "integrals",
-    INTEGRALS_TEMPLATE,
-    _integrals_parse,
-    lambda p, c: verify_integral(str(p.data["integrand"]), c),
-    builtin=_integrals_builtin,
-    description="indefinite integrals (field: integrand, a SymPy string in x), checked numerically; "
-                "built in: 20 per level (power, poly, exp, poly_exp, parts) from --seed",
-))
+def integrals_task(check: IntegralCheck = DEFAULT_CHECK) -> Task:
+    """The integrals task, its antiderivatives judged by ``check`` (``strop eval --verifier strop|ladder|ttrl``)."""
+    return Task(
+        "integrals",
+        INTEGRALS_TEMPLATE,
+        _integrals_parse,
+        lambda p, c: verify_integral(str(p.data["integrand"]), c, check=check),
+        builtin=_integrals_builtin,
+        description="indefinite integrals (field: integrand, a SymPy string in x), checked numerically; "
+                    "built in: 20 per level (power, poly, exp, poly_exp, parts) from --seed",
+        verifier=check.name,
+        verifiers=lambda name: integrals_task(integral_check(name)),
+    )
+
+
+register_task(integrals_task())

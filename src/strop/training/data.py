@@ -8,7 +8,7 @@ prompts are rendered here with the same chat renderer ``strop eval`` uses.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from strop.errors import ConfigError
@@ -55,17 +55,21 @@ def arms_of(spec: DataSpec, problems: Sequence[Problem]) -> list[str]:
     return sorted({category_of(p) for p in problems})
 
 
-def render_chat_text(tokenizer: Any, text: str, system: str | None) -> str:
-    """A user message as prompt text, exactly as strop's backends render it (the model's chat template via strop's renderer)."""
+def render_chat_text(tokenizer: Any, text: str, system: str | None, template_kwargs: Mapping[str, Any] | None = None) -> str:
+    """A user message as prompt text, exactly as strop's backends render it (the model's chat template via strop's renderer).
+
+    ``template_kwargs``: chat-template variables (a recipe's ``model.chat_template_kwargs``), as the backends' ``chat_prompt`` takes them.
+    """
     from strop.backends.chat import render_chat, user_turn
 
     return render_chat(
         getattr(tokenizer, "chat_template", None), user_turn(text, system),
-        bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "",
+        bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "", template_kwargs=template_kwargs,
     )
 
 
-def prompt_token_ids(tokenizer: Any, prompt: str, system: str | None) -> list[int] | None:
+def prompt_token_ids(tokenizer: Any, prompt: str, system: str | None,
+                     template_kwargs: Mapping[str, Any] | None = None) -> list[int] | None:
     """The ids to train on for a row's ``prompt`` (``render_chat_text(tokenizer, text, system)``): message text stays text.
 
     TRL tokenises a text prompt whole, control tokens parsed, so a problem or an
@@ -83,15 +87,15 @@ def prompt_token_ids(tokenizer: Any, prompt: str, system: str | None) -> list[in
     mark = "[[strop-user-text]]"
     if mark in prompt:
         return None
-    pre, sep, post = render_chat_text(tokenizer, mark, system).partition(mark)
+    pre, sep, post = render_chat_text(tokenizer, mark, system, template_kwargs).partition(mark)
     if not sep or mark in post or len(prompt) < len(pre) + len(post) or not (prompt.startswith(pre) and prompt.endswith(post)):
         return None
     text = prompt[len(pre):len(prompt) - len(post)]
-    if render_chat_text(tokenizer, text, system) != prompt:
+    if render_chat_text(tokenizer, text, system, template_kwargs) != prompt:
         return None
     whole = list(tokenizer(text=prompt)["input_ids"])
     plain = list(tokenizer(text=prompt, add_special_tokens=False)["input_ids"])
-    ids = chat_ids(HFText(tokenizer), user_turn(text, system))
+    ids = chat_ids(HFText(tokenizer), user_turn(text, system), template_kwargs=template_kwargs)
     if ids == plain:
         return whole
     k = next((i for i in range(len(whole) - len(plain) + 1) if whole[i:i + len(plain)] == plain), None)
@@ -100,19 +104,20 @@ def prompt_token_ids(tokenizer: Any, prompt: str, system: str | None) -> list[in
     return whole[:k] + ids + whole[k + len(plain):]
 
 
-def render_prompt(tokenizer: Any, task: Task, problem: Problem, system: str | None) -> str:
+def render_prompt(tokenizer: Any, task: Task, problem: Problem, system: str | None,
+                  template_kwargs: Mapping[str, Any] | None = None) -> str:
     """The task's prompt for ``problem`` exactly as ``strop eval`` builds it."""
-    return render_chat_text(tokenizer, task.prompt(problem), system)
+    return render_chat_text(tokenizer, task.prompt(problem), system, template_kwargs)
 
 
 def prompt_rows(tokenizer: Any, task: Task, problems: Sequence[Problem], arms: Sequence[str],
-                system: str | None = None) -> tuple[list[dict], dict[str, list[dict]]]:
+                system: str | None = None, template_kwargs: Mapping[str, Any] | None = None) -> tuple[list[dict], dict[str, list[dict]]]:
     """Dataset rows (prompt, problem_id, category) and the same rows grouped by arm.
 
     The reward looks a problem up by ``problem_id`` rather than trusting
     anything else in the row, so a row cannot carry its own answer key.
     """
-    rows = [{"prompt": render_prompt(tokenizer, task, p, system), "problem_id": p.id, "category": category_of(p)}
+    rows = [{"prompt": render_prompt(tokenizer, task, p, system, template_kwargs), "problem_id": p.id, "category": category_of(p)}
             for p in problems]
     pool: dict[str, list[dict]] = {a: [] for a in arms}
     for r in rows:

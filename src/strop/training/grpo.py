@@ -39,7 +39,7 @@ from strop.tasks import Problem, Task
 from strop.training.advantages import arm_signal
 from strop.training.curriculum import Curriculum, make_curriculum
 from strop.training.data import arms_of, prompt_rows, prompt_token_ids, training_problems
-from strop.training.rc import RC_STATE, RCRows
+from strop.training.rc import RC_PROMPTS, RC_STATE, RCRows, keep_prompts
 from strop.training.recipe import TrainRecipe
 from strop.training.rewards import RewardBook
 
@@ -59,9 +59,11 @@ def _trainer_class():
 
         def __init__(self, *args: Any, curriculum: Curriculum | None = None, pool: dict[str, list[dict]] | None = None,
                      rewards: RewardBook | None = None, curriculum_log: Path | None = None, rc_rows: RCRows | None = None,
-                     rollout_backend: Any = None, system: str | None = None, **kwargs: Any) -> None:
+                     rollout_backend: Any = None, system: str | None = None, template_kwargs: dict[str, Any] | None = None,
+                     **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.strop_system = system  # the recipe's system prompt, to find the user text in a rendered prompt
+            self.strop_template_kwargs = template_kwargs  # the recipe's chat-template variables, likewise
             self.curriculum = curriculum
             self.rc_rows = rc_rows
             self.rollout_backend = rollout_backend
@@ -96,6 +98,8 @@ def _trainer_class():
                 from strop.backends.hf import HFBackend
 
                 backend = HFBackend.wrap(policy, self.processing_class)
+                if self.strop_template_kwargs:
+                    backend.chat_template_kwargs = dict(self.strop_template_kwargs)
             was_training = policy.training
             policy.eval()
             try:
@@ -108,7 +112,8 @@ def _trainer_class():
         def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict]:
             """Prompt ids with message text kept as text (``prompt_token_ids``); prompts strop did not render go to TRL."""
             if prompts and all(isinstance(p, str) for p in prompts):
-                ids = [prompt_token_ids(self.processing_class, p, self.strop_system) for p in prompts]
+                kwargs = getattr(self, "strop_template_kwargs", None)
+                ids = [prompt_token_ids(self.processing_class, p, self.strop_system, kwargs) for p in prompts]
                 if all(i is not None for i in ids):
                     return ids, None, {}  # type: ignore[return-value]
             return super()._tokenize_prompts(prompts)
@@ -237,7 +242,13 @@ def _check_same_recipe(output: Path, recipe: TrainRecipe) -> None:
 
         def strip(d: dict) -> dict:
             # "rc" is absent from recipes saved before RC training existed: the same as none.
-            return {**d, "output": None, "rc": d.get("rc"), "grpo": {k: v for k, v in d["grpo"].items() if k != "max_steps"}}
+            # Keys added later (rc.prompts, model.chat_template_kwargs) are absent from older saved recipes: the same as None.
+            rc = None if d.get("rc") is None else {"prompts": None, **d["rc"]}
+            model = {"chat_template_kwargs": None, **d["model"]}
+            # data.verifier "math" was the default before None (the task's own check) replaced it: the same check.
+            data = {**d["data"], "verifier": None if d["data"].get("verifier") == "math" else d["data"].get("verifier")}
+            return {**d, "output": None, "rc": rc, "model": model, "data": data,
+                    "grpo": {k: v for k, v in d["grpo"].items() if k != "max_steps"}}
 
         if strip(old) != strip(current):
             raise ConfigError(f"{output} holds a run of a different recipe; use another output folder or delete it")
@@ -337,7 +348,7 @@ def grpo_args(output: Path, grpo: dict[str, Any], reward_weights: list[float]):
 def make_trainer(args: Any, model: Any, tokenizer: Any, task: Task, problems: list[Problem], arms: list[str], *,
                  curriculum: Curriculum | None, book: RewardBook, system: str | None = None, peft_config: Any = None,
                  curriculum_log: Path | None = None, quiet: bool = True, rc_rows: RCRows | None = None,
-                 rollout_backend: Any = None):
+                 rollout_backend: Any = None, template_kwargs: dict[str, Any] | None = None):
     """A StropGRPOTrainer over ``problems`` (rows rendered as ``strop eval`` renders them) for an already loaded model."""
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -345,7 +356,7 @@ def make_trainer(args: Any, model: Any, tokenizer: Any, task: Task, problems: li
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    rows, pool = prompt_rows(tokenizer, task, problems, arms, system)
+    rows, pool = prompt_rows(tokenizer, task, problems, arms, system, template_kwargs)
     # TRL's RepeatSampler drops a generation batch it cannot fill with distinct
     # rows: fewer problems than prompt groups per step would train 0 steps
     # without a word (seen: a test-time tree with 1 variant). Repeat the rows.
@@ -357,7 +368,7 @@ def make_trainer(args: Any, model: Any, tokenizer: Any, task: Task, problems: li
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
         reward_funcs=book.functions(), peft_config=peft_config,
         curriculum=curriculum, pool=pool, rewards=book, curriculum_log=curriculum_log,
-        rc_rows=rc_rows, rollout_backend=rollout_backend, system=system,
+        rc_rows=rc_rows, rollout_backend=rollout_backend, system=system, template_kwargs=template_kwargs,
     )
     if rc_rows is not None and trainer.accelerator.num_processes > 1:
         raise ConfigError("RC training runs its rollouts in one process for now; launch it without several processes")
@@ -417,12 +428,14 @@ def build_trainer(recipe: TrainRecipe, *, quiet: bool = False, rollout_backend: 
     if recipe.rc is not None:
         rc_rows = RCRows(recipe.rc, task, problems, backend.tokenizer, reasoning_tokens=args.max_completion_length,
                          temperature=args.temperature, num_generations=args.num_generations, seed=args.seed,
-                         system=recipe.data.system, log=output / RC_LOG)
+                         system=recipe.data.system, log=output / RC_LOG, template_kwargs=recipe.model.chat_template_kwargs)
+        keep_prompts(output / RC_PROMPTS, rc_rows.config.prompts)
     trainer = make_trainer(
         args, backend.model, backend.tokenizer, task, problems, arms,
         curriculum=_curriculum(recipe, arms, args.max_steps), book=book, system=recipe.data.system,
         peft_config=lora_config(recipe.model.lora) if recipe.model.lora is not None else None,
         curriculum_log=output / "curriculum.jsonl", quiet=quiet, rc_rows=rc_rows, rollout_backend=rollout_backend,
+        template_kwargs=recipe.model.chat_template_kwargs,
     )
     trainer.add_callback(_jsonl_callback(output / "metrics.jsonl", quiet))
     return trainer

@@ -30,7 +30,7 @@ the trained traces.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +40,14 @@ import numpy as np
 from strop.backends.base import Backend
 from strop.errors import ConfigError
 from strop.methods.rc import RCConfig, rc_batch, reason_prompt
+from strop.methods.rc_prompts import RCPrompts, load_prompts, write_prompts
 from strop.tasks import Problem, Task
 from strop.training.data import render_chat_text
 from strop.training.recipe import RCSpec
 
 RC_STATE = "strop_rc_state.json"
+# The run folder's copy of the RC templates trained on: ``strop eval --rc-prompts <run>/rc_prompts`` asks the same way.
+RC_PROMPTS = "rc_prompts"
 EMPTY, SUMMARY = "empty summary", "from summary"
 
 
@@ -88,6 +91,14 @@ class ReplayBuffer:
             self.put(RCState(str(s["problem_id"]), str(s["summary"]), int(s["turn"])))
 
 
+def keep_prompts(folder: Path, prompts: RCPrompts) -> None:
+    """Save the templates a run trains on in ``folder``; a resumed run must train on the same ones."""
+    if folder.is_dir() and load_prompts(folder) != prompts:
+        raise ConfigError(f"the RC prompts differ from the ones this run started with ({folder}); "
+                          "use another output folder, or put those templates back")
+    write_prompts(prompts, folder)
+
+
 def candidate_states(problem_id: str, start: RCState, produced: Sequence[RCState]) -> list[RCState]:
     """What a draw chooses among: the empty start, a buffered start (turn > 0), and each produced summary."""
     empty = RCState(problem_id, "", 0)
@@ -123,18 +134,23 @@ class RCRows:
         seed: the random state of problem order, rollouts and draws.
         system: the recipe's system prompt.
         log: where each step's states and rewards go (JSON lines), or None.
+        template_kwargs: the recipe's chat-template variables (``model.chat_template_kwargs``).
+
+    The RC templates are the recipe's (``rc.prompts``), for rollouts and traces alike.
     """
 
     def __init__(self, spec: RCSpec, task: Task, problems: Sequence[Problem], tokenizer: Any, *, reasoning_tokens: int,
-                 temperature: float, num_generations: int, seed: int, system: str | None = None, log: Path | None = None) -> None:
+                 temperature: float, num_generations: int, seed: int, system: str | None = None, log: Path | None = None,
+                 template_kwargs: Mapping[str, Any] | None = None) -> None:
         self.spec, self.task, self.tokenizer, self.system, self.log = spec, task, tokenizer, system, log
+        self.template_kwargs = template_kwargs
         self.problems = {p.id: p for p in problems}
         if len(self.problems) != len(problems):
             raise ConfigError("RC training needs unique problem ids")
         self.ids = list(self.problems)
         self.k = num_generations
         self.config = RCConfig(turns=spec.turns, reasoning_tokens=reasoning_tokens, summary_tokens=spec.summary_tokens,
-                               temperature=temperature)
+                               temperature=temperature, prompts=spec.templates())
         self.rng = np.random.default_rng(seed)
         self.buffer = ReplayBuffer()
         self.order: list[int] = []
@@ -178,7 +194,7 @@ class RCRows:
         rows = []
         for s in states:
             text = reason_prompt(self.config, self.problems[s.problem_id].question, s.summary)
-            row = {"prompt": render_chat_text(self.tokenizer, text, self.system), "problem_id": s.problem_id,
+            row = {"prompt": render_chat_text(self.tokenizer, text, self.system, self.template_kwargs), "problem_id": s.problem_id,
                    "category": SUMMARY if s.summary else EMPTY}
             rows.extend([row] * self.k)
         return rows

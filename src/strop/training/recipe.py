@@ -18,9 +18,12 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strop.errors import ConfigError
+
+if TYPE_CHECKING:
+    from strop.methods.rc_prompts import RCPrompts
 
 # Defaults strop applies on top of TRL's for a CPU-sized model; every one can
 # be overridden in the recipe's grpo section. n = 8 and temperature 1.0 are the
@@ -58,11 +61,25 @@ class LoraSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The policy: ``name`` is a GGUF file, HF folder or hub id; None = the embedded SmolLM2-135M-Instruct."""
+    """The policy: ``name`` is a GGUF file, HF folder or hub id; None = the embedded SmolLM2-135M-Instruct.
+
+    ``chat_template_kwargs`` are chat-template variables every training prompt
+    (and RC rollout) is rendered with, e.g. ``{enable_thinking: false}``: evaluate
+    with the same ``--chat-template-kwarg`` so the prompts match.
+    """
 
     name: str | None = None
     dtype: str | None = None  # torch dtype name; default float32 on CPU, bfloat16 on GPU
     lora: LoraSpec | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.chat_template_kwargs is not None:
+            from strop.backends.chat import check_template_kwargs
+
+            if not isinstance(self.chat_template_kwargs, Mapping):
+                raise ConfigError(f"model.chat_template_kwargs must be a mapping, got {self.chat_template_kwargs!r}")
+            check_template_kwargs(self.chat_template_kwargs)
 
 
 @dataclass(frozen=True)
@@ -70,8 +87,9 @@ class DataSpec:
     """Training problems: a strop task, its data, and what to hold out.
 
     ``task: jsonl`` reads ``data`` with ``fields`` (question/answer/id/category
-    -> column names) and ``verifier`` (math | exact | number), as ``strop eval``
-    does. ``categories`` keeps only problems of those categories (they become the
+    -> column names) and ``verifier`` (math | exact | number; default math), as ``strop eval``
+    does; for the integrals tasks ``verifier`` picks the numerical check (strop | ladder | ttrl).
+    ``categories`` keeps only problems of those categories (they become the
     curriculum's arms, in this order). ``holdout_seed`` / ``holdout_data``
     name an evaluation set of the same task whose questions are removed from
     training, so a later ``strop eval`` on it measures held-out problems.
@@ -86,7 +104,7 @@ class DataSpec:
     holdout_data: str | None = None
     system: str | None = None
     fields: dict[str, str] | None = None
-    verifier: str = "math"
+    verifier: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,13 +146,16 @@ class RCSpec:
     reasoning budget H_R is ``grpo.max_completion_length`` (the traces trained
     on and the rollouts' reasoning turns alike); ``summary_tokens`` is H_S.
     ``buffer`` keeps the newest state per problem so later epochs start RC
-    from where the last one stopped.
+    from where the last one stopped. ``prompts`` is a folder of RC templates
+    (``strop.methods.rc_prompts``; default: strop's own); the run folder keeps
+    a copy in ``rc_prompts/``, which ``strop eval --rc-prompts`` takes.
     """
 
     turns: int = 3
     states: int = 2
     summary_tokens: int = 64
     buffer: bool = True
+    prompts: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("turns", "states", "summary_tokens"):
@@ -144,6 +165,14 @@ class RCSpec:
         if self.states > self.turns + 1:
             raise ConfigError(f"rc.states ({self.states}) cannot exceed rc.turns + 1 ({self.turns + 1}): "
                               "a rollout of T turns yields T summaries plus the empty start")
+        if self.prompts is not None:
+            self.templates()  # a bad folder fails when the recipe is read, not at the first step
+
+    def templates(self) -> RCPrompts:
+        """The RC templates this recipe trains on."""
+        from strop.methods.rc_prompts import RCPrompts, load_prompts
+
+        return load_prompts(self.prompts) if self.prompts is not None else RCPrompts()
 
 
 @dataclass(frozen=True)

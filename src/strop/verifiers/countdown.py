@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from fractions import Fraction
 
+from strop.backends.thinking import strip_thinking
 from strop.verifiers.base import Verdict, Verification
 from strop.verifiers.extract import MAX_SCAN_CHARS
 
@@ -47,7 +48,7 @@ def _eval(node: ast.AST, used: list[int]) -> Fraction:
 
 def extract_expression(completion: str) -> str | None:
     """The last <answer>...</answer>, else the last line that has a digit (its left side if it has '=')."""
-    text = completion[-MAX_SCAN_CHARS:]
+    text = strip_thinking(completion)[-MAX_SCAN_CHARS:]
     tags = _ANSWER_TAG.findall(text)
     if tags:
         return tags[-1].strip()

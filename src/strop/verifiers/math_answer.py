@@ -5,6 +5,8 @@ argument as the reference, so the gold answer always goes first. Parsing and
 comparison run in a killable checker process (``isolation.run_isolated``: a
 warm pool with math-verify already imported), since SymPy can hang on hostile
 input and math-verify's own ``signal.alarm`` timeout only works in the main thread.
+``equivalent_answers`` compares two extracted answers the same way (for
+majority vote, ``strop.verifiers.voting``).
 
 >>> verify_math("\\\\frac{1}{2}", "so the answer is $\\\\boxed{0.5}$").verdict.value
 'correct'
@@ -14,8 +16,9 @@ input and math-verify's own ``signal.alarm`` timeout only works in the main thre
 
 from __future__ import annotations
 
+from strop.backends.thinking import strip_thinking
 from strop.verifiers.base import Verdict, Verification
-from strop.verifiers.extract import MAX_SCAN_CHARS, extract_boxed
+from strop.verifiers.extract import MAX_SCAN_CHARS, final_boxes
 from strop.verifiers.isolation import run_isolated
 
 # A final answer longer than this is not an answer; refusing it keeps SymPy
@@ -38,15 +41,53 @@ def _compare(gold: str, answer: str) -> tuple[bool, str]:  # runs in the child
     return bool(verify(g, p, timeout_seconds=None)), str(p[-1])[:200]
 
 
+def _same(a: str, b: str) -> bool:  # runs in the child
+    import logging
+
+    from math_verify import parse, verify
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    pa, pb = (parse(x if "$" in x or "\\boxed" in x else f"${x}$", parsing_timeout=None) for x in (a, b))
+    # verify is asymmetric (its first argument is the reference); a vote is shared only when each answer accepts the other.
+    return bool(pa and pb and verify(pa, pb, timeout_seconds=None) and verify(pb, pa, timeout_seconds=None))
+
+
+def equivalent_answers(a: str, b: str, *, timeout_s: float = 5.0) -> bool:
+    """Do two extracted answers state the same value (math-verify both ways, in a checker process)?
+
+    For grouping votes (``strop.verifiers.voting``). Identical strings are
+    equivalent without a check; an answer that does not parse, a check that
+    times out or fails, and answers longer than ``MAX_ANSWER_CHARS`` are not
+    equivalent to anything else, so such answers keep separate votes, as
+    string grouping gives them.
+    """
+    if a == b:
+        return True
+    if len(a) > MAX_ANSWER_CHARS or len(b) > MAX_ANSWER_CHARS:
+        return False
+    out = run_isolated(_same, (a, b), timeout_s=timeout_s, memory_mb=2048)
+    return bool(out.ok and out.value)
+
+
 def warm_up() -> None:  # runs in a checker process when it starts (isolation.DEFAULT_PRELOAD)
     """Import math-verify and build its LaTeX parser once, so the first answer checked is not the slow one."""
     _compare("\\frac{1}{2}", "$\\boxed{0.5}$")
 
 
 def verify_math(gold: str, completion: str, *, timeout_s: float = 5.0) -> Verification:
-    """Is the completion's final (boxed, else last $...$ or number) answer equal to ``gold``?"""
-    text = completion[-MAX_SCAN_CHARS:]
-    boxed = extract_boxed(text)
+    r"""Is the completion's final (boxed, else last $...$ or number) answer equal to ``gold``?
+
+    Several boxes in a row are one answer, a list (``extract.final_boxes``):
+    ``\boxed{(2, 2)} \text{ and } \boxed{(6, 2)}`` is read as ``\boxed{(2, 2), (6, 2)}``,
+    which math-verify compares as a set (tuples, ``x = 1, y = 2``, ``1, 3``).
+    So a list is right only where the gold answer is one: hedging, one box per
+    candidate for a single answer (``\boxed{4} or \boxed{5}`` for 5), is wrong
+    whichever candidate is right. A box, then other text, then another box is
+    a draft and its correction: only the last run counts.
+    """
+    text = strip_thinking(completion)[-MAX_SCAN_CHARS:]
+    boxes = final_boxes(text)
+    boxed = ", ".join(boxes) if boxes else None
     answer = f"$\\boxed{{{boxed}}}$" if boxed is not None else text[-MAX_ANSWER_CHARS:]
     if boxed is not None and len(boxed) > MAX_ANSWER_CHARS:
         return Verification(Verdict.UNVERIFIABLE, f"answer longer than {MAX_ANSWER_CHARS} characters")

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from strop.backends.base import common_prefix_len
-from strop.backends.logits import entropy, log_softmax
+from strop.backends.logits import entropy, log_normalizer, proposal_support, top_k_values
 from strop.backends.toy import ToyBackend
-from strop.errors import ConfigError
 from strop.methods.power.kernels import cut_log_probs, log_acceptance, max_swap_accepts
 from strop.methods.power.sampler import PowerConfig
 
@@ -57,33 +56,64 @@ def power_target(toy: ToyBackend, prompt: Sequence[int], cap: int, alpha: float)
     return dict(zip(keys, _power_normalise(np.array([logp[s] for s in keys]), alpha)))
 
 
-def _per_token(toy: ToyBackend, prompt: list[int], seq: Seq, temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-token base log-probs, proposal log-probs and base entropies of ``seq``, each (len(seq),)."""
+def _proposal_log_probs(row: np.ndarray, config: PowerConfig) -> np.ndarray:
+    """log q over the whole vocabulary (-inf off the proposal's support) for one logits row. (V,) -> (V,)."""
+    ids, logq = proposal_support(row, config.temperature, config.top_k, 1.0)
+    out = np.full(row.shape[0], -np.inf)
+    out[slice(None) if ids is None else ids] = logq
+    return out
+
+
+def _per_token(toy: ToyBackend, prompt: list[int], seq: Seq, config: PowerConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-token target log-probs (before the power), proposal log-probs and cut entropies of ``seq``, each (len(seq),).
+
+    Target "topk": the base model over the k largest logits, renormalised; otherwise the whole vocabulary.
+    """
+    k = config.top_k if config.target == "topk" else None
     lp, lq, ent = [], [], []
     for t, tok in enumerate(seq):
         row = toy.logits(prompt + list(seq[:t]))
-        lp.append(float(log_softmax(row)[tok]))
-        lq.append(float(log_softmax(row / temperature)[tok]))
-        ent.append(float(entropy(row)))
+        head = top_k_values(row, k)
+        lp.append(float(row[tok]) - log_normalizer(head))
+        lq.append(float(_proposal_log_probs(row, config)[tok]))
+        ent.append(float(entropy(head)))
     return np.array(lp), np.array(lq), np.array(ent)
 
 
+def proposal_completions(toy: ToyBackend, context: Sequence[int], max_tokens: int, config: PowerConfig) -> dict[Seq, float]:
+    """Every completion the proposal can draw (at most ``max_tokens``, or EOS) and its proposal log-probability."""
+    out: dict[Seq, float] = {}
+    start = len(context)
+
+    def walk(ctx: list[int], logq: float) -> None:
+        gen = tuple(ctx[start:])
+        if gen and (gen[-1] == toy.eos_id or len(gen) == max_tokens):
+            out[gen] = logq
+            return
+        row = _proposal_log_probs(toy.logits(ctx), config)
+        for tok in np.flatnonzero(np.isfinite(row)):
+            walk(ctx + [int(tok)], logq + float(row[tok]))
+
+    walk(list(context), 0.0)
+    return out
+
+
 def exact_chain(toy: ToyBackend, prompt: Sequence[int], cap: int, config: PowerConfig) -> ExactChain:
-    """The one-block MH chain on completions of at most ``cap`` tokens.
+    """The one-block MH chain on the completions the proposal can draw, of at most ``cap`` tokens.
 
     Every proposal outcome is itself a completion (a state), so the moves
     from y with cut m are exactly the states y' sharing y's first m tokens,
     each proposed with probability q(y'_{m:} | y_{<m}); with per-state prefix
-    sums of log p and log q every transition costs O(1).
+    sums of log p and log q every transition costs O(1). ``target`` is p^alpha
+    over these states, p as ``config.target`` says; with a top-k proposal and
+    the full target that is p^alpha conditioned on every token being in its
+    top k (the chain never leaves the proposal's support).
     """
-    if config.top_k is not None:
-        raise ConfigError("the exact chain enumerates tempered proposals only; set top_k=None")
     prompt = list(prompt)
-    temp = config.temperature
-    states = sorted(toy.sequence_logprobs(prompt, cap))
+    states = sorted(proposal_completions(toy, prompt, cap, config))
     index = {s: i for i, s in enumerate(states)}
     n = len(states)
-    per = [_per_token(toy, prompt, s, temp) for s in states]
+    per = [_per_token(toy, prompt, s, config) for s in states]
     # cum[i][m] = sum of the first m per-token values; suffix from m = cum[i][-1] - cum[i][m]
     cum_p = [np.concatenate([[0.0], np.cumsum(lp)]) for lp, _, _ in per]
     cum_q = [np.concatenate([[0.0], np.cumsum(lq)]) for _, lq, _ in per]
@@ -142,7 +172,7 @@ def block_laws(toy: ToyBackend, prompt: Sequence[int], config: PowerConfig) -> l
             if y and y[-1] == toy.eos_id:
                 frozen[y] = frozen.get(y, 0.0) + w
                 continue
-            for suf, lq in toy.sequence_logprobs(prompt + list(y), cap - len(y), temperature=config.temperature).items():
+            for suf, lq in proposal_completions(toy, prompt + list(y), cap - len(y), config).items():
                 running[chain.index[y + suf]] += w * math.exp(lq)
         mixed = chain.law_after(config.mcmc_steps, running)
         law = {s: float(p) for s, p in zip(chain.states, mixed) if p > 0}

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 CutRule = Literal["uniform", "entropy", "max-swap"]
+Target = Literal["full", "topk"]
 
 
 def entropy_cut_weights(entropies: np.ndarray, beta: float) -> np.ndarray:

@@ -24,13 +24,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from strop.backends.base import ENTROPY, EXACT_LOGPROBS, LOGPROBS, Backend, Generation, GenRequest, SamplingParams, TokenTrace
+from strop.backends.base import ENTROPY, EXACT_LOGPROBS, LOGPROBS, TOPK_BASE, Backend, Generation, GenRequest, SamplingParams, TokenTrace
 from strop.errors import ConfigError
 from strop.methods.base import Events, Flat, MethodResult, MethodSpec, Progress, register_method
-from strop.methods.power.kernels import CutRule, cut_log_probs, log_acceptance, max_swap_accepts, mh_accepts
+from strop.methods.power.kernels import CutRule, Target, cut_log_probs, log_acceptance, max_swap_accepts, mh_accepts
 from strop.verifiers.extract import extract_answer
 
 CUT_RULES: tuple[str, ...] = ("uniform", "entropy", "max-swap")
+TARGETS: tuple[str, ...] = ("full", "topk")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,12 @@ class PowerConfig:
         beta: exponent of the entropy-jump weights (entropy cut only).
         proposal_temperature: temperature of the proposal q; None means 1/alpha.
         top_k: truncate the proposal to the k likeliest tokens (None: no truncation).
+        target: the p in p^alpha. "full": the base model over the whole vocabulary.
+            "topk": at every position the base model over the proposal's ``top_k``
+            likeliest tokens, renormalised, as the entropy-cut reference code computes
+            it (with top_k = 50); the cut's entropies are then over those k tokens too.
+            Its k is ``top_k`` (required): a target over other tokens than the
+            proposal can draw would either waste proposals or be unreachable.
     """
 
     alpha: float = 4.0
@@ -56,6 +63,7 @@ class PowerConfig:
     beta: float = 4.0
     proposal_temperature: float | None = None
     top_k: int | None = None
+    target: Target = "full"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > 0):
@@ -75,6 +83,11 @@ class PowerConfig:
             raise ConfigError(f"proposal_temperature must be a number > 0 or None (1/alpha), got {t!r}")
         if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
             raise ConfigError(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
+        if self.target not in TARGETS:
+            raise ConfigError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if self.target == "topk" and self.top_k is None:
+            raise ConfigError("target 'topk' renormalises the base model over the proposal's top_k tokens: set top_k"
+                              " (the entropy-cut reference uses 50), got top_k=None")
 
     @property
     def temperature(self) -> float:
@@ -82,7 +95,8 @@ class PowerConfig:
 
     def proposal(self, max_tokens: int) -> SamplingParams:
         """Sampling parameters of the proposal q for a suffix of at most ``max_tokens``."""
-        return SamplingParams(max_tokens=max_tokens, temperature=self.temperature, top_k=self.top_k, return_entropy=self.cut == "entropy")
+        return SamplingParams(max_tokens=max_tokens, temperature=self.temperature, top_k=self.top_k, return_entropy=self.cut == "entropy",
+                              base_top_k=self.target == "topk")
 
 
 @dataclass
@@ -164,7 +178,7 @@ def chain_steps(
     the order a one-chain run draws it, so the chain is the same alone or
     batched with other chains.
     """
-    model.require(LOGPROBS, *((ENTROPY,) if config.cut == "entropy" else ()))
+    model.require(LOGPROBS, *((ENTROPY,) if config.cut == "entropy" else ()), *((TOPK_BASE,) if config.target == "topk" else ()))
     started = time.perf_counter()
     prompt = list(prompt_ids)
     max_tokens = min(config.max_tokens, model.context_length - len(prompt))
@@ -263,7 +277,7 @@ def power(
 
 def _settings(f: Flat) -> dict:
     return {"config": PowerConfig(alpha=f.alpha, block_size=f.block_size, mcmc_steps=f.mcmc_steps, max_tokens=f.max_tokens, cut=f.cut,
-                                  beta=f.beta, proposal_temperature=f.proposal_temperature, top_k=f.top_k)}
+                                  beta=f.beta, proposal_temperature=f.proposal_temperature, top_k=f.top_k, target=f.target)}
 
 
 def _budget(kw: dict) -> int:
@@ -272,4 +286,4 @@ def _budget(kw: dict) -> int:
 
 
 register_method(MethodSpec("power", power, _settings, _budget, events=("block",), unit="MH steps",
-                           help="power sampling: Metropolis-Hastings towards p^alpha (--alpha, --block-size, --mcmc-steps, --cut)"))
+                           help="power sampling: Metropolis-Hastings towards p^alpha (--alpha, --block-size, --mcmc-steps, --cut, --target)"))
