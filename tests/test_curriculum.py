@@ -5,6 +5,8 @@ Numbers are worked by hand in the comments, so a failure says which formula move
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -167,6 +169,7 @@ def test_shipped_recipes_load():
     from pathlib import Path
 
     import trl  # noqa: F401 - part of the test install; missing, it must fail, not skip
+    import yaml
 
     from strop.training.recipe import load_recipe
 
@@ -174,8 +177,9 @@ def test_shipped_recipes_load():
     recipes = sorted(folder.glob("*.yaml"))
     assert recipes
     for path in recipes:
-        # LADDER recipes take their data (task, file, arms) from a tree: strop ladder train fills it in.
-        load_recipe(path, {"data.task": "integrals", "data.data": "tree.jsonl"} if path.name.startswith("ladder-") else None)
+        # Tree recipes (LADDER, and plain RL on a tree's roots) name no task: strop ladder train fills in task, file and arms.
+        tree_recipe = "task" not in (yaml.safe_load(path.read_text()).get("data") or {})
+        load_recipe(path, {"data.task": "integrals", "data.data": "tree.jsonl"} if tree_recipe else None)
 
 
 def test_training_logs_survive_a_line_cut_by_a_kill(tmp_path):
@@ -186,3 +190,60 @@ def test_training_logs_survive_a_line_cut_by_a_kill(tmp_path):
     assert [m["step"] for m in metrics] == [1, 2] and curriculum == []
     _truncate_jsonl(tmp_path / "metrics.jsonl", 1)  # resume from checkpoint-1 drops what it does not hold
     assert [m["step"] for m in load_metrics(tmp_path)[0]] == [1]
+
+
+# ------------------------------------------------- SEC and sampling options (hand-worked)
+def test_sec_update_drawn_keeps_undrawn_q_and_all_decays_it():
+    from strop.training.curriculum import SECCurriculum
+
+    drawn = SECCurriculum(["a", "b", "c"], np.random.default_rng(0), lr=0.5, q0=0.2)
+    every = SECCurriculum(["a", "b", "c"], np.random.default_rng(0), lr=0.5, q0=0.2, update="all")
+    assert drawn.q == every.q == {"a": 0.2, "b": 0.2, "c": 0.2}
+    drawn.update({"a": 1.0})
+    every.update({"a": 1.0})
+    assert drawn.q == pytest.approx({"a": 0.6, "b": 0.2, "c": 0.2})  # 0.5 * 1 + 0.5 * 0.2; the rest untouched
+    assert every.q == pytest.approx({"a": 0.6, "b": 0.1, "c": 0.1})  # the rest: 0.5 * 0 + 0.5 * 0.2
+    with pytest.raises(ConfigError, match="update"):
+        SECCurriculum(["a"], np.random.default_rng(0), update="some")
+
+
+def test_problems_are_drawn_with_replacement_as_before_or_in_per_arm_passes():
+    from strop.training.curriculum import RandomCurriculum
+
+    # with replacement: exactly one rng.integers(n) per draw, as the trainer drew before the option existed
+    c, ref = RandomCurriculum(["a"], np.random.default_rng(5)), np.random.default_rng(5)
+    assert [c.draw("a", 7) for _ in range(20)] == [int(ref.integers(7)) for _ in range(20)]
+    # without: every pass over an arm's n problems is a permutation, and each arm has its own pass
+    c = RandomCurriculum(["a", "b"], np.random.default_rng(1), sampling="without_replacement")
+    a = [c.draw("a", 3) for _ in range(6)]
+    b = [c.draw("b", 4) for _ in range(4)]
+    assert sorted(a[:3]) == sorted(a[3:]) == [0, 1, 2] and sorted(b) == [0, 1, 2, 3]
+    # a checkpoint mid-pass resumes the same pass
+    c.draw("a", 3)
+    state = json.loads(json.dumps(c.state_dict()))
+    rest = [c.draw("a", 3) for _ in range(5)]
+    d = RandomCurriculum(["a", "b"], np.random.default_rng(99), sampling="without_replacement")
+    d.load_state_dict(state)
+    assert [d.draw("a", 3) for _ in range(5)] == rest
+    with pytest.raises(ConfigError, match="sampling"):
+        RandomCurriculum(["a"], np.random.default_rng(0), sampling="sometimes")
+
+
+def test_recipe_options_reach_the_curriculum_and_old_checkpoints_still_load():
+    from strop.training.curriculum import RandomCurriculum
+    from strop.training.grpo import _curriculum
+    from strop.training.recipe import recipe_from_dict
+
+    raw = {"data": {"task": "arithmetic"}, "output": "x",
+           "curriculum": {"kind": "sec", "q0": 0.3, "update": "all", "sampling": "without_replacement", "tau": 1.0, "seed": 2}}
+    c = _curriculum(recipe_from_dict(raw), ["d1o1", "d2o1"], 10)
+    assert (c.kind, c.q, c.update_rule, c.sampling, c.tau) == ("sec", {"d1o1": 0.3, "d2o1": 0.3}, "all", "without_replacement", 1.0)
+    s = _curriculum(recipe_from_dict({**raw, "curriculum": {"kind": "schedule"}}), ["a", "b", "c"], 10)
+    assert s.steps_per_arm == 3  # unset: the steps split over the arms
+    for bad in ({"kind": "sec", "update": "every"}, {"kind": "random", "sampling": "twice"}, {"kind": "nope"}):
+        with pytest.raises(ConfigError):
+            recipe_from_dict({**raw, "curriculum": bad})
+    # a checkpoint written before per-arm passes existed has no "left": it loads, drawing with replacement
+    old = RandomCurriculum(["a"], np.random.default_rng(0)).state_dict()
+    del old["left"]
+    RandomCurriculum(["a"], np.random.default_rng(1)).load_state_dict(old)

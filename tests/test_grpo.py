@@ -218,3 +218,28 @@ def test_fewer_problems_than_groups_per_step_still_trains(tiny_model, tmp_path):
         recipe["curriculum"] = {"kind": kind}
         res = train(recipe_from_dict(recipe), quiet=True)
         assert res.steps == 2 and len(load_metrics(tmp_path / kind)[0]) == 2
+
+
+def test_a_curriculum_registered_in_one_module_is_usable_from_a_recipe(tiny_model, say_seven, tmp_path, monkeypatch):
+    """A plugin module (STROP_PLUGINS) registers a curriculum; a recipe names it; nothing else in strop changes."""
+    (tmp_path / "plug").mkdir()
+    (tmp_path / "plug" / "strop_test_last_arm.py").write_text(
+        "import numpy as np\n"
+        "from strop.training.curriculum import Curriculum, register_curriculum\n\n\n"
+        "@register_curriculum\n"
+        "class LastArm(Curriculum):\n"
+        "    kind = 'last-arm'\n\n"
+        "    def __init__(self, arms, rng, *, sampling='with_replacement', weight=1.0):\n"
+        "        super().__init__(arms, rng, sampling=sampling)\n"
+        "        self.weight = weight\n\n"
+        "    def probabilities(self):\n"
+        "        p = np.zeros(len(self.arms))\n"
+        "        p[-1] = self.weight\n"
+        "        return p\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "plug"))
+    monkeypatch.setenv("STROP_PLUGINS", "strop_test_last_arm")
+    recipe = tiny_recipe(tiny_model, say_seven, tmp_path / "run", max_steps=2)
+    recipe["curriculum"] = {"kind": "last-arm", "options": {"weight": 1.0}, "sampling": "without_replacement"}
+    train(recipe_from_dict(recipe), quiet=True)
+    _, curriculum = load_metrics(tmp_path / "run")
+    assert [r["counts"] for r in curriculum] == [{"long": 0, "short": 4}, {"long": 0, "short": 4}]  # sorted arms: short is last

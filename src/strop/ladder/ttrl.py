@@ -65,8 +65,9 @@ class TTRLConfig:
             raise ConfigError(f"ttrl needs learning_rate > 0, beta >= 0, format_weight >= 0; got {self}")
         if self.validity not in ("sympy", "numeric"):
             raise ConfigError(f"ttrl validity must be sympy or numeric, got {self.validity!r}")
-        if self.curriculum not in ("sec", "random", "schedule"):
-            raise ConfigError(f"ttrl curriculum must be sec, random or schedule, got {self.curriculum!r}")
+        from strop.training.curriculum import curriculum_class
+
+        curriculum_class(self.curriculum)  # any registered curriculum; an unknown name is one error naming them
 
 
 def _answer(backend: Any, prompt: list[int], params: SamplingParams, rngs: list[np.random.Generator]) -> list[Generation]:
@@ -88,7 +89,7 @@ def test_time_rl(backend: Backend, task: Task, problem: Problem, rng: np.random.
 
     from strop.ladder.tree import TreeSpec, build_tree
     from strop.ladder.variants import kind_for_task
-    from strop.training.curriculum import make_curriculum
+    from strop.training.curriculum import curriculum_class
     from strop.training.grpo import grpo_args, lora_config, make_trainer
     from strop.training.recipe import LoraSpec
     from strop.training.rewards import RewardBook
@@ -155,8 +156,7 @@ def test_time_rl(backend: Backend, task: Task, problem: Problem, rng: np.random.
                 "save_strategy": "no", "report_to": "none", "logging_steps": 1, "seed": seed,
                 "gradient_checkpointing": False, "disable_tqdm": True,
             }, book.weights())
-            curriculum = make_curriculum(config.curriculum, arms, np.random.default_rng(seed),
-                                         **({"steps_per_arm": max(1, config.steps // len(arms))} if config.curriculum == "schedule" else {}))
+            curriculum = curriculum_class(config.curriculum).from_spec(arms, np.random.default_rng(seed), {}, config.steps)
             trainer = make_trainer(args, backend.model, backend.tokenizer, task, variants, arms, curriculum=curriculum,
                                    book=book, system=system, peft_config=lora_config(LoraSpec(r=config.lora_r, alpha=config.lora_alpha)))
             trainer.add_callback(Probe())

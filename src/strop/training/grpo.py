@@ -23,6 +23,7 @@ advantages) and keeps its own slice, the layout TRL's RepeatSampler produces.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -37,7 +38,7 @@ from strop.errors import ConfigError, StropError
 from strop.records import read_records
 from strop.tasks import Problem, Task
 from strop.training.advantages import arm_signal
-from strop.training.curriculum import Curriculum, make_curriculum
+from strop.training.curriculum import Curriculum, curriculum_class
 from strop.training.data import arms_of, prompt_rows, prompt_token_ids, training_problems
 from strop.training.rc import RC_PROMPTS, RC_STATE, RCRows, keep_prompts
 from strop.training.recipe import TrainRecipe
@@ -83,7 +84,7 @@ def _trainer_class():
             rows = []
             for arm in arms:
                 choices = self.pool[arm]
-                rows.extend([choices[int(self.curriculum.rng.integers(len(choices)))]] * k)
+                rows.extend([choices[self.curriculum.draw(arm, len(choices))]] * k)
             self._arms_this_step = [a for a in arms for _ in range(k)]
             start = self.accelerator.process_index * n_local
             return rows[start:start + n_local]
@@ -247,7 +248,9 @@ def _check_same_recipe(output: Path, recipe: TrainRecipe) -> None:
             model = {"chat_template_kwargs": None, **d["model"]}
             # data.verifier "math" was the default before None (the task's own check) replaced it: the same check.
             data = {**d["data"], "verifier": None if d["data"].get("verifier") == "math" else d["data"].get("verifier")}
-            return {**d, "output": None, "rc": rc, "model": model, "data": data,
+            # curriculum q0, update, sampling, options came later too: their defaults are what older runs did.
+            curriculum = {"q0": 0.0, "update": "drawn", "sampling": "with_replacement", "options": {}, **d["curriculum"]}
+            return {**d, "output": None, "rc": rc, "model": model, "data": data, "curriculum": curriculum,
                     "grpo": {k: v for k, v in d["grpo"].items() if k != "max_steps"}}
 
         if strip(old) != strip(current):
@@ -320,12 +323,7 @@ def _curriculum(recipe: TrainRecipe, arms: list[str], max_steps: int) -> Curricu
     c = recipe.curriculum
     if c.kind == "none":
         return None
-    opts: dict[str, Any] = {}
-    if c.kind == "sec":
-        opts = {"tau": c.tau, "lr": c.lr}
-    elif c.kind == "schedule":
-        opts = {"steps_per_arm": c.steps_per_arm or max(1, max_steps // len(arms))}
-    return make_curriculum(c.kind, arms, np.random.default_rng(c.seed), **opts)
+    return curriculum_class(c.kind).from_spec(arms, np.random.default_rng(c.seed), dataclasses.asdict(c), max_steps)
 
 
 def grpo_args(output: Path, grpo: dict[str, Any], reward_weights: list[float]):

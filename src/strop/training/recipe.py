@@ -109,19 +109,38 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class CurriculumSpec:
-    """``sec`` (tau, lr), ``random``, ``schedule`` (arms in order, steps_per_arm), or ``none`` (TRL's shuffling)."""
+    """A registered curriculum (``sec``, ``random``, ``schedule``, or one of your own) or ``none`` (TRL's shuffling).
+
+    ``sec``: tau, lr, q0 (initial Q), update (``drawn``: only the arms drawn
+    this step learn, strop's default; ``all``: the others decay, as the SEC
+    reference does). ``schedule``: steps_per_arm (arms in order). Every kind:
+    sampling (``with_replacement``, strop's default, or
+    ``without_replacement``, per-arm passes as the SEC reference) and options
+    (keyword arguments for a curriculum of your own).
+    """
 
     kind: str = "sec"
     tau: float = 0.4
     lr: float = 0.5
+    q0: float = 0.0
+    update: str = "drawn"
+    sampling: str = "with_replacement"
     steps_per_arm: int | None = None
     seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("sec", "random", "schedule", "none"):
-            raise ConfigError(f"curriculum.kind must be sec, random, schedule or none; got {self.kind!r}")
+        from strop.training.curriculum import SAMPLING, SEC_UPDATES, curriculum_class
+
+        if self.kind != "none":
+            curriculum_class(self.kind)  # an unknown name is one error naming the registered ones
         if self.tau <= 0 or not 0 < self.lr <= 1:
             raise ConfigError(f"curriculum needs tau > 0 and 0 < lr <= 1; got tau={self.tau}, lr={self.lr}")
+        if self.update not in SEC_UPDATES or self.sampling not in SAMPLING:
+            raise ConfigError(f"curriculum.update must be one of {', '.join(SEC_UPDATES)} and curriculum.sampling one of "
+                              f"{', '.join(SAMPLING)}; got update={self.update!r}, sampling={self.sampling!r}")
+        if not isinstance(self.options, Mapping):
+            raise ConfigError(f"curriculum.options must be a mapping of keyword arguments, got {self.options!r}")
 
 
 @dataclass(frozen=True)
