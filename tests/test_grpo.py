@@ -243,3 +243,45 @@ def test_a_curriculum_registered_in_one_module_is_usable_from_a_recipe(tiny_mode
     train(recipe_from_dict(recipe), quiet=True)
     _, curriculum = load_metrics(tmp_path / "run")
     assert [r["counts"] for r in curriculum] == [{"long": 0, "short": 4}, {"long": 0, "short": 4}]  # sorted arms: short is last
+
+
+def test_validation_during_training_logs_held_out_accuracy_and_survives_a_kill(tiny_model, say_seven, tmp_path):
+    import yaml
+
+    from strop.evaluation.metrics import wilson_interval
+
+    steps = 8
+    val = {"every": 3, "data": str(say_seven), "limit": 6, "method": "greedy", "max_tokens": 4}
+
+    def recipe(name: str) -> dict:
+        return {**tiny_recipe(tiny_model, say_seven, tmp_path / name, max_steps=steps, save_steps=4), "eval": val}
+
+    train(recipe_from_dict(recipe("whole")), quiet=True)
+    metrics, _ = load_metrics(tmp_path / "whole")
+    evaluated = [m["step"] for m in metrics if "eval/accuracy" in m]
+    assert evaluated == [3, 6, 8]  # every 3 steps, and the last one
+    for m in metrics:
+        if "eval/accuracy" not in m:
+            continue
+        recs = [json.loads(x) for x in (tmp_path / "whole" / "validation" / f"step-{m['step']}" / "records.jsonl").read_text().splitlines()]
+        c = sum(r["correct"] for r in recs)
+        assert len(recs) == m["eval/attempts"] == 6 and m["eval/accuracy"] == pytest.approx(c / 6)
+        assert [m["eval/ci95_lo"], m["eval/ci95_hi"]] == pytest.approx(list(wilson_interval(c, 6)))
+
+    from strop.training.report import load_run, plot_training, validation_curve
+
+    curve = validation_curve(metrics)
+    assert [p["step"] for p in curve] == evaluated and all(a["wall_s"] < b["wall_s"] for a, b in zip(curve, curve[1:]))
+    plot_training([load_run(tmp_path / "whole")], tmp_path / "curves.png")  # the held-out columns are drawn
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+    killed = tmp_path / "killed.yaml"
+    killed.write_text(yaml.safe_dump(recipe("killed")))
+    resume(killed, kill_after_first_checkpoint(killed, tmp_path / "killed", steps))
+    again, _ = load_metrics(tmp_path / "killed")
+    keys = ("step", "reward", "eval/accuracy")
+    assert [{k: m.get(k) for k in keys} for m in again] == [{k: m.get(k) for k in keys} for m in metrics]
+    for s in evaluated:  # the same held-out answers, step for step
+        a = (tmp_path / "whole" / "validation" / f"step-{s}" / "records.jsonl").read_text().splitlines()
+        b = (tmp_path / "killed" / "validation" / f"step-{s}" / "records.jsonl").read_text().splitlines()
+        assert [json.loads(x)["output"] for x in a] == [json.loads(x)["output"] for x in b]

@@ -45,6 +45,7 @@ from strop.training.recipe import TrainRecipe
 from strop.training.rewards import RewardBook
 
 CURRICULUM_STATE = "strop_curriculum.json"
+VALIDATION = "validation"  # the run folder's evaluations during training, one harness folder per step
 RC_LOG = "rc_states.jsonl"
 # Written by transformers' Trainer as the last file of a checkpoint: its
 # presence is what makes a checkpoint folder complete (a kill can land mid-save).
@@ -250,7 +251,7 @@ def _check_same_recipe(output: Path, recipe: TrainRecipe) -> None:
             data = {**d["data"], "verifier": None if d["data"].get("verifier") == "math" else d["data"].get("verifier")}
             # curriculum q0, update, sampling, options came later too: their defaults are what older runs did.
             curriculum = {"q0": 0.0, "update": "drawn", "sampling": "with_replacement", "options": {}, **d["curriculum"]}
-            return {**d, "output": None, "rc": rc, "model": model, "data": data, "curriculum": curriculum,
+            return {**d, "output": None, "rc": rc, "model": model, "data": data, "curriculum": curriculum, "eval": d.get("eval"),
                     "grpo": {k: v for k, v in d["grpo"].items() if k != "max_steps"}}
 
         if strip(old) != strip(current):
@@ -265,6 +266,64 @@ def load_metrics(output: str | os.PathLike) -> tuple[list[dict], list[dict]]:
 
 
 # ------------------------------------------------------------- callbacks
+def _validation_callback(trainer: Any, recipe: TrainRecipe, train_task: Task, folder: Path):
+    """Evaluate the current policy on held-out problems every ``recipe.eval.every`` steps (see ``ValidationSpec``).
+
+    The result goes into the step's logged metrics, so metrics.jsonl holds it
+    beside the step's reward; the records go to ``folder/step-N``, which the
+    harness resumes, so a killed run re-evaluates a step to the same records.
+    """
+    from transformers import TrainerCallback
+
+    from strop.evaluation.harness import EvalSpec, evaluate
+    from strop.methods import Flat, method_spec
+    from strop.tasks import resolve_task
+
+    v = recipe.eval
+    assert v is not None
+    task = train_task if v.task is None else resolve_task(v.task, None, None, v.data)
+    problems = task.load(v.data, limit=v.limit, seed=v.seed, categories=v.categories)
+    if not problems:
+        raise ConfigError(f"eval: no held-out problems in {v.data or f'task {task.name} (seed {v.seed})'}")
+    kwargs = method_spec(v.method).settings(Flat(temperature=v.temperature, max_tokens=v.max_tokens))
+    spec = EvalSpec(task=task.name, method=v.method, backend="hf", model="policy", samples=v.samples, limit=v.limit,
+                    seed=v.seed, data=v.data, system=recipe.data.system, method_config=json.loads(json.dumps(kwargs, default=str)),
+                    categories=v.categories)
+
+    class Validation(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            step = state.global_step
+            if step % v.every and step != state.max_steps:
+                return
+            if not trainer.accelerator.is_main_process:
+                return  # rank 0 evaluates; the others wait for it at the next collective
+            from strop.backends.hf import HFBackend
+
+            t0 = time.perf_counter()
+            policy = trainer.accelerator.unwrap_model(trainer.model)
+            backend = HFBackend.wrap(policy, trainer.processing_class)
+            if recipe.model.chat_template_kwargs:
+                backend.chat_template_kwargs = dict(recipe.model.chat_template_kwargs)
+            was_training = policy.training
+            policy.eval()
+            try:
+                m = evaluate(spec, task, problems, backend, folder / f"step-{step}", method_kwargs=kwargs)
+            finally:
+                policy.train(was_training)
+                backend.reset_cache()
+            o = m["overall"]
+            logged = trainer._metrics["train"]
+            logged["eval/accuracy"].append(float(o["accuracy"]))
+            logged["eval/ci95_lo"].append(float(o["ci95"][0]))
+            logged["eval/ci95_hi"].append(float(o["ci95"][1]))
+            logged["eval/attempts"].append(float(o["attempts"]))
+            logged["eval/wall_s"].append(time.perf_counter() - t0)
+            for c, cm in m.get("per_category", {}).items():
+                logged[f"eval/category/{c}/accuracy"].append(float(cm["accuracy"]))
+
+    return Validation()
+
+
 def _jsonl_callback(path: Path, quiet: bool):
     from transformers import TrainerCallback
 
@@ -293,7 +352,8 @@ def _jsonl_callback(path: Path, quiet: bool):
                 print(f"step {state.global_step}/{state.max_steps}  reward {logs['reward']:.3f}  "
                       f"zero-std {logs.get('frac_reward_zero_std', float('nan')):.2f}  "
                       f"len {logs.get('completions/mean_length', float('nan')):.1f}  "
-                      f"{rec['wall_per_step_s']:.1f}s/step" + (f"  mix {mix}" if mix else ""), flush=True)
+                      f"{rec['wall_per_step_s']:.1f}s/step" + (f"  mix {mix}" if mix else "")
+                      + (f"  held-out {logs['eval/accuracy']:.3f}" if "eval/accuracy" in logs else ""), flush=True)
 
     return JsonlMetrics()
 
@@ -435,6 +495,8 @@ def build_trainer(recipe: TrainRecipe, *, quiet: bool = False, rollout_backend: 
         curriculum_log=output / "curriculum.jsonl", quiet=quiet, rc_rows=rc_rows, rollout_backend=rollout_backend,
         template_kwargs=recipe.model.chat_template_kwargs,
     )
+    if recipe.eval is not None:
+        trainer.add_callback(_validation_callback(trainer, recipe, task, output / VALIDATION))
     trainer.add_callback(_jsonl_callback(output / "metrics.jsonl", quiet))
     return trainer
 

@@ -195,6 +195,39 @@ class RCSpec:
 
 
 @dataclass(frozen=True)
+class ValidationSpec:
+    """Held-out evaluation during training (recipe key ``eval``), run by strop's eval harness on the current policy.
+
+    Every ``every`` steps (and at the last step) the policy answers ``limit``
+    problems of ``task`` (default: the training task) from ``data`` or the
+    built-in generator ``seed`` (default 0: what ``strop eval`` uses, and what
+    ``data.holdout_seed: 0`` keeps out of training), with ``method``. Accuracy
+    and its 95% interval go to metrics.jsonl (``eval/accuracy``,
+    ``eval/ci95_lo``, ``eval/ci95_hi``) and each evaluation's records to
+    ``OUTPUT/validation/step-N``.
+    """
+
+    every: int = 10
+    task: str | None = None
+    data: str | None = None
+    seed: int = 0
+    limit: int | None = 50
+    categories: list[str] | None = None
+    method: str = "greedy"
+    samples: int = 1
+    max_tokens: int = 64
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        from strop.methods import method_spec
+
+        if self.every < 1 or self.samples < 1 or self.max_tokens < 1 or (self.limit is not None and self.limit < 1):
+            raise ConfigError(f"eval needs every, samples, max_tokens (and limit, if set) >= 1; got every={self.every}, "
+                              f"samples={self.samples}, max_tokens={self.max_tokens}, limit={self.limit}")
+        method_spec(self.method)  # an unknown method is one error naming the registered ones
+
+
+@dataclass(frozen=True)
 class TrainRecipe:
     data: DataSpec
     output: str
@@ -204,6 +237,7 @@ class TrainRecipe:
     grpo: Mapping[str, Any] = field(default_factory=dict)
     tensorboard: bool = False
     rc: RCSpec | None = None
+    eval: ValidationSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"grpo": dict(self.grpo)}
@@ -233,7 +267,7 @@ def _grpo_fields() -> set[str]:
 
 
 def recipe_from_dict(raw: Mapping[str, Any]) -> TrainRecipe:
-    """Validate a parsed recipe. Top-level keys: model, data, curriculum, reward, grpo, output, tensorboard, rc."""
+    """Validate a parsed recipe. Top-level keys: model, data, curriculum, reward, grpo, output, tensorboard, rc, eval."""
     if not isinstance(raw, Mapping):
         raise ConfigError("a recipe must be a YAML mapping")
     top = {f.name for f in dataclasses.fields(TrainRecipe)}
@@ -274,6 +308,7 @@ def recipe_from_dict(raw: Mapping[str, Any]) -> TrainRecipe:
         reward=_build(RewardSpec, raw.get("reward"), "reward"),
         grpo={**GRPO_DEFAULTS, **grpo_raw},
         tensorboard=bool(raw.get("tensorboard", False)),
+        eval=None if raw.get("eval") in (None, False) else _build(ValidationSpec, raw["eval"], "eval"),
     )
 
 

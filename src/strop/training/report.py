@@ -68,10 +68,20 @@ def training_table(runs: list[dict[str, Any]], window: int = 5) -> list[str]:
 
 
 def plot_training(runs: list[dict[str, Any]], path: Path, window: int = 5) -> None:
-    """Rows = runs; columns = reward (raw and smoothed) with zero-std fraction, arm shares, Q (SEC only)."""
+    """Rows = runs; columns = reward (raw and smoothed) with zero-std fraction, arm shares, Q (SEC only).
+
+    Runs that validated during training (a recipe's ``eval``) get two more
+    columns: held-out accuracy with its 95% interval against step and against
+    wall time (the sum of the logged seconds per step, evaluations included,
+    so a resumed run's clock continues where it stopped).
+    """
     plt = _plt()
-    fig, axes = plt.subplots(len(runs), 3, figsize=(15, 3.6 * len(runs)), squeeze=False)
+    validated = any("eval/accuracy" in x for r in runs for x in r["metrics"])
+    cols = 5 if validated else 3
+    fig, axes = plt.subplots(len(runs), cols, figsize=(5 * cols, 3.6 * len(runs)), squeeze=False)
     for row, r in zip(axes, runs):
+        if validated:
+            _plot_validation(row[3], row[4], r)
         m, c = r["metrics"], r["curriculum"]
         steps = [x["step"] for x in m]
         reward = [x["reward"] for x in m]
@@ -109,3 +119,26 @@ def plot_training(runs: list[dict[str, Any]], path: Path, window: int = 5) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def validation_curve(metrics: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """(step, wall time so far, accuracy, interval) of each step that validated; wall time = cumulative seconds per step."""
+    out, wall = [], 0.0
+    for x in metrics:
+        wall += float(x.get("wall_per_step_s", 0.0))
+        if "eval/accuracy" in x:
+            out.append({"step": x["step"], "wall_s": wall, "accuracy": x["eval/accuracy"], "lo": x["eval/ci95_lo"], "hi": x["eval/ci95_hi"]})
+    return out
+
+
+def _plot_validation(by_step: Any, by_time: Any, run: dict[str, Any]) -> None:
+    v = validation_curve(run["metrics"])
+    for ax, key, label in ((by_step, "step", "step"), (by_time, "wall_s", "wall time (s)")):
+        if v:
+            x = [p[key] for p in v]
+            ax.plot(x, [p["accuracy"] for p in v], marker="o", color="tab:green", label="held-out accuracy")
+            ax.fill_between(x, [p["lo"] for p in v], [p["hi"] for p in v], color="tab:green", alpha=0.2, label="95% interval")
+            ax.legend(fontsize=7)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(label)
+        ax.set_title("held-out accuracy during training" if v else "no validation (recipe has no eval)", fontsize=9)
