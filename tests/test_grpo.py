@@ -245,7 +245,7 @@ def test_a_curriculum_registered_in_one_module_is_usable_from_a_recipe(tiny_mode
     assert [r["counts"] for r in curriculum] == [{"long": 0, "short": 4}, {"long": 0, "short": 4}]  # sorted arms: short is last
 
 
-def test_validation_during_training_logs_held_out_accuracy_and_survives_a_kill(tiny_model, say_seven, tmp_path):
+def test_validation_and_dynamic_sampling_log_per_step_and_survive_a_kill(tiny_model, say_seven, tmp_path):
     import yaml
 
     from strop.evaluation.metrics import wilson_interval
@@ -253,8 +253,9 @@ def test_validation_during_training_logs_held_out_accuracy_and_survives_a_kill(t
     steps = 8
     val = {"every": 3, "data": str(say_seven), "limit": 6, "method": "greedy", "max_tokens": 4}
 
-    def recipe(name: str) -> dict:
-        return {**tiny_recipe(tiny_model, say_seven, tmp_path / name, max_steps=steps, save_steps=4), "eval": val}
+    def recipe(name: str) -> dict:  # dynamic sampling on as well: its extra draws must resume exactly too
+        return {**tiny_recipe(tiny_model, say_seven, tmp_path / name, max_steps=steps, save_steps=4), "eval": val,
+                "dynamic_sampling": {"max_rounds": 2}}
 
     train(recipe_from_dict(recipe("whole")), quiet=True)
     metrics, _ = load_metrics(tmp_path / "whole")
@@ -279,9 +280,48 @@ def test_validation_during_training_logs_held_out_accuracy_and_survives_a_kill(t
     killed.write_text(yaml.safe_dump(recipe("killed")))
     resume(killed, kill_after_first_checkpoint(killed, tmp_path / "killed", steps))
     again, _ = load_metrics(tmp_path / "killed")
-    keys = ("step", "reward", "eval/accuracy")
+    assert all(m["dynamic/groups_drawn"] >= 4 for m in metrics)
+    keys = ("step", "reward", "eval/accuracy", "dynamic/groups_drawn", "dynamic/groups_with_signal")
     assert [{k: m.get(k) for k in keys} for m in again] == [{k: m.get(k) for k in keys} for m in metrics]
     for s in evaluated:  # the same held-out answers, step for step
         a = (tmp_path / "whole" / "validation" / f"step-{s}" / "records.jsonl").read_text().splitlines()
         b = (tmp_path / "killed" / "validation" / f"step-{s}" / "records.jsonl").read_text().splitlines()
         assert [json.loads(x)["output"] for x in a] == [json.loads(x)["output"] for x in b]
+
+
+def test_dynamic_sampling_keeps_only_groups_with_signal_and_fills_the_batch(tiny_model, say_seven, tmp_path):
+    """A scripted reward: every "long" problem scores 0 (no variance), every "short" one alternates 1, 0 (variance)."""
+    recipe = tiny_recipe(tiny_model, say_seven, tmp_path / "run", max_steps=4)
+    recipe["curriculum"] = {"kind": "random", "seed": 11}
+    recipe["dynamic_sampling"] = {"max_rounds": 2}
+    trainer = build_trainer(recipe_from_dict(recipe), quiet=True)
+
+    def scripted(completions, category, **_):
+        scores = [0.0 if c == "long" else float(i % 2) for i, c in enumerate(category)]
+        trainer.rewards.last = list(zip(category, scores))
+        return scores
+
+    scripted.__name__ = "correct"
+    trainer.reward_funcs[0] = scripted
+    batches = []
+    real = trainer._dynamic_batch
+
+    def spy(n_local):
+        out = real(n_local)
+        batches.append(([a for a in trainer._arms_this_step[::8]], out["advantages"].reshape(4, 8).abs().sum(1).gt(0).tolist(),
+                        int(out["completion_ids"].shape[0]), int(out["num_items_in_batch"]), int(out["completion_mask"].sum())))
+        return out
+
+    trainer._dynamic_batch = spy
+    trainer.train()
+    metrics, curriculum = load_metrics(tmp_path / "run")
+    assert len(batches) == 4 and any(len(b[0]) > 4 for b in batches)  # the seed makes some steps draw again
+    for (drawn, signal, rows, items, mask), m, c in zip(batches, metrics, curriculum):
+        # rounds of 4 draws until 4 short groups are in hand, at most 2 extra rounds
+        need = next((r for r in range(3) if drawn[: 4 * (r + 1)].count("short") >= 4), 2)
+        assert len(drawn) == 4 * (need + 1) and m["dynamic/extra_rounds"] == need and m["dynamic/groups_drawn"] == len(drawn)
+        short = drawn.count("short")
+        assert m["dynamic/groups_with_signal"] == short
+        assert signal == [True] * min(4, short) + [False] * (4 - min(4, short))  # signal first, then the fill
+        assert rows == 32 and items == mask  # a full batch, TRL's token count of the batch trained on
+        assert c["counts"] == {"long": drawn.count("long"), "short": short}  # the curriculum saw every draw

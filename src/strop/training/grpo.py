@@ -62,8 +62,9 @@ def _trainer_class():
         def __init__(self, *args: Any, curriculum: Curriculum | None = None, pool: dict[str, list[dict]] | None = None,
                      rewards: RewardBook | None = None, curriculum_log: Path | None = None, rc_rows: RCRows | None = None,
                      rollout_backend: Any = None, system: str | None = None, template_kwargs: dict[str, Any] | None = None,
-                     **kwargs: Any) -> None:
+                     dynamic_rounds: int = 0, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            self.dynamic_rounds = dynamic_rounds  # dynamic sampling: extra generation rounds per step (0: off)
             self.strop_system = system  # the recipe's system prompt, to find the user text in a rendered prompt
             self.strop_template_kwargs = template_kwargs  # the recipe's chat-template variables, likewise
             self.curriculum = curriculum
@@ -122,6 +123,8 @@ def _trainer_class():
 
         def _generate_and_score_completions(self, inputs: list[dict]) -> dict:
             training = self.model.training
+            if training and self.dynamic_rounds and self.curriculum is not None:
+                return self._dynamic_batch(len(inputs))
             if training and self.rc_rows is not None:
                 inputs = self._rc_step_rows(len(inputs))
             elif training and self.curriculum is not None:
@@ -131,9 +134,46 @@ def _trainer_class():
                 self._after_generation(out)
             return out
 
-        def _after_generation(self, out: dict) -> None:
+        def _dynamic_batch(self, n_local: int) -> dict:
+            """Dynamic sampling: keep the groups whose rewards vary, draw fresh groups for the rest (recipe ``dynamic_sampling``).
+
+            Rounds of ``groups`` curriculum draws are generated and scored until
+            ``groups`` of them have a non-zero advantage somewhere or
+            ``dynamic_rounds`` extra rounds are spent; the batch is the first
+            such groups in draw order, filled up with zero-variance ones. The
+            curriculum learns from every group drawn.
+            """
+            k = self.num_generations
+            groups = n_local // k
+            signal_parts: list[tuple[dict, int]] = []
+            flat_parts: list[tuple[dict, int]] = []
+            advs, arms, book = [], [], []
+            rounds = 0
+            while True:
+                out = super()._generate_and_score_completions(self._curriculum_rows(n_local))
+                adv = out["advantages"]
+                advs.append(adv.detach().float().cpu().numpy())
+                arms += self._arms_this_step
+                book += list(self.rewards.last) if self.rewards is not None else []
+                for g in range(groups):
+                    (signal_parts if bool((adv[g * k:(g + 1) * k] != 0).any()) else flat_parts).append((out, g))
+                if len(signal_parts) >= groups or rounds == self.dynamic_rounds:
+                    break
+                rounds += 1
+            chosen = (signal_parts + flat_parts)[:groups]
+            logged = self._metrics["train"]
+            logged["dynamic/groups_drawn"].append(float(len(arms) // k))
+            logged["dynamic/groups_with_signal"].append(float(len(signal_parts)))
+            logged["dynamic/groups_kept_with_signal"].append(float(min(groups, len(signal_parts))))
+            logged["dynamic/extra_rounds"].append(float(rounds))
+            self._arms_this_step = arms
+            self._after_generation({"advantages": torch_cat(advs)}, book)
+            return _merge_groups(chosen, k, self.processing_class.pad_token_id or 0)
+
+        def _after_generation(self, out: dict, book: list | None = None) -> None:
             adv = self.accelerator.gather(out["advantages"]).float().cpu().numpy()
-            book = self.rewards.last if self.rewards is not None else []
+            if book is None:
+                book = self.rewards.last if self.rewards is not None else []
             if self.accelerator.num_processes > 1:
                 from accelerate.utils import gather_object
 
@@ -201,6 +241,41 @@ def _trainer_class():
     return StropGRPOTrainer
 
 
+def torch_cat(arrays: list[np.ndarray]) -> Any:
+    import torch
+
+    return torch.from_numpy(np.concatenate(arrays))
+
+
+# Tensors of TRL's generation output, by which side their padding is on (prompts are left-padded, completions right).
+_LEFT = ("prompt_ids", "prompt_mask")
+_RIGHT = ("completion_ids", "completion_mask", "old_per_token_logps", "sampling_per_token_logps", "ref_per_token_logps", "tool_mask")
+
+
+def _merge_groups(parts: list[tuple[dict, int]], k: int, pad_id: int) -> dict:
+    """One generation output from prompt groups of several (group ``g`` of output ``out``), re-padded to common lengths."""
+    import torch
+
+    first = parts[0][0]
+    unknown = set(first) - set(_LEFT) - set(_RIGHT) - {"advantages", "num_items_in_batch"}
+    if unknown:
+        raise StropError(f"dynamic sampling cannot merge TRL's {sorted(unknown)} (multimodal or vLLM outputs): turn it off")
+    merged: dict[str, Any] = {}
+    for key in first:
+        if key == "num_items_in_batch":
+            continue
+        rows = [out[key][g * k:(g + 1) * k] for out, g in parts]
+        if key in _LEFT or key in _RIGHT:
+            width = max(r.shape[1] for r in rows)
+            fill = pad_id if key == "prompt_ids" else 0
+            rows = [torch.nn.functional.pad(r, (width - r.shape[1], 0) if key in _LEFT else (0, width - r.shape[1]), value=fill)
+                    for r in rows]
+        merged[key] = torch.cat(rows)
+    mask = merged["completion_mask"] * merged["tool_mask"] if "tool_mask" in merged else merged["completion_mask"]
+    merged["num_items_in_batch"] = mask.sum()  # what TRL computes from the batch it trains on (one process)
+    return merged
+
+
 # ----------------------------------------------------------- run folder
 def checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name.split("-")[-1])
@@ -252,6 +327,7 @@ def _check_same_recipe(output: Path, recipe: TrainRecipe) -> None:
             # curriculum q0, update, sampling, options came later too: their defaults are what older runs did.
             curriculum = {"q0": 0.0, "update": "drawn", "sampling": "with_replacement", "options": {}, **d["curriculum"]}
             return {**d, "output": None, "rc": rc, "model": model, "data": data, "curriculum": curriculum, "eval": d.get("eval"),
+                    "dynamic_sampling": d.get("dynamic_sampling"),
                     "grpo": {k: v for k, v in d["grpo"].items() if k != "max_steps"}}
 
         if strip(old) != strip(current):
@@ -406,7 +482,7 @@ def grpo_args(output: Path, grpo: dict[str, Any], reward_weights: list[float]):
 def make_trainer(args: Any, model: Any, tokenizer: Any, task: Task, problems: list[Problem], arms: list[str], *,
                  curriculum: Curriculum | None, book: RewardBook, system: str | None = None, peft_config: Any = None,
                  curriculum_log: Path | None = None, quiet: bool = True, rc_rows: RCRows | None = None,
-                 rollout_backend: Any = None, template_kwargs: dict[str, Any] | None = None):
+                 rollout_backend: Any = None, template_kwargs: dict[str, Any] | None = None, dynamic_rounds: int = 0):
     """A StropGRPOTrainer over ``problems`` (rows rendered as ``strop eval`` renders them) for an already loaded model."""
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -427,7 +503,11 @@ def make_trainer(args: Any, model: Any, tokenizer: Any, task: Task, problems: li
         reward_funcs=book.functions(), peft_config=peft_config,
         curriculum=curriculum, pool=pool, rewards=book, curriculum_log=curriculum_log,
         rc_rows=rc_rows, rollout_backend=rollout_backend, system=system, template_kwargs=template_kwargs,
+        dynamic_rounds=dynamic_rounds,
     )
+    if dynamic_rounds and trainer.accelerator.num_processes > 1:
+        raise ConfigError("dynamic sampling runs in one process for now (choosing groups across ranks is not built); "
+                          "launch without several processes or drop dynamic_sampling")
     if rc_rows is not None and trainer.accelerator.num_processes > 1:
         raise ConfigError("RC training runs its rollouts in one process for now; launch it without several processes")
     trainer.remove_callback(PrinterCallback)
@@ -494,6 +574,7 @@ def build_trainer(recipe: TrainRecipe, *, quiet: bool = False, rollout_backend: 
         peft_config=lora_config(recipe.model.lora) if recipe.model.lora is not None else None,
         curriculum_log=output / "curriculum.jsonl", quiet=quiet, rc_rows=rc_rows, rollout_backend=rollout_backend,
         template_kwargs=recipe.model.chat_template_kwargs,
+        dynamic_rounds=recipe.dynamic_sampling.max_rounds if recipe.dynamic_sampling is not None else 0,
     )
     if recipe.eval is not None:
         trainer.add_callback(_validation_callback(trainer, recipe, task, output / VALIDATION))

@@ -195,6 +195,25 @@ class RCSpec:
 
 
 @dataclass(frozen=True)
+class DynamicSamplingSpec:
+    """DAPO-style dynamic sampling (recipe key ``dynamic_sampling``; off when absent).
+
+    Prompt groups whose rewards all agree (zero variance: no advantage, no
+    gradient) are dropped and replaced by groups drawn afresh from the
+    curriculum, for up to ``max_rounds`` extra generation rounds per step; a
+    batch still short after them is filled with the dropped groups (which
+    contribute no gradient, as without the option). Every drawn group still
+    teaches the curriculum (SEC's Q).
+    """
+
+    max_rounds: int = 3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_rounds, int) or isinstance(self.max_rounds, bool) or self.max_rounds < 1:
+            raise ConfigError(f"dynamic_sampling.max_rounds must be an integer >= 1, got {self.max_rounds!r}")
+
+
+@dataclass(frozen=True)
 class ValidationSpec:
     """Held-out evaluation during training (recipe key ``eval``), run by strop's eval harness on the current policy.
 
@@ -238,6 +257,7 @@ class TrainRecipe:
     tensorboard: bool = False
     rc: RCSpec | None = None
     eval: ValidationSpec | None = None
+    dynamic_sampling: DynamicSamplingSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"grpo": dict(self.grpo)}
@@ -267,7 +287,7 @@ def _grpo_fields() -> set[str]:
 
 
 def recipe_from_dict(raw: Mapping[str, Any]) -> TrainRecipe:
-    """Validate a parsed recipe. Top-level keys: model, data, curriculum, reward, grpo, output, tensorboard, rc, eval."""
+    """Validate a parsed recipe. Top-level keys: model, data, curriculum, reward, grpo, output, tensorboard, rc, eval, dynamic_sampling."""
     if not isinstance(raw, Mapping):
         raise ConfigError("a recipe must be a YAML mapping")
     top = {f.name for f in dataclasses.fields(TrainRecipe)}
@@ -299,6 +319,13 @@ def recipe_from_dict(raw: Mapping[str, Any]) -> TrainRecipe:
         if curriculum_raw is not None and not (isinstance(curriculum_raw, Mapping) and curriculum_raw.get("kind", "sec") == "none"):
             raise ConfigError("an rc recipe draws its own problems: leave out 'curriculum' or set curriculum.kind: none")
         curriculum_raw = {"kind": "none"}
+    dynamic = None
+    if raw.get("dynamic_sampling") not in (None, False):
+        dynamic = _build(DynamicSamplingSpec, {} if raw["dynamic_sampling"] is True else raw["dynamic_sampling"], "dynamic_sampling")
+        kind = curriculum_raw.get("kind", "sec") if isinstance(curriculum_raw, Mapping) else "sec"
+        if rc is not None or kind == "none":
+            raise ConfigError("dynamic_sampling draws replacement groups from the curriculum: it needs curriculum.kind "
+                              "sec, random, schedule or your own (not none, and not an rc recipe yet)")
     return TrainRecipe(
         data=_build(DataSpec, raw["data"], "data"),
         output=str(raw["output"]),
@@ -309,6 +336,7 @@ def recipe_from_dict(raw: Mapping[str, Any]) -> TrainRecipe:
         grpo={**GRPO_DEFAULTS, **grpo_raw},
         tensorboard=bool(raw.get("tensorboard", False)),
         eval=None if raw.get("eval") in (None, False) else _build(ValidationSpec, raw["eval"], "eval"),
+        dynamic_sampling=dynamic,
     )
 
 
