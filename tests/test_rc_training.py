@@ -158,9 +158,62 @@ def test_state_dict_round_trip_continues_identically():
     assert a.buffer.state_dict() == b.buffer.state_dict() and (a.epoch, a.pos) == (b.epoch, b.pos)
 
 
+def test_reference_candidates_are_the_empty_start_and_all_summaries_but_the_last():
+    start = RCState("p", "S2:Q?", 2)
+    produced = [RCState("p", f"S{t}:Q?", t) for t in (3, 4, 5)]
+    assert candidate_states("p", start, produced, "reference") == [RCState("p", "", 0)] + produced[:2]
+    assert candidate_states("p", start, produced) == [RCState("p", "", 0), start] + produced  # strop: also s_T, the start
+    rows = rc_rows(RCSpec(turns=3, states=3, candidates="reference"), n=2, k=2)
+    for _ in range(3):  # with the buffer on, no draw is ever a rollout's last summary or its start
+        states = rows.step_states(scripted(), groups=6)
+        last = {pid: max(b["turn"] for b in rows.buffer.state_dict() if b["problem_id"] == pid) for pid in ("p0", "p1")}
+        assert all(s.turn == 0 or s.turn < last[s.problem_id] for s in states)
+        assert all(s.turn == 0 or s.turn > last[s.problem_id] - 3 for s in states)  # produced by this rollout
+
+
+def test_keep_all_buffers_every_summary_of_the_latest_rollout_and_starts_from_one_of_them():
+    rows = rc_rows(RCSpec(turns=3, states=1, keep="all"), n=1, k=2, seed=1)
+    backend = scripted()
+    rows.step_states(backend, groups=1)
+    assert rows.buffer.state_dict() == [{"problem_id": "p0", "summary": f"S{t}:Q0?", "turn": t} for t in (1, 2, 3)]
+    starts = []
+    for _ in range(12):
+        backend.prompts.clear()
+        rows.step_states(backend, groups=1)
+        first = next(p for p in backend.prompts if "Write a first-person summary" not in p)
+        found = re.findall(r"S(\d+):", first)
+        starts.append(int(found[-1]) if found else 0)
+        held = [s["turn"] for s in rows.buffer.state_dict()]
+        assert held == list(range(starts[-1] + 1, starts[-1] + 4))  # the whole new rollout replaced the old one
+    assert len(set(t % 3 for t in starts)) > 1  # not always the newest: a uniform draw among the three
+    # round trip of a multi-state buffer, and the old one-state-per-problem format still loads
+    copy = rc_rows(RCSpec(turns=3, states=1, keep="all"), n=1, k=2)
+    copy.load_state_dict(json.loads(json.dumps(rows.state_dict())))
+    assert copy.buffer.state_dict() == rows.buffer.state_dict()
+    copy.buffer.load_state_dict([{"problem_id": "p0", "summary": "S9:Q0?", "turn": 9}])
+    assert copy.buffer.get("p0") == RCState("p0", "S9:Q0?", 9)
+
+
+def test_a_seed_file_starts_the_buffer(tmp_path):
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text('{"problem_id": "p1", "summary": "S5:Q1?", "turn": 5}\n')
+    rows = rc_rows(RCSpec(turns=2, states=1, seed_buffer=str(seed)), n=2, k=2)
+    assert rows.buffer.get("p1") == RCState("p1", "S5:Q1?", 5) and rows.buffer.get("p0") is None
+    backend = scripted()
+    rows.step_states(backend, groups=2)
+    first_turns = [p for p in backend.prompts if "Write a first-person summary" not in p][:2]
+    assert sum("S5:Q1?" in p for p in first_turns) == 1  # p1 continued from the seeded summary
+    seed.write_text('{"problem_id": "nope", "summary": "x"}\n')
+    with pytest.raises(ConfigError, match="seed_buffer"):
+        rc_rows(RCSpec(turns=2, states=1, seed_buffer=str(seed)))
+
+
 @pytest.mark.parametrize("body, needle", [
     ({"rc": {"turns": 0}}, "rc.turns"),
     ({"rc": {"states": 5, "turns": 3}}, "cannot exceed"),
+    ({"rc": {"states": 4, "turns": 3, "candidates": "reference"}}, "cannot exceed"),
+    ({"rc": {"candidates": "theirs"}}, "rc.candidates"),
+    ({"rc": {"keep": "some"}}, "rc.keep"),
     ({"rc": {"sumary_tokens": 3}}, "unknown key"),
     ({"rc": {}, "curriculum": {"kind": "sec"}}, "draws its own problems"),
 ])

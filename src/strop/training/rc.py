@@ -61,7 +61,11 @@ class RCState:
 
 
 class ReplayBuffer:
-    """The newest RC state per problem: a state replaces whatever the buffer held for its problem.
+    """RC states per problem: a rollout's states replace whatever the buffer held for its problem.
+
+    ``put`` keeps one state (strop's default: the newest); ``put_all`` keeps
+    several (the RC reference keeps every summary of the latest rollout), and
+    ``get`` then draws one of them uniformly with the caller's RNG.
 
     >>> b = ReplayBuffer()
     >>> b.put(RCState("p", "old", 3)); b.put(RCState("p", "new", 2)); b.put(RCState("q", "x", 1))
@@ -70,25 +74,44 @@ class ReplayBuffer:
     """
 
     def __init__(self) -> None:
-        self._states: dict[str, RCState] = {}
+        self._states: dict[str, list[RCState]] = {}
 
     def put(self, state: RCState) -> None:
-        self._states.pop(state.problem_id, None)  # newest last, so state_dict lists in order of writing
-        self._states[state.problem_id] = state
+        self.put_all([state])
 
-    def get(self, problem_id: str) -> RCState | None:
-        return self._states.get(problem_id)
+    def put_all(self, states: Sequence[RCState]) -> None:
+        if not states:
+            return
+        pid = states[0].problem_id
+        if any(s.problem_id != pid for s in states):
+            raise ConfigError("put_all takes the states of one problem")
+        self._states.pop(pid, None)  # newest last, so state_dict lists in order of writing
+        self._states[pid] = list(states)
+
+    def get(self, problem_id: str, rng: np.random.Generator | None = None) -> RCState | None:
+        """The problem's state; with several kept, one drawn uniformly from ``rng`` (which a single state never consumes)."""
+        held = self._states.get(problem_id)
+        if not held:
+            return None
+        if len(held) == 1:
+            return held[0]
+        if rng is None:
+            raise ConfigError("the buffer holds several states for this problem: draw with an rng")
+        return held[int(rng.integers(len(held)))]
 
     def __len__(self) -> int:
         return len(self._states)
 
     def state_dict(self) -> list[dict[str, Any]]:
-        return [asdict(s) for s in self._states.values()]
+        return [asdict(s) for held in self._states.values() for s in held]
 
     def load_state_dict(self, states: Sequence[dict[str, Any]]) -> None:
         self._states = {}
+        grouped: dict[str, list[RCState]] = {}
         for s in states:
-            self.put(RCState(str(s["problem_id"]), str(s["summary"]), int(s["turn"])))
+            grouped.setdefault(str(s["problem_id"]), []).append(RCState(str(s["problem_id"]), str(s["summary"]), int(s["turn"])))
+        for held in grouped.values():
+            self.put_all(held)
 
 
 def keep_prompts(folder: Path, prompts: RCPrompts) -> None:
@@ -99,9 +122,17 @@ def keep_prompts(folder: Path, prompts: RCPrompts) -> None:
     write_prompts(prompts, folder)
 
 
-def candidate_states(problem_id: str, start: RCState, produced: Sequence[RCState]) -> list[RCState]:
-    """What a draw chooses among: the empty start, a buffered start (turn > 0), and each produced summary."""
+def candidate_states(problem_id: str, start: RCState, produced: Sequence[RCState], rule: str = "strop") -> list[RCState]:
+    """What a draw chooses among.
+
+    ``strop``: the empty start, a buffered start (turn > 0), and every produced
+    summary. ``reference`` (the RC reference code): the empty start and the
+    produced summaries but the last, s_1 .. s_{T-1}; s_T conditioned no
+    reasoning turn of the rollout.
+    """
     empty = RCState(problem_id, "", 0)
+    if rule == "reference":
+        return [empty] + list(produced[:-1])
     return [empty] + ([start] if start.turn > 0 else []) + list(produced)
 
 
@@ -153,10 +184,28 @@ class RCRows:
                                temperature=temperature, prompts=spec.templates())
         self.rng = np.random.default_rng(seed)
         self.buffer = ReplayBuffer()
+        if spec.seed_buffer is not None:
+            self._seed_buffer(Path(spec.seed_buffer))
         self.order: list[int] = []
         self.pos = 0
         self.epoch = 0
         self.last_states: list[RCState] = []
+
+    def _seed_buffer(self, path: Path) -> None:
+        """Start the buffer from a JSONL file of {problem_id, summary, turn (default 1)}: RC continues from those states."""
+        from strop.records import read_records
+
+        if not path.is_file():
+            raise ConfigError(f"rc.seed_buffer: no such file {path}")
+        grouped: dict[str, list[RCState]] = {}
+        for i, r in enumerate(read_records(path), 1):
+            pid, summary = str(r.get("problem_id", "")), r.get("summary")
+            if pid not in self.problems or not isinstance(summary, str) or not summary:
+                raise ConfigError(f"rc.seed_buffer {path} line {i}: needs a problem_id of this run's problems and a non-empty "
+                                  f"summary, got problem_id={pid!r}")
+            grouped.setdefault(pid, []).append(RCState(pid, summary, int(r.get("turn", 1))))
+        for held in grouped.values():
+            self.buffer.put_all(held if self.spec.keep == "all" else held[-1:])
 
     # ------------------------------------------------------------ drawing
     def next_problems(self, n: int) -> list[Problem]:
@@ -178,14 +227,14 @@ class RCRows:
             raise ConfigError(f"a step's {groups} groups of K = {self.k} do not split into {n_summ} states per problem: "
                               f"make per_device_train_batch_size x steps_per_generation a multiple of {self.k * n_summ}")
         problems = self.next_problems(groups // n_summ)
-        starts = [(self.buffer.get(p.id) if self.spec.buffer else None) or RCState(p.id, "", 0) for p in problems]
+        starts = [(self.buffer.get(p.id, self.rng) if self.spec.buffer else None) or RCState(p.id, "", 0) for p in problems]
         rngs = [np.random.default_rng(int(x)) for x in self.rng.integers(2**63, size=len(problems))]
         produced = rc_rollouts(backend, [p.question for p in problems], starts, self.config, rngs, self.system)
         drawn: list[RCState] = []
         for p, start, states in zip(problems, starts, produced):
-            drawn.extend(draw_states(candidate_states(p.id, start, states), n_summ, self.rng))
+            drawn.extend(draw_states(candidate_states(p.id, start, states, self.spec.candidates), n_summ, self.rng))
             if self.spec.buffer:
-                self.buffer.put(states[-1])
+                self.buffer.put_all(states if self.spec.keep == "all" else states[-1:])
         self.last_states = drawn
         return drawn
 

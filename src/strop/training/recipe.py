@@ -165,7 +165,12 @@ class RCSpec:
     reasoning budget H_R is ``grpo.max_completion_length`` (the traces trained
     on and the rollouts' reasoning turns alike); ``summary_tokens`` is H_S.
     ``buffer`` keeps the newest state per problem so later epochs start RC
-    from where the last one stopped. ``prompts`` is a folder of RC templates
+    from where the last one stopped. Options of the RC reference code:
+    ``candidates: reference`` draws from the empty start and s_1 .. s_{T-1}
+    (strop: also s_T and the buffered start); ``keep: all`` keeps every
+    summary of a problem's latest rollout and starts the next rollout from
+    one drawn uniformly (strop: the newest); ``seed_buffer`` is a JSONL file
+    of {problem_id, summary, turn} states to start from. ``prompts`` is a folder of RC templates
     (``strop.methods.rc_prompts``; default: strop's own); the run folder keeps
     a copy in ``rc_prompts/``, which ``strop eval --rc-prompts`` takes.
     """
@@ -175,15 +180,22 @@ class RCSpec:
     summary_tokens: int = 64
     buffer: bool = True
     prompts: str | None = None
+    candidates: str = "strop"
+    keep: str = "newest"
+    seed_buffer: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("turns", "states", "summary_tokens"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"rc.{name} must be an integer >= 1, got {v!r}")
-        if self.states > self.turns + 1:
-            raise ConfigError(f"rc.states ({self.states}) cannot exceed rc.turns + 1 ({self.turns + 1}): "
-                              "a rollout of T turns yields T summaries plus the empty start")
+        if self.candidates not in ("strop", "reference") or self.keep not in ("newest", "all"):
+            raise ConfigError(f"rc.candidates must be strop or reference and rc.keep newest or all; "
+                              f"got candidates={self.candidates!r}, keep={self.keep!r}")
+        most = self.turns if self.candidates == "reference" else self.turns + 1
+        if self.states > most:
+            raise ConfigError(f"rc.states ({self.states}) cannot exceed {most}: a rollout of T = {self.turns} turns offers "
+                              + ("the empty start and s_1 .. s_{T-1}" if self.candidates == "reference" else "T summaries plus the empty start"))
         if self.prompts is not None:
             self.templates()  # a bad folder fails when the recipe is read, not at the first step
 
