@@ -247,3 +247,28 @@ def test_recipe_options_reach_the_curriculum_and_old_checkpoints_still_load():
     old = RandomCurriculum(["a"], np.random.default_rng(0)).state_dict()
     del old["left"]
     RandomCurriculum(["a"], np.random.default_rng(1)).load_state_dict(old)
+
+
+# ------------------------------------------------------------------ rewards
+def test_reward_functions_agree_in_any_call_order_and_verify_each_completion_once():
+    from strop.tasks import get_task
+    from strop.training.rewards import RewardBook
+
+    task = get_task("arithmetic")
+    probs = task.load(seed=0, categories=["d1o1"])[:2]
+    completions = [f"The answer is {probs[0].gold}.", "no idea", f"{probs[1].gold}", "It is 1000."]
+    ids = [probs[0].id, probs[0].id, probs[1].id, probs[1].id]
+    cats = ["d1o1"] * 4
+    for order in ("correct first", "format first"):
+        book = RewardBook(task, probs, format_weight=0.1)
+        calls = []
+        real = book.verify
+        book.verify = lambda c, pid, calls=calls, real=real: calls.append((pid, c)) or real(c, pid)
+        correct, fmt = book.functions()
+        if order == "format first":
+            f, c = fmt(completions, problem_id=ids, category=cats), correct(completions, problem_id=ids, category=cats)
+        else:
+            c, f = correct(completions, problem_id=ids, category=cats), fmt(completions, problem_id=ids, category=cats)
+        assert c == [1.0, 0.0, 1.0, 0.0] and f == [1.0, 0.0, 1.0, 1.0], order
+        assert sorted(calls) == sorted(zip(ids, completions))  # each completion checked once for both rewards
+        assert book.last == list(zip(cats, c))

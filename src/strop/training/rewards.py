@@ -36,28 +36,39 @@ class RewardBook:
         self.by_id = {p.id: p for p in problems}
         self.format_weight = format_weight
         self.last: list[tuple[str, float]] = []
-        self._extracted: list[bool] = []
+        # The last batch's verdicts by (problem id, completion text): the format reward reuses the
+        # correctness reward's work when TRL calls it second, and verifies itself otherwise, so
+        # neither function depends on the order TRL calls them in.
+        self._verdicts: dict[tuple[str, str], Verification] = {}
 
     def verify(self, completion: Any, problem_id: str) -> Verification:
         if problem_id not in self.by_id:
             raise StropError(f"reward asked about unknown problem id {problem_id!r}")
         return self.task.check(self.by_id[problem_id], completion_text(completion))
 
+    def verdicts(self, completions: Sequence[Any], problem_ids: Sequence[str]) -> list[Verification]:
+        """The batch's verdicts, verifying (in parallel) only what this batch has not verified yet."""
+        keys = [(pid, completion_text(c)) for c, pid in zip(completions, problem_ids)]
+        todo = sorted({k for k in keys if k not in self._verdicts})
+        if todo:
+            # In parallel: math and integral checks each take a warm checker process, code checks their own sandbox.
+            fresh = dict(zip(todo, parallel_map(lambda k: self.verify(k[1], k[0]), todo)))
+            # Keep only this batch's: the next batch is other completions, and the map must not grow for a whole run.
+            self._verdicts = {k: self._verdicts.get(k) or fresh[k] for k in set(keys)}
+        return [self._verdicts[k] for k in keys]
+
     def functions(self) -> list[Callable[..., list[float]]]:
         """The reward functions to hand TRL, in the order of :meth:`weights`."""
         book = self
 
         def correct(completions: list[Any], problem_id: list[str], category: list[str], **_: Any) -> list[float]:
-            # In parallel: math and integral checks each take a warm checker process, code checks their own sandbox.
-            verdicts = parallel_map(lambda cp: book.verify(*cp), list(zip(completions, problem_id)))
+            verdicts = book.verdicts(completions, problem_id)
             scores = [1.0 if v.correct else 0.0 for v in verdicts]
             book.last = list(zip(category, scores))
-            book._extracted = [v.extracted is not None for v in verdicts]
             return scores
 
-        def answer_format(completions: list[Any], **_: Any) -> list[float]:
-            # TRL calls the functions in order on the same batch: reuse `correct`'s extraction.
-            return [float(x) for x in book._extracted]
+        def answer_format(completions: list[Any], problem_id: list[str], **_: Any) -> list[float]:
+            return [float(v.extracted is not None) for v in book.verdicts(completions, problem_id)]
 
         return [correct, answer_format] if self.format_weight > 0 else [correct]
 
