@@ -110,7 +110,7 @@ def _plot_zero_std(runs: dict[str, Any], path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("GRPO step")
         ax.legend(fontsize=7, ncol=2)
-    axes[0].set_title("groups with no signal: LADDER (depths 4..0, 3 steps each) vs roots only", fontsize=9)
+    axes[0].set_title("groups with no signal: LADDER (tree depths easiest first, 3 steps each) vs plain RL on the roots", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
