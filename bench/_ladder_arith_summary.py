@@ -160,16 +160,26 @@ def ttrl_summary(out: Path) -> dict[str, Any]:
 
 
 def _plot_ttrl(table: list[dict], path: Path) -> None:
+    """Left: samples right before and after, per problem (markers, so zeros show). Right: variant rollouts correct per step."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(12, 3.4))
+    fig, (ax, hm) = plt.subplots(1, 2, figsize=(14, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     x = np.arange(len(table))
     k = table[0]["n"]
-    ax.bar(x - 0.2, [t["samples_before"] / k for t in table], 0.4, label="before (base)")
-    ax.bar(x + 0.2, [t["samples_after"] / k for t in table], 0.4, label="after test-time variant RL")
-    ax.set_xticks(x, [t["id"].split("-")[-2] + "-" + t["id"].split("-")[-1] for t in table], rotation=90, fontsize=7)
-    ax.set_ylabel(f"correct of {k} samples (T=1)")
-    ax.set_title("test-time variant RL per held-out problem", fontsize=10)
+    names = ["-".join(t["id"].split("-")[-2:]) for t in table]
+    ax.plot(x, [t["samples_before"] for t in table], "o", label="before (base)")
+    ax.plot(x, [t["samples_after"] for t in table], "x", label="after test-time variant RL")
+    ax.set_xticks(x, names, rotation=90, fontsize=7)
+    ax.set_ylim(-0.3, k + 0.3)
+    ax.set_ylabel(f"test samples right (of {k}, T=1)")
+    ax.set_title("the test problem, before and after", fontsize=10)
     ax.legend(fontsize=8)
+    steps = max(len(t["train_correct"] or []) for t in table)
+    grid = np.array([(t["train_correct"] or []) + [np.nan] * (steps - len(t["train_correct"] or [])) for t in table])
+    im = hm.imshow(grid.T, aspect="auto", cmap="viridis", vmin=0)
+    hm.set_xticks(x, names, rotation=90, fontsize=7)
+    hm.set_yticks(range(steps), [f"step {i + 1}" for i in range(steps)], fontsize=8)
+    hm.set_title("its variants during training: fraction of rollouts correct", fontsize=10)
+    fig.colorbar(im, ax=hm)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
