@@ -13,6 +13,11 @@ checkpoints. strop adds what TRL has no notion of:
   entropy, completions/mean_length, ...) plus per-category reward and the arm
   mix and Q of every step.
 
+The run folder (checkpoints, logs, the recipe it holds) is
+``training.run_folder``; the callbacks (metrics lines, validation during
+training) are ``training.callbacks``; this module holds the trainer and the
+entry points (``build_trainer``, ``train``).
+
 Why replace rows rather than write a torch Sampler: the dataloader prefetches,
 so a sampler would choose step t+1's problems before step t's advantages
 exist. Drawing inside ``_generate_and_score_completions`` keeps SEC's
@@ -25,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -35,21 +39,27 @@ from typing import Any
 import numpy as np
 
 from strop.errors import ConfigError, StropError
-from strop.records import read_records
 from strop.tasks import Problem, Task
 from strop.training.advantages import arm_signal
+from strop.training.callbacks import bar_only, jsonl_callback, validation_callback
 from strop.training.curriculum import Curriculum, curriculum_class
 from strop.training.data import arms_of, prompt_rows, prompt_token_ids, training_problems
 from strop.training.rc import RC_PROMPTS, RC_STATE, RCRows, keep_prompts
 from strop.training.recipe import TrainRecipe
 from strop.training.rewards import RewardBook
+from strop.training.run_folder import (  # noqa: F401  (re-exported: the run folder's API as it was)
+    TRAINER_STATE,
+    _check_same_recipe,
+    _complete,
+    _truncate_jsonl,
+    checkpoint_step,
+    last_checkpoint,
+    load_metrics,
+)
 
 CURRICULUM_STATE = "strop_curriculum.json"
 VALIDATION = "validation"  # the run folder's evaluations during training, one harness folder per step
 RC_LOG = "rc_states.jsonl"
-# Written by transformers' Trainer as the last file of a checkpoint: its
-# presence is what makes a checkpoint folder complete (a kill can land mid-save).
-TRAINER_STATE = "trainer_state.json"
 
 
 # ----------------------------------------------------------------- trainer
@@ -276,175 +286,6 @@ def _merge_groups(parts: list[tuple[dict, int]], k: int, pad_id: int) -> dict:
     return merged
 
 
-# ----------------------------------------------------------- run folder
-def checkpoint_step(checkpoint: Path) -> int:
-    return int(checkpoint.name.split("-")[-1])
-
-
-def _complete(checkpoint: Path) -> bool:
-    """Whether the Trainer finished writing ``checkpoint``: its state file, written last, exists and parses.
-
-    A kill can land while that file is being written, leaving it empty or cut.
-    """
-    try:
-        json.loads((checkpoint / TRAINER_STATE).read_text())
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def last_checkpoint(output: Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` folder (a kill mid-save leaves an incomplete one behind)."""
-    done = [p for p in output.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit() and _complete(p)]
-    return max(done, key=checkpoint_step) if done else None
-
-
-def _truncate_jsonl(path: Path, step: int) -> None:
-    """Drop records past ``step``: a killed run may have logged steps its last checkpoint does not hold."""
-    if path.is_file():
-        keep = [r for r in read_records(path) if r.get("step", 0) <= step]
-        path.write_text("".join(json.dumps(r) + "\n" for r in keep))
-
-
-def _check_same_recipe(output: Path, recipe: TrainRecipe) -> None:
-    """Refuse to resume a folder that holds another recipe's run.
-
-    ``max_steps`` may grow (extend a finished run), and ``output`` is the folder
-    itself however it is spelled (relative, absolute, ``--output``).
-    """
-    saved = output / "recipe.json"
-    current = recipe.to_dict()
-    if saved.is_file():
-        old = json.loads(saved.read_text())
-
-        def strip(d: dict) -> dict:
-            # "rc" is absent from recipes saved before RC training existed: the same as none.
-            # Keys added later (rc.prompts, model.chat_template_kwargs) are absent from older saved recipes: the same as None.
-            rc = None if d.get("rc") is None else {"prompts": None, **d["rc"]}
-            model = {"chat_template_kwargs": None, **d["model"]}
-            # data.verifier "math" was the default before None (the task's own check) replaced it: the same check.
-            data = {**d["data"], "verifier": None if d["data"].get("verifier") == "math" else d["data"].get("verifier")}
-            # curriculum q0, update, sampling, options came later too: their defaults are what older runs did.
-            curriculum = {"q0": 0.0, "update": "drawn", "sampling": "with_replacement", "options": {}, **d["curriculum"]}
-            return {**d, "output": None, "rc": rc, "model": model, "data": data, "curriculum": curriculum, "eval": d.get("eval"),
-                    "dynamic_sampling": d.get("dynamic_sampling"),
-                    "grpo": {k: v for k, v in d["grpo"].items() if k != "max_steps"}}
-
-        if strip(old) != strip(current):
-            raise ConfigError(f"{output} holds a run of a different recipe; use another output folder or delete it")
-    saved.write_text(json.dumps(current, indent=2))
-
-
-def load_metrics(output: str | os.PathLike) -> tuple[list[dict], list[dict]]:
-    """(metrics.jsonl records, curriculum.jsonl records) of a run folder."""
-    out = Path(output)
-    return read_records(out / "metrics.jsonl"), read_records(out / "curriculum.jsonl")
-
-
-# ------------------------------------------------------------- callbacks
-def _validation_callback(trainer: Any, recipe: TrainRecipe, train_task: Task, folder: Path):
-    """Evaluate the current policy on held-out problems every ``recipe.eval.every`` steps (see ``ValidationSpec``).
-
-    The result goes into the step's logged metrics, so metrics.jsonl holds it
-    beside the step's reward; the records go to ``folder/step-N``, which the
-    harness resumes, so a killed run re-evaluates a step to the same records.
-    """
-    from transformers import TrainerCallback
-
-    from strop.evaluation.harness import EvalSpec, evaluate
-    from strop.methods import Flat, method_spec
-    from strop.tasks import resolve_task
-
-    v = recipe.eval
-    assert v is not None
-    task = train_task if v.task is None else resolve_task(v.task, None, None, v.data)
-    problems = task.load(v.data, limit=v.limit, seed=v.seed, categories=v.categories)
-    if not problems:
-        raise ConfigError(f"eval: no held-out problems in {v.data or f'task {task.name} (seed {v.seed})'}")
-    kwargs = method_spec(v.method).settings(Flat(temperature=v.temperature, max_tokens=v.max_tokens))
-    spec = EvalSpec(task=task.name, method=v.method, backend="hf", model="policy", samples=v.samples, limit=v.limit,
-                    seed=v.seed, data=v.data, system=recipe.data.system, method_config=json.loads(json.dumps(kwargs, default=str)),
-                    categories=v.categories)
-
-    class Validation(TrainerCallback):
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            step = state.global_step
-            if step % v.every and step != state.max_steps:
-                return
-            if not trainer.accelerator.is_main_process:
-                return  # rank 0 evaluates; the others wait for it at the next collective
-            from strop.backends.hf import HFBackend
-
-            t0 = time.perf_counter()
-            policy = trainer.accelerator.unwrap_model(trainer.model)
-            backend = HFBackend.wrap(policy, trainer.processing_class)
-            if recipe.model.chat_template_kwargs:
-                backend.chat_template_kwargs = dict(recipe.model.chat_template_kwargs)
-            was_training = policy.training
-            policy.eval()
-            try:
-                m = evaluate(spec, task, problems, backend, folder / f"step-{step}", method_kwargs=kwargs)
-            finally:
-                policy.train(was_training)
-                backend.reset_cache()
-            o = m["overall"]
-            logged = trainer._metrics["train"]
-            logged["eval/accuracy"].append(float(o["accuracy"]))
-            logged["eval/ci95_lo"].append(float(o["ci95"][0]))
-            logged["eval/ci95_hi"].append(float(o["ci95"][1]))
-            logged["eval/attempts"].append(float(o["attempts"]))
-            logged["eval/wall_s"].append(time.perf_counter() - t0)
-            for c, cm in m.get("per_category", {}).items():
-                logged[f"eval/category/{c}/accuracy"].append(float(cm["accuracy"]))
-
-    return Validation()
-
-
-def _jsonl_callback(path: Path, quiet: bool):
-    from transformers import TrainerCallback
-
-    class JsonlMetrics(TrainerCallback):
-        """One JSON line per logging step, with wall time per step; a compact progress line unless quiet."""
-
-        def __init__(self) -> None:
-            self.t0 = time.perf_counter()
-            self.last_step, self.last_t = -1, self.t0
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.last_step, self.last_t = state.global_step, time.perf_counter()
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-            if not state.is_world_process_zero or not logs or "reward" not in logs:
-                return  # the end-of-training summary has no reward: not a step record
-            now = time.perf_counter()
-            steps = max(1, state.global_step - self.last_step)
-            rec = {"step": state.global_step, "time_s": round(now - self.t0, 3),
-                   "wall_per_step_s": round((now - self.last_t) / steps, 3), **logs}
-            self.last_step, self.last_t = state.global_step, now
-            with path.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
-            if not quiet:
-                mix = " ".join(f"{k.split('/')[-1]}:{v:.2f}" for k, v in logs.items() if k.startswith("curriculum/share/"))
-                print(f"step {state.global_step}/{state.max_steps}  reward {logs['reward']:.3f}  "
-                      f"zero-std {logs.get('frac_reward_zero_std', float('nan')):.2f}  "
-                      f"len {logs.get('completions/mean_length', float('nan')):.1f}  "
-                      f"{rec['wall_per_step_s']:.1f}s/step" + (f"  mix {mix}" if mix else "")
-                      + (f"  held-out {logs['eval/accuracy']:.3f}" if "eval/accuracy" in logs else ""), flush=True)
-
-    return JsonlMetrics()
-
-
-def _bar_only():
-    """HF's progress bar without its dump of every metric on each log step."""
-    from transformers.trainer_callback import ProgressCallback
-
-    class BarOnly(ProgressCallback):
-        def on_log(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    return BarOnly()
-
-
 # ------------------------------------------------------------------ entry
 @dataclass(frozen=True)
 class TrainResult:
@@ -513,7 +354,7 @@ def make_trainer(args: Any, model: Any, tokenizer: Any, task: Task, problems: li
     trainer.remove_callback(PrinterCallback)
     trainer.pop_callback(ProgressCallback)
     if not quiet:
-        trainer.add_callback(_bar_only())
+        trainer.add_callback(bar_only())
     return trainer
 
 
@@ -577,8 +418,8 @@ def build_trainer(recipe: TrainRecipe, *, quiet: bool = False, rollout_backend: 
         dynamic_rounds=recipe.dynamic_sampling.max_rounds if recipe.dynamic_sampling is not None else 0,
     )
     if recipe.eval is not None:
-        trainer.add_callback(_validation_callback(trainer, recipe, task, output / VALIDATION))
-    trainer.add_callback(_jsonl_callback(output / "metrics.jsonl", quiet))
+        trainer.add_callback(validation_callback(trainer, recipe, task, output / VALIDATION))
+    trainer.add_callback(jsonl_callback(output / "metrics.jsonl", quiet))
     return trainer
 
 
