@@ -174,12 +174,15 @@ class ToyBackend(Backend):
         lp, ent = score_rows(np.stack(rows), np.asarray(continuation_ids), entropies)
         return Scored(lp, ent, plen)
 
-    def sequence_logprobs(self, prompt_ids: Sequence[int], max_tokens: int, temperature: float = 1.0) -> dict[tuple[int, ...], float]:
+    def sequence_logprobs(self, prompt_ids: Sequence[int], max_tokens: int, temperature: float = 1.0, *,
+                          log_probs: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[tuple[int, ...], float]:
         """Every completion of at most ``max_tokens`` tokens and its exact log-probability.
 
         Completions end at EOS or at ``max_tokens`` (a length cut-off is a
         terminal outcome too), so the probabilities sum to 1. ``temperature``
-        enumerates the tempered proposal instead of the base model.
+        enumerates the tempered proposal instead of the base model;
+        ``log_probs`` (a logits row -> log-probs, -inf off the support)
+        enumerates any other per-token distribution, e.g. a top-k proposal.
         Exponential in length: for small models only.
         """
         out: dict[tuple[int, ...], float] = {}
@@ -190,7 +193,8 @@ class ToyBackend(Backend):
             if gen and (gen[-1] == self.eos_id or len(gen) == max_tokens):
                 out[gen] = logp
                 return
-            row = log_softmax(self.logits(ctx) / temperature)
+            logits = self.logits(ctx)
+            row = log_probs(logits) if log_probs is not None else log_softmax(logits / temperature)
             for tok in np.flatnonzero(np.isfinite(row)):
                 walk(ctx + [int(tok)], logp + float(row[tok]))
 

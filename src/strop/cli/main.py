@@ -17,7 +17,7 @@ from rich.console import Console
 
 from strop.errors import StropError
 from strop.evaluation.solvers import is_solver, solver_names, solver_settings
-from strop.methods import Flat, method_names, method_settings, method_spec
+from strop.methods import Flat, method_names, method_settings, method_spec, settings_record
 
 app = typer.Typer(
     name="strop",
@@ -101,12 +101,6 @@ TrainSeedOpt = Annotated[int | None, typer.Option("--seed", help="Training seed:
                                                                   " (the problems, data.seed, stay).")]
 TTPassOpt = Annotated[int, typer.Option(help="ttrl: temperature samples of each test problem before and after training (pass@1, pass@n).",
                                         rich_help_panel=PANEL_T)]
-
-
-def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
-    from dataclasses import asdict, is_dataclass
-
-    return {k: (asdict(v) if is_dataclass(v) else v) for k, v in kwargs.items()}
 
 
 def _model_format(think_tags: tuple[str, str] | None, chat_template_kwarg: list[str] | None) -> dict[str, Any]:
@@ -258,7 +252,7 @@ def eval_cmd(
     if not problems:
         raise StropError(f"task '{task}' has no problems in {data or 'its source'}")
     spec = EvalSpec(task=task, method=method, backend=backend, model=model, samples=samples, limit=limit, seed=seed, data=data,
-                    system=system, method_config=_jsonable(kwargs), categories=category or None,
+                    system=system, method_config=settings_record(kwargs), categories=category or None,
                     think_tags=list(think_tags) if think_tags else None, chat_template_kwargs=fmt.get("chat_template_kwargs"),
                     verifier=t.verifier if t.verifier != resolve_task(task, dict(pairs), None, data).verifier else None)
     be = _load(backend, model, base_url, tokenizer, n_ctx, **fmt)

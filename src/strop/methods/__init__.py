@@ -18,10 +18,11 @@ from strop.methods.base import (
     method_spec,
     register_method,
     run_method,
+    settings_record,
     takes_question,
 )
 
 load_plugins()
 
 __all__ = ["Flat", "MethodResult", "MethodSpec", "get_method", "make_steps", "method_names", "method_settings", "method_spec",
-           "register_method", "run_method", "takes_question"]
+           "register_method", "run_method", "settings_record", "takes_question"]

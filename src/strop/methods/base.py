@@ -179,6 +179,13 @@ def takes_question(name: str) -> bool:
     return method_spec(name).input == "question"
 
 
+def settings_record(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A method's keyword settings as a run records them (``EvalSpec.method_config``): config dataclasses as dicts."""
+    from dataclasses import asdict, is_dataclass
+
+    return {k: (asdict(v) if is_dataclass(v) else v) for k, v in kwargs.items()}
+
+
 def method_settings(name: str, **flat: Any) -> dict[str, Any]:
     """Keyword arguments for method ``name`` from flat settings (``Flat``'s fields), validated."""
     spec = method_spec(name)

@@ -177,13 +177,15 @@ def _trainer_class():
             logged["dynamic/groups_kept_with_signal"].append(float(min(groups, len(signal_parts))))
             logged["dynamic/extra_rounds"].append(float(rounds))
             self._arms_this_step = arms
-            self._after_generation({"advantages": torch_cat(advs)}, book)
+            self._learn_from_step(np.concatenate(advs), book)  # one process: nothing to gather
             return _merge_groups(chosen, k, self.processing_class.pad_token_id or 0)
 
-        def _after_generation(self, out: dict, book: list | None = None) -> None:
+        def _after_generation(self, out: dict) -> None:
             adv = self.accelerator.gather(out["advantages"]).float().cpu().numpy()
-            if book is None:
-                book = self.rewards.last if self.rewards is not None else []
+            self._learn_from_step(adv, self.rewards.last if self.rewards is not None else [])
+
+        def _learn_from_step(self, adv: np.ndarray, book: list) -> None:
+            """Per-category metrics, RC's step record and the curriculum update from the step's (gathered) advantages."""
             if self.accelerator.num_processes > 1:
                 from accelerate.utils import gather_object
 
@@ -249,12 +251,6 @@ def _trainer_class():
                 obj.load_state_dict(json.loads(path.read_text()))
 
     return StropGRPOTrainer
-
-
-def torch_cat(arrays: list[np.ndarray]) -> Any:
-    import torch
-
-    return torch.from_numpy(np.concatenate(arrays))
 
 
 # Tensors of TRL's generation output, by which side their padding is on (prompts are left-padded, completions right).

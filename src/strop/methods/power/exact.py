@@ -82,20 +82,7 @@ def _per_token(toy: ToyBackend, prompt: list[int], seq: Seq, config: PowerConfig
 
 def proposal_completions(toy: ToyBackend, context: Sequence[int], max_tokens: int, config: PowerConfig) -> dict[Seq, float]:
     """Every completion the proposal can draw (at most ``max_tokens``, or EOS) and its proposal log-probability."""
-    out: dict[Seq, float] = {}
-    start = len(context)
-
-    def walk(ctx: list[int], logq: float) -> None:
-        gen = tuple(ctx[start:])
-        if gen and (gen[-1] == toy.eos_id or len(gen) == max_tokens):
-            out[gen] = logq
-            return
-        row = _proposal_log_probs(toy.logits(ctx), config)
-        for tok in np.flatnonzero(np.isfinite(row)):
-            walk(ctx + [int(tok)], logq + float(row[tok]))
-
-    walk(list(context), 0.0)
-    return out
+    return toy.sequence_logprobs(context, max_tokens, log_probs=lambda row: _proposal_log_probs(row, config))
 
 
 def exact_chain(toy: ToyBackend, prompt: Sequence[int], cap: int, config: PowerConfig) -> ExactChain:
