@@ -1,18 +1,24 @@
-"""SEC vs a random curriculum on the embedded model: GRPO on the arithmetic task, CPU only.
+"""SEC (both Q updates) vs a random curriculum on the embedded model: GRPO on the arithmetic task, CPU only, several seeds.
 
-    python bench/sec_vs_random.py [--samples 4] [--skip-train] [--out bench/results/sec_vs_random]
+    python bench/sec_vs_random.py [--seeds 0,1,2] [--curricula sec,sec-all,random] [--samples 4] [--summarise-only]
 
 Steps (each resumable; re-running the command finishes what is missing, then summarises):
-1. ``strop train recipes/arith-sec.yaml`` and ``strop train recipes/arith-random.yaml``:
-   the same model, data, GRPO settings, step count and seeds; only the curriculum differs.
-   Training problems come from generator seed 1 with every evaluation question removed.
+1. For every seed and curriculum: ``strop train recipes/arith-<curriculum>.yaml --seed S``
+   (``sec``: SEC with strop's update, only the drawn arms' Q move; ``sec-all``: the SEC
+   reference code's update, every arm's Q decays, undrawn arms with reward 0; ``random``).
+   The recipes differ only in ``curriculum``: the same model, data, GRPO settings and step
+   count. Training problems come from generator seed 1 with every evaluation question removed.
 2. ``strop eval --backend hf --task arithmetic`` (seed 0: 50 held-out problems per level,
-   d{1,2,3}o{1,2}) on the base model and on both trained models, temperature-1 sampling
-   (what GRPO optimised, ``--samples`` per problem) and greedy decoding. All three
-   use the same per-attempt random streams, so differences are paired.
-3. A summary: accuracy per level with 95% Wilson intervals, exact McNemar p-values on
-   paired attempts, the training table (reward, zero-std fraction, KL, seconds per step),
-   and PNGs: reward / arm mix / Q curves, and accuracy per level before and after.
+   d{1,2,3}o{1,2}) on the base model and on every trained model, temperature-1 sampling
+   (what GRPO optimised, ``--samples`` per problem) and greedy decoding. All use the same
+   per-attempt random streams, so differences are paired.
+3. A summary: accuracy per level with 95% Wilson intervals (pooled over seeds and per seed),
+   exact McNemar tests on paired attempts per seed and summed over seeds, the training
+   table, and PNGs (training curves; accuracy per level before and after).
+
+Order: seed by seed (every curriculum of seed 0, then seed 1, ...), so an interrupted run
+leaves complete paired comparisons for the seeds it finished. ``--summarise-only`` runs
+nothing and summarises the (curriculum, seed) pairs whose evaluations are complete.
 """
 
 from __future__ import annotations
@@ -32,70 +38,96 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _arith_levels import LEVELS, accuracy, cell, mcnemar, paired, plot_levels, records  # noqa: E402
 from strop.training.report import load_run, plot_training, training_table  # noqa: E402
 
-CURRICULA = ("sec", "random")
+CURRICULA = ("sec", "sec-all", "random")
+DECODES = ("sample", "greedy")
 
 
 def strop(*args: str) -> None:
-    cmd = [sys.executable, "-m", "strop", *args]
     print("$ strop " + " ".join(args), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "strop", *args], check=True, cwd=ROOT)
+
+
+def complete(folder: Path) -> bool:
+    """An evaluation that finished (strop eval writes metrics.json last)."""
+    return (folder / "metrics.json").exists()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds (comma-separated)")
+    ap.add_argument("--curricula", default=",".join(CURRICULA), help=f"recipes/arith-<name>.yaml, any of {', '.join(CURRICULA)}")
     ap.add_argument("--samples", type=int, default=4, help="temperature-1 samples per evaluation problem")
     ap.add_argument("--runs", default="runs", help="folder for the training and eval runs")
-    ap.add_argument("--skip-train", action="store_true", help="summarise existing runs only")
+    ap.add_argument("--summarise-only", action="store_true", help="run nothing; summarise the complete runs")
     ap.add_argument("--out", default="bench/results/sec_vs_random")
     a = ap.parse_args()
     os.chdir(ROOT)  # run folders are named relative to the repo in commands, tables and plots
     runs, out = Path(a.runs), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in a.seeds.split(",")]
+    curricula = a.curricula.split(",")
 
-    models = {"base": None}
-    for c in CURRICULA:
-        train_dir = runs / f"train-arith-{c}"
-        if not a.skip_train:
-            strop("train", f"recipes/arith-{c}.yaml", "--output", str(train_dir))
-        models[c] = str(train_dir / "final")
-    evals: dict[tuple[str, str], Path] = {}
-    for name, model in models.items():
-        for decode in ("sample", "greedy"):
+    def evaluate(name: str, model: str | None) -> None:
+        for decode in DECODES:
             folder = runs / f"eval-arith-{name}-{decode}"
-            args = ["eval", "--backend", "hf", "--task", "arithmetic", "--method", decode, "--max-tokens", "32",
-                    "--samples", str(a.samples if decode == "sample" else 1), "--out", str(folder)]
-            if not a.skip_train:
-                strop(*args, *(["--model", model] if model else []))
-            evals[(name, decode)] = folder
+            if a.summarise_only or complete(folder):
+                continue
+            strop("eval", "--backend", "hf", "--task", "arithmetic", "--method", decode, "--max-tokens", "32",
+                  "--samples", str(a.samples if decode == "sample" else 1), "--out", str(folder),
+                  *(["--model", model] if model else []))
 
-    summary: dict = {"machine": f"{platform.machine()}, {platform.python_version()}", "accuracy": {}, "paired": []}
+    evaluate("base", None)
+    for seed in seeds:
+        for c in curricula:
+            train_dir = runs / f"train-arith-{c}-s{seed}"
+            if not a.summarise_only and not (train_dir / "final").exists():
+                strop("train", f"recipes/arith-{c}.yaml", "--seed", str(seed), "--output", str(train_dir))
+            if (train_dir / "final").exists():
+                evaluate(f"{c}-s{seed}", str(train_dir / "final"))
+    summarise(runs, out, seeds, curricula)
+
+
+def summarise(runs: Path, out: Path, seeds: list[int], curricula: list[str]) -> None:
+    have = [(c, s) for s in seeds for c in curricula if all(complete(runs / f"eval-arith-{c}-s{s}-{d}") for d in DECODES)]
+    seeds_done = [s for s in seeds if all((c, s) in have for c in curricula)]  # seeds with every curriculum: paired
+    print(f"\ncomplete: {', '.join(f'{c} seed {s}' for c, s in have) or 'nothing yet'}; fully paired seeds: {seeds_done}")
+    summary: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+                     "seeds": seeds_done, "curricula": curricula, "accuracy": {}, "paired": []}
     plot_acc: dict = {}
-    print("\naccuracy on held-out problems (95% Wilson interval); n attempts per level in brackets")
-    for decode in ("sample", "greedy"):
-        recs = {name: records(evals[(name, decode)]) for name in models}
-        print(f"\n{decode:<7}" + "".join(f"{lv:>20}" for lv in LEVELS + ["all"]))
-        plot_acc[decode] = {}
-        for name, rs in recs.items():
-            row = {lv: accuracy([rs], lv) for lv in LEVELS + ["all"]}
-            plot_acc[decode][name] = row
+    for decode in DECODES:
+        base = records(runs / f"eval-arith-base-{decode}")
+        recs = {(c, s): records(runs / f"eval-arith-{c}-s{s}-{decode}") for c, s in have}
+        print(f"\n{decode}: accuracy on held-out problems (95% Wilson), pooled over seeds {seeds_done}")
+        print(f"{'':<10}" + "".join(f"{lv:>20}" for lv in LEVELS + ["all"]))
+        pooled = {"base": {lv: accuracy([base], lv) for lv in LEVELS + ["all"]}}
+        pooled.update({c: {lv: accuracy([recs[(c, s)] for s in seeds_done], lv) for lv in LEVELS + ["all"]} for c in curricula})
+        for name, row in pooled.items():
+            print(f"{name:<10}" + "".join(f"{cell(row[lv]):>20}" for lv in LEVELS + ["all"]))
             summary["accuracy"].update({f"{decode}/{name}/{lv}": v for lv, v in row.items()})
-            print(f"{name:<7}" + "".join(f"{cell(row[lv]):>20}" for lv in LEVELS + ["all"]))
-        print(f"\npaired ({decode}): attempts only A right / only B right, exact McNemar p")
-        for x, y in (("sec", "base"), ("random", "base"), ("sec", "random")):
-            for lv in LEVELS + ["all"]:
-                t = mcnemar(*paired(recs[x], recs[y], lv))
-                summary["paired"].append({"decode": decode, "a": x, "b": y, "level": lv, **t})
-                if lv == "all" or t["p"] < 0.05:
-                    print(f"  {x:>6} vs {y:<6} {lv:<5} {t['only_a']:4d} / {t['only_b']:<4d} p = {t['p']:.4f}")
-
-    trained = [load_run(runs / f"train-arith-{c}") for c in CURRICULA]
-    print()
-    for line in training_table(trained):
-        print(line)
-    plot_training(trained, out / "training_curves.png")
-    plot_levels(plot_acc, {"base": "before", "sec": "after SEC", "random": "after random"}, out / "accuracy_per_level.png")
+        for c, s in have:
+            acc = accuracy([recs[(c, s)]], "all")
+            summary["accuracy"][f"{decode}/{c}-s{s}/all"] = acc
+            print(f"  {c} seed {s}: all levels {cell(acc)}")
+        plot_acc[decode] = pooled
+        print(f"\n{decode}: paired attempts (all levels), only A right / only B right, exact McNemar p; per seed, then summed")
+        pairs = [(x, y) for i, x in enumerate(curricula) for y in curricula[i + 1:]] + [(c, "base") for c in curricula]
+        for x, y in pairs:
+            per_seed = [paired(recs[(x, s)], base if y == "base" else recs[(y, s)], "all") for s in seeds_done]
+            if not per_seed:
+                continue
+            tot = mcnemar(sum(p for p, _ in per_seed), sum(q for _, q in per_seed))
+            summary["paired"].append({"decode": decode, "a": x, "b": y, "per_seed": per_seed, **tot})
+            seeds_txt = ", ".join(f"{p}/{q}" for p, q in per_seed)
+            print(f"  {x:>8} vs {y:<8} seeds [{seeds_txt}]  summed {tot['only_a']} / {tot['only_b']}  p = {tot['p']:.4f}")
+    trained = [load_run(runs / f"train-arith-{c}-s{s}") for c, s in have]
+    if trained:
+        print()
+        for line in training_table(trained):
+            print(line)
+        plot_training(trained, out / "training_curves.png")
+        plot_levels(plot_acc, {"base": "before", **{c: f"after {c} (seeds pooled)" for c in curricula}}, out / "accuracy_per_level.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"\nwrote {out / 'summary.json'}, {out / 'training_curves.png'}, {out / 'accuracy_per_level.png'}")
+    print(f"\nwrote {out / 'summary.json'}" + (f", {out / 'training_curves.png'}, {out / 'accuracy_per_level.png'}" if trained else ""))
 
 
 if __name__ == "__main__":
