@@ -183,7 +183,7 @@ def test_shipped_recipes_load():
 
 
 def test_training_logs_survive_a_line_cut_by_a_kill(tmp_path):
-    from strop.training.grpo import _truncate_jsonl, load_metrics
+    from strop.training.run_folder import _truncate_jsonl, load_metrics
 
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "reward": 0.5}\n{"step": 2, "reward": 0.25}\n{"step": 3, "rew')
     metrics, curriculum = load_metrics(tmp_path)
@@ -231,7 +231,7 @@ def test_problems_are_drawn_with_replacement_as_before_or_in_per_arm_passes():
 
 def test_recipe_options_reach_the_curriculum_and_old_checkpoints_still_load():
     from strop.training.curriculum import RandomCurriculum
-    from strop.training.grpo import _curriculum
+    from strop.training.entry import _curriculum
     from strop.training.recipe import recipe_from_dict
 
     raw = {"data": {"task": "arithmetic"}, "output": "x",

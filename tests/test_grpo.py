@@ -21,8 +21,10 @@ import trl  # noqa: F401 - the train extra is part of the test install; missing,
 
 from killed_runs import kill_after_first_checkpoint, resume
 from strop.training.advantages import group_advantages
-from strop.training.grpo import CURRICULUM_STATE, build_trainer, last_checkpoint, load_metrics, train
+from strop.training.entry import build_trainer, train
 from strop.training.recipe import recipe_from_dict
+from strop.training.run_folder import last_checkpoint, load_metrics
+from strop.training.sources import CURRICULUM_STATE
 from tiny_lm import build_tiny_lm
 
 pytestmark = pytest.mark.slow
@@ -81,7 +83,7 @@ def test_trl_advantages_are_group_advantages_and_batches_follow_the_curriculum(t
     original = trainer._after_generation
 
     def spy(out):
-        seen.append((out["advantages"].detach().cpu().numpy().copy(), list(trainer.rewards.last), list(trainer._arms_this_step)))
+        seen.append((out["advantages"].detach().cpu().numpy().copy(), list(trainer.rewards.last), list(trainer.row_source.drawn_arms)))
         original(out)
 
     trainer._after_generation = spy
@@ -142,6 +144,22 @@ def test_resume_refuses_another_recipe(tiny_model, say_seven, tmp_path):
         build_trainer(recipe_from_dict(other), quiet=True)
 
 
+def test_progress_goes_to_the_strop_training_logger_and_not_to_stdout(tiny_model, say_seven, tmp_path, caplog, capsys):
+    """A library that prints writes into whatever stdout the program embedding it has; strop's training logs instead.
+
+    The CLI shows the same lines (test_strop_train_and_report_from_the_command_line).
+    """
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="strop.training"):
+        train(recipe_from_dict(tiny_recipe(tiny_model, say_seven, tmp_path / "run", max_steps=2, save_steps=2)), quiet=False)
+        train(recipe_from_dict(tiny_recipe(tiny_model, say_seven, tmp_path / "run", max_steps=3, save_steps=2)), quiet=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "strop.training"]
+    assert [line.split("  ")[0] for line in lines if line.startswith("step ")] == ["step 1/2", "step 2/2", "step 3/3"]
+    assert f"resuming from {tmp_path / 'run' / 'checkpoint-2'}" in lines
+    assert "step " not in capsys.readouterr().out
+
+
 def test_strop_train_and_report_from_the_command_line(tiny_model, say_seven, tmp_path):
     import yaml
 
@@ -150,6 +168,7 @@ def test_strop_train_and_report_from_the_command_line(tiny_model, say_seven, tmp
     r = subprocess.run([sys.executable, "-m", "strop", "train", str(recipe)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "step 3/3  reward" in r.stdout and "trained 3 steps" in r.stdout
+    assert "step 3/3" not in r.stderr  # shown once: the CLI's handler, not the root handler as well
     r = subprocess.run([sys.executable, "-m", "strop", "report", str(tmp_path / "run"), "--plot", str(tmp_path / "c.png")],
                        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert r.returncode == 0, r.stderr
@@ -304,15 +323,15 @@ def test_dynamic_sampling_keeps_only_groups_with_signal_and_fills_the_batch(tiny
     scripted.__name__ = "correct"
     trainer.reward_funcs[0] = scripted
     batches = []
-    real = trainer._dynamic_batch
+    real = trainer._step_batch
 
-    def spy(n_local):
-        out = real(n_local)
-        batches.append(([a for a in trainer._arms_this_step[::8]], out["advantages"].reshape(4, 8).abs().sum(1).gt(0).tolist(),
+    def spy(inputs):
+        out = real(inputs)
+        batches.append(([a for a in trainer.row_source.drawn_arms[::8]], out["advantages"].reshape(4, 8).abs().sum(1).gt(0).tolist(),
                         int(out["completion_ids"].shape[0]), int(out["num_items_in_batch"]), int(out["completion_mask"].sum())))
         return out
 
-    trainer._dynamic_batch = spy
+    trainer._step_batch = spy
     trainer.train()
     metrics, curriculum = load_metrics(tmp_path / "run")
     assert len(batches) == 4 and any(len(b[0]) > 4 for b in batches)  # the seed makes some steps draw again

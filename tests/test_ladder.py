@@ -234,7 +234,8 @@ def test_the_arithmetic_ladder_recipe_trains_depths_in_order_and_never_on_an_eva
     from strop.cli.main import app
     from strop.ladder.training import ladder_recipe
     from strop.training.data import training_problems
-    from strop.training.grpo import build_trainer, load_metrics
+    from strop.training.entry import build_trainer
+    from strop.training.run_folder import load_metrics
     from tiny_lm import build_tiny_lm
 
     tree = tmp_path / "tree.jsonl"

@@ -228,8 +228,9 @@ def test_bad_rc_sections_are_clear_errors(body, needle):
 from killed_runs import kill_after_first_checkpoint, resume  # noqa: E402
 from strop.records import read_records  # noqa: E402
 from strop.training.advantages import group_advantages  # noqa: E402
-from strop.training.grpo import RC_LOG, build_trainer, load_metrics, train  # noqa: E402
-from strop.training.rc import RC_STATE  # noqa: E402
+from strop.training.entry import build_trainer, train  # noqa: E402
+from strop.training.rc import RC_LOG, RC_STATE  # noqa: E402
+from strop.training.run_folder import load_metrics  # noqa: E402
 from tiny_lm import build_tiny_lm  # noqa: E402
 
 
@@ -271,7 +272,7 @@ def test_trl_trains_each_drawn_state_as_one_group_of_k(tiny_model, questions, tm
         if trainer.model.training:
             prompts = trainer.processing_class.batch_decode(out["prompt_ids"], skip_special_tokens=True)
             seen.append((prompts, out["advantages"].detach().cpu().numpy().copy(), list(trainer.rewards.last),
-                         list(trainer.rc_rows.last_states)))
+                         list(trainer.row_source.last_states)))
         return out
 
     trainer._generate_and_score_completions = spy
@@ -282,8 +283,8 @@ def test_trl_trains_each_drawn_state_as_one_group_of_k(tiny_model, questions, tm
         rewards = np.array([s for _, s in book])
         np.testing.assert_allclose(adv, group_advantages(rewards, 4), atol=1e-5)  # per state
         for i, s in enumerate(states):
-            question = trainer.rc_rows.problems[s.problem_id].question
-            want = render_chat_text(trainer.processing_class, reason_prompt(trainer.rc_rows.config, question, s.summary), None)
+            question = trainer.row_source.problems[s.problem_id].question
+            want = render_chat_text(trainer.processing_class, reason_prompt(trainer.row_source.config, question, s.summary), None)
             # What TRL generated from, modulo the char tokenizer's unknown characters.
             want = trainer.processing_class.decode(trainer.processing_class(want)["input_ids"], skip_special_tokens=True)
             assert prompts[4 * i:4 * i + 4] == [want] * 4
@@ -317,6 +318,63 @@ def test_killed_rc_run_resumes_with_its_buffer(tiny_model, questions, tmp_path):
     s_whole = json.loads((tmp_path / "whole" / f"checkpoint-{steps}" / RC_STATE).read_text())
     s_killed = json.loads((tmp_path / "killed" / f"checkpoint-{steps}" / RC_STATE).read_text())
     assert s_killed == s_whole
+
+
+@pytest.mark.slow
+def test_dynamic_sampling_with_rc_rows_keeps_states_with_signal_and_draws_fresh_rollouts(tiny_model, questions, tmp_path):
+    """A scripted reward: traces from the empty summary all score 0 (no variance); from a summary they alternate 1, 0.
+
+    Each round rolls RC out for 2 more problems of the epoch order and draws 2
+    states of each (at most one of them the empty start), so a round has 2 to 4
+    groups with signal and some steps need a second round for the 4 the batch holds.
+    """
+    recipe = rc_recipe(tiny_model, questions, tmp_path / "run", max_steps=4)
+    recipe["dynamic_sampling"] = {"max_rounds": 2}
+    trainer = build_trainer(recipe_from_dict(recipe), quiet=True, rollout_backend=scripted())
+
+    def scripted_reward(completions, category, **_):
+        scores = [0.0 if c == EMPTY else float(i % 2) for i, c in enumerate(category)]
+        trainer.rewards.last = list(zip(category, scores))
+        return scores
+
+    scripted_reward.__name__ = "correct"
+    trainer.reward_funcs[0] = scripted_reward
+    steps = []
+    real = trainer._step_batch
+
+    def spy(inputs):
+        out = real(inputs)
+        prompts = trainer.processing_class.batch_decode(out["prompt_ids"][::4], skip_special_tokens=True)
+        steps.append((list(trainer.row_source.step_drawn), prompts, out["advantages"].reshape(4, 4).ne(0).any(1).tolist(),
+                      int(out["completion_ids"].shape[0]), int(out["num_items_in_batch"]), int(out["completion_mask"].sum())))
+        return out
+
+    trainer._step_batch = spy
+    trainer.train()
+    metrics, _ = load_metrics(tmp_path / "run")
+    log = read_records(tmp_path / "run" / RC_LOG)
+    assert len(steps) == 4 and any(len(drawn) > 4 for drawn, *_ in steps)  # some step drew a second round
+    problems_seen = []
+    for (drawn, prompts, signal, rows, items, mask), m, rec in zip(steps, metrics, log):
+        has_signal = [s.summary != "" for s in drawn]
+        # rounds of 4 states until 4 of them come from a summary, at most 2 extra rounds
+        need = next((r for r in range(3) if sum(has_signal[: 4 * (r + 1)]) >= 4), 2)
+        assert len(drawn) == 4 * (need + 1) and m["dynamic/extra_rounds"] == need and m["dynamic/groups_drawn"] == len(drawn)
+        assert m["dynamic/groups_with_signal"] == sum(has_signal)
+        kept = ([s for s in drawn if s.summary] + [s for s in drawn if not s.summary])[:4]  # signal first, in draw order
+        assert signal == [bool(s.summary) for s in kept]
+        for s, got in zip(kept, prompts):  # the batch trained on is exactly those states' prompts
+            question = trainer.row_source.problems[s.problem_id].question
+            want = render_chat_text(trainer.processing_class, reason_prompt(trainer.row_source.config, question, s.summary), None)
+            assert got == trainer.processing_class.decode(trainer.processing_class(want)["input_ids"], skip_special_tokens=True)
+        assert rows == 16 and items == mask  # a full batch, TRL's token count of the batch trained on
+        # the state log holds every state drawn, with its group's mean reward
+        assert [(st["problem_id"], st["summary"], st["turn"]) for st in rec["states"]] == [(s.problem_id, s.summary, s.turn) for s in drawn]
+        assert [st["reward"] for st in rec["states"]] == [0.5 if s.summary else 0.0 for s in drawn]
+        problems_seen += [s.problem_id for s in drawn[::2]]  # 2 states per problem, consecutive
+    # every round took the next problems of the epoch order: each epoch visits all 6 problems once
+    ids = sorted(trainer.row_source.ids)
+    assert len(problems_seen) >= 6 and all(sorted(problems_seen[i:i + 6]) == ids for i in range(0, len(problems_seen) - 5, 6))
 
 
 # ------------------------------------------------------------- templates and chat switches

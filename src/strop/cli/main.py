@@ -6,9 +6,11 @@ traceback means a bug in strop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import numpy as np
@@ -313,9 +315,49 @@ def train(
     _run_recipe(lambda overrides: load_recipe(recipe, overrides), max_steps, output, quiet, train_seed)
 
 
+@contextlib.contextmanager
+def _training_progress(show: bool) -> Iterator[None]:
+    """Show the library's progress lines (logger ``strop.training``, INFO) as plain lines on stdout while training.
+
+    Only that logger's own INFO records (a line per step, "resuming from ...")
+    are shown this way; warnings of it and its children still go to the root
+    handlers, and its children's INFO stays hidden. Nothing changes when
+    ``show`` is false (``--quiet``).
+    """
+    if not show:
+        yield
+        return
+    logger = logging.getLogger("strop.training")
+    lines = logging.StreamHandler(sys.stdout)
+    lines.setFormatter(logging.Formatter("%(message)s"))
+    lines.addFilter(lambda r: r.name == logger.name and r.levelno == logging.INFO)
+    # Not propagated while on (the root handler would print the INFO lines again, on stderr with a prefix);
+    # warnings and errors of the library, children included, still go to the root handlers.
+    to_root = _ToRoot(logging.WARNING)
+    saved = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(lines)
+    logger.addHandler(to_root)
+    try:
+        yield
+    finally:
+        logger.removeHandler(lines)
+        logger.removeHandler(to_root)
+        logger.setLevel(saved[0])  # setLevel, not .level =: it also clears logging's cache of enabled levels
+        logger.propagate = saved[1]
+
+
+class _ToRoot(logging.Handler):
+    """Hands records to the root logger's handlers (for a logger that does not propagate)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger().handle(record)
+
+
 def _run_recipe(load: Any, max_steps: int | None, output: str | None, quiet: bool, seed: int | None = None) -> None:
     """Train ``load(overrides)`` with the command line's overrides and print where everything went."""
-    from strop.training.grpo import train as run_training
+    from strop.training.entry import train as run_training
 
     overrides: dict[str, Any] = {}
     if seed is not None:
@@ -324,7 +366,10 @@ def _run_recipe(load: Any, max_steps: int | None, output: str | None, quiet: boo
         overrides["grpo.max_steps"] = max_steps
     if output is not None:
         overrides["output"] = output
-    result = run_training(load(overrides), quiet=quiet)
+    with _training_progress(not quiet):
+        result = run_training(load(overrides), quiet=quiet)
+    if not result.main_process:
+        return  # under accelerate launch, one summary (rank 0's)
     typer.echo(f"trained {result.steps} steps in {result.wall_s:.0f}s"
                + (f" (resumed from {result.resumed_from.name})" if result.resumed_from else ""))
     typer.echo(f"metrics: {result.output / 'metrics.jsonl'}; curriculum: {result.output / 'curriculum.jsonl'}")

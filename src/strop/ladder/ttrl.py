@@ -90,7 +90,7 @@ def test_time_rl(backend: Backend, task: Task, problem: Problem, rng: np.random.
     from strop.ladder.tree import TreeSpec, build_tree
     from strop.ladder.variants import kind_for_task
     from strop.training.curriculum import curriculum_class
-    from strop.training.grpo import grpo_args, lora_config, make_trainer
+    from strop.training.entry import grpo_args, lora_config, make_trainer
     from strop.training.recipe import LoraSpec
     from strop.training.rewards import RewardBook
 

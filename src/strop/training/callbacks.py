@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 from strop.errors import ConfigError
 from strop.tasks import Task
 from strop.training.recipe import TrainRecipe
+
+log = logging.getLogger("strop.training")
 
 
 def validation_callback(trainer: Any, recipe: TrainRecipe, train_task: Task, folder: Path):
@@ -70,11 +73,15 @@ def validation_callback(trainer: Any, recipe: TrainRecipe, train_task: Task, fol
     return Validation()
 
 
-def jsonl_callback(path: Path, quiet: bool):
+def jsonl_callback(path: Path):
+    """Metrics as JSON lines, and a progress line per step to the ``strop.training`` logger at INFO.
+
+    Whether that line is shown is the logging configuration's business: ``strop train`` shows it unless ``--quiet``.
+    """
     from transformers import TrainerCallback
 
     class JsonlMetrics(TrainerCallback):
-        """One JSON line per logging step, with wall time per step; a compact progress line unless quiet."""
+        """One JSON line per logging step, with wall time per step, and a compact progress line logged."""
 
         def __init__(self) -> None:
             self.t0 = time.perf_counter()
@@ -93,13 +100,13 @@ def jsonl_callback(path: Path, quiet: bool):
             self.last_step, self.last_t = state.global_step, now
             with path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
-            if not quiet:
+            if log.isEnabledFor(logging.INFO):
                 mix = " ".join(f"{k.split('/')[-1]}:{v:.2f}" for k, v in logs.items() if k.startswith("curriculum/share/"))
-                print(f"step {state.global_step}/{state.max_steps}  reward {logs['reward']:.3f}  "
-                      f"zero-std {logs.get('frac_reward_zero_std', float('nan')):.2f}  "
-                      f"len {logs.get('completions/mean_length', float('nan')):.1f}  "
-                      f"{rec['wall_per_step_s']:.1f}s/step" + (f"  mix {mix}" if mix else "")
-                      + (f"  held-out {logs['eval/accuracy']:.3f}" if "eval/accuracy" in logs else ""), flush=True)
+                log.info(f"step {state.global_step}/{state.max_steps}  reward {logs['reward']:.3f}  "
+                         f"zero-std {logs.get('frac_reward_zero_std', float('nan')):.2f}  "
+                         f"len {logs.get('completions/mean_length', float('nan')):.1f}  "
+                         f"{rec['wall_per_step_s']:.1f}s/step" + (f"  mix {mix}" if mix else "")
+                         + (f"  held-out {logs['eval/accuracy']:.3f}" if "eval/accuracy" in logs else ""))
 
     return JsonlMetrics()
 

@@ -44,8 +44,10 @@ from strop.methods.rc_prompts import RCPrompts, load_prompts, write_prompts
 from strop.tasks import Problem, Task
 from strop.training.data import render_chat_text
 from strop.training.recipe import RCSpec
+from strop.training.sources import PolicyBackend
 
 RC_STATE = "strop_rc_state.json"
+RC_LOG = "rc_states.jsonl"  # the run folder's per-step record of the states drawn
 # The run folder's copy of the RC templates trained on: ``strop eval --rc-prompts <run>/rc_prompts`` asks the same way.
 RC_PROMPTS = "rc_prompts"
 EMPTY, SUMMARY = "empty summary", "from summary"
@@ -156,6 +158,11 @@ def rc_rollouts(backend: Backend, questions: Sequence[str], starts: Sequence[RCS
 class RCRows:
     """The rows of each RC training step: K copies of each drawn state's prompt, groups of K consecutive.
 
+    A ``training.sources.RowSource``: ``draw`` rolls RC out with the current
+    policy and returns the drawn states' rows; ``learn`` writes the step's
+    record (every state drawn since the last ``learn``, with its group's mean
+    reward).
+
     Args:
         spec: the recipe's ``rc`` section.
         task, problems: what is trained on (the reward looks problems up by id).
@@ -169,6 +176,8 @@ class RCRows:
 
     The RC templates are the recipe's (``rc.prompts``), for rollouts and traces alike.
     """
+
+    checkpoint_name = RC_STATE
 
     def __init__(self, spec: RCSpec, task: Task, problems: Sequence[Problem], tokenizer: Any, *, reasoning_tokens: int,
                  temperature: float, num_generations: int, seed: int, system: str | None = None, log: Path | None = None,
@@ -189,7 +198,9 @@ class RCRows:
         self.order: list[int] = []
         self.pos = 0
         self.epoch = 0
-        self.last_states: list[RCState] = []
+        self.last_states: list[RCState] = []  # the latest draw's states
+        self.step_drawn: list[RCState] = []  # every state drawn in the current (or last learnt) step, in order
+        self._learnt = True  # the next draw starts a step
 
     def _seed_buffer(self, path: Path) -> None:
         """Start the buffer from a JSONL file of {problem_id, summary, turn (default 1)}: RC continues from those states."""
@@ -235,7 +246,10 @@ class RCRows:
             drawn.extend(draw_states(candidate_states(p.id, start, states, self.spec.candidates), n_summ, self.rng))
             if self.spec.buffer:
                 self.buffer.put_all(states if self.spec.keep == "all" else states[-1:])
+        if self._learnt:  # the first draw of a step
+            self.step_drawn, self._learnt = [], False
         self.last_states = drawn
+        self.step_drawn += drawn
         return drawn
 
     def rows(self, states: Sequence[RCState]) -> list[dict]:
@@ -248,12 +262,24 @@ class RCRows:
             rows.extend([row] * self.k)
         return rows
 
-    def record(self, step: int, rewards: Sequence[float]) -> dict[str, Any]:
-        """The step's log line: every drawn state with its group's mean reward, the epoch and the buffer size."""
+    # ------------------------------------------------------------ a RowSource
+    def draw(self, groups: int, policy: PolicyBackend) -> list[dict]:
+        """RC rollouts with the policy (``policy()`` gives its backend), then K rows per drawn state."""
+        with policy() as backend:
+            states = self.step_states(backend, groups)
+        return self.rows(states)
+
+    def learn(self, step: int, advantages: np.ndarray, book: Sequence[tuple[str, float]], write: bool) -> dict[str, float]:
+        self._learnt = True
+        rec = self.record(step, [score for _, score in book], write=write)
+        return {"rc/buffer": float(rec["buffer"]), "rc/mean_turn": float(np.mean([st["turn"] for st in rec["states"]]))}
+
+    def record(self, step: int, rewards: Sequence[float], *, write: bool = True) -> dict[str, Any]:
+        """The step's log line: every state drawn this step with its group's mean reward, the epoch and the buffer size."""
         k = self.k
-        states = [{**asdict(s), "reward": float(np.mean(rewards[i * k:(i + 1) * k]))} for i, s in enumerate(self.last_states)]
+        states = [{**asdict(s), "reward": float(np.mean(rewards[i * k:(i + 1) * k]))} for i, s in enumerate(self.step_drawn)]
         rec = {"step": step, "epoch": self.epoch, "buffer": len(self.buffer), "states": states}
-        if self.log is not None:
+        if self.log is not None and write:
             with self.log.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
         return rec

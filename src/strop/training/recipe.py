@@ -212,10 +212,11 @@ class DynamicSamplingSpec:
 
     Prompt groups whose rewards all agree (zero variance: no advantage, no
     gradient) are dropped and replaced by groups drawn afresh from the
-    curriculum, for up to ``max_rounds`` extra generation rounds per step; a
+    curriculum (or, in an RC recipe, from fresh RC rollouts of the next
+    problems), for up to ``max_rounds`` extra generation rounds per step; a
     batch still short after them is filled with the dropped groups (which
     contribute no gradient, as without the option). Every drawn group still
-    teaches the curriculum (SEC's Q).
+    teaches the source (SEC's Q; RC's buffer and state log).
     """
 
     max_rounds: int = 3
@@ -335,9 +336,9 @@ def recipe_from_dict(raw: Mapping[str, Any]) -> TrainRecipe:
     if raw.get("dynamic_sampling") not in (None, False):
         dynamic = _build(DynamicSamplingSpec, {} if raw["dynamic_sampling"] is True else raw["dynamic_sampling"], "dynamic_sampling")
         kind = curriculum_raw.get("kind", "sec") if isinstance(curriculum_raw, Mapping) else "sec"
-        if rc is not None or kind == "none":
-            raise ConfigError("dynamic_sampling draws replacement groups from the curriculum: it needs curriculum.kind "
-                              "sec, random, schedule or your own (not none, and not an rc recipe yet)")
+        if rc is None and kind == "none":
+            raise ConfigError("dynamic_sampling draws replacement groups from the curriculum or from RC: it needs "
+                              "curriculum.kind sec, random, schedule or your own (not none), or an rc section")
     return TrainRecipe(
         data=_build(DataSpec, raw["data"], "data"),
         output=str(raw["output"]),

@@ -16,7 +16,7 @@ import numpy as np
 
 from strop.errors import StropError
 from strop.evaluation.report import _plt
-from strop.training.grpo import load_metrics
+from strop.training.run_folder import load_metrics
 
 
 def is_training_run(folder: str | Path) -> bool:

@@ -75,7 +75,11 @@ def _check_same_recipe(output: Path, recipe: TrainRecipe) -> None:
 
         if strip(old) != strip(current):
             raise ConfigError(f"{output} holds a run of a different recipe; use another output folder or delete it")
-    saved.write_text(json.dumps(current, indent=2))
+    # Atomically (a temporary file renamed over it): under accelerate launch every rank checks and writes it at
+    # once, and a rank must never read a file another rank has just truncated.
+    tmp = saved.with_name(f"{saved.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(current, indent=2))
+    os.replace(tmp, saved)
 
 
 def load_metrics(output: str | os.PathLike) -> tuple[list[dict], list[dict]]:
