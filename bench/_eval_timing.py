@@ -14,12 +14,13 @@ from strop.tasks import get_task
 
 
 def timed_eval(backend: Backend, backend_name: str, method: str, kwargs: dict[str, Any], problems: list, out: Path,
-               in_flight: int, seed: int) -> tuple[dict, float, list[dict]]:
-    """Run the arithmetic eval of ``method`` with ``in_flight`` attempts at once; returns (metrics, wall seconds,
-    records). Closes ``backend``."""
+               in_flight: int, seed: int, samples: int = 1) -> tuple[dict, float, list[dict]]:
+    """Run the arithmetic eval of ``method`` (``samples`` attempts per problem) with ``in_flight`` attempts at once;
+    returns (metrics, wall seconds, records). Closes ``backend``."""
     if out.exists():
         shutil.rmtree(out)  # a timing must not resume
     spec = EvalSpec(task="arithmetic", method=method, backend=backend_name, model=None, seed=seed, limit=len(problems),
+                    samples=samples,
                     method_config={k: str(v) for k, v in kwargs.items()})
     try:
         started = time.perf_counter()

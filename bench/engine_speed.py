@@ -1,6 +1,6 @@
 """The engine's batching, measured side by side in one run: power sampling over many problems.
 
-    python bench/engine_speed.py [--problems 32] [--backends llamacpp,hf] [--out bench/results/engine_speed]
+    python bench/engine_speed.py [--problems 32] [--samples 1] [--backends llamacpp,hf] [--out bench/results/engine_speed]
 
 What ``strop eval --task arithmetic --method power --limit 32 --seed 2026
 --block-size 16 --mcmc-steps 10 --max-tokens 48 [--batch-size 1]`` does,
@@ -10,6 +10,9 @@ in-process (the same ``evaluate`` call), on the embedded model, twice per backen
   each round their pending proposals are decoded together.
 Same problems (the task's first level, one-digit sums "a + b = ?", seed 2026), same per-attempt seeds,
 same settings (alpha 4, blocks of 16 tokens, 10 MH steps, at most 48 tokens).
+With ``--samples K`` every problem gets K chains (``strop eval --samples K``, as for
+pass@k): K x problems chains, so the batch stays full for longer before the last,
+longest chains decode alone.
 Reports seconds per problem, the speed-up, decoded tokens per second, and
 accuracy with 95% intervals (the batched run draws from the same random
 streams; float rounding in batched kernels may flip a rare token). Results go
@@ -33,10 +36,10 @@ SETTINGS = {"alpha": 4.0, "block_size": 16, "mcmc_steps": 10, "max_tokens": 48, 
 SEED = 2026
 
 
-def run(backend_name: str, in_flight: int, problems: list, out: Path) -> dict:
+def run(backend_name: str, in_flight: int, problems: list, out: Path, samples: int) -> dict:
     kwargs = method_settings("power", **SETTINGS)
     metrics, wall, records = timed_eval(load_backend(backend_name), backend_name, "power", kwargs, problems, out,
-                                        in_flight, SEED)
+                                        in_flight, SEED, samples)
     o = metrics["overall"]
     tokens = o["mean_tokens_per_attempt"] * o["attempts"]
     seconds = [r["seconds"] for r in records]
@@ -45,7 +48,7 @@ def run(backend_name: str, in_flight: int, problems: list, out: Path) -> dict:
         # One at a time, a record's seconds are its chain's time. A chain's MH steps are sequential, so no batching
         # can finish the run faster than its longest chain: sum / max bounds the per-problem speed-up (Amdahl).
         extra = {"longest_chain_s": round(max(seconds), 2), "speedup_bound": round(sum(seconds) / max(seconds), 2)}
-    return {**extra, "in_flight": in_flight, "wall_s": round(wall, 2), "s_per_problem": round(wall / len(problems), 3),
+    return {**extra, "in_flight": in_flight, "chains": len(records), "wall_s": round(wall, 2), "s_per_problem": round(wall / len(problems), 3),
             "tokens_per_s": round(tokens / wall, 1), "accuracy": o["accuracy"], "ci95": [round(x, 3) for x in o["ci95"]],
             "decoded_tokens": int(tokens)}
 
@@ -53,6 +56,7 @@ def run(backend_name: str, in_flight: int, problems: list, out: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--problems", type=int, default=32)
+    ap.add_argument("--samples", type=int, default=1, help="chains per problem (strop eval --samples)")
     ap.add_argument("--backends", default="llamacpp,hf")
     ap.add_argument("--in-flight", type=int, default=None, help="chains in flight when batched (default: 16 llamacpp, 32 hf)")
     ap.add_argument("--out", default="bench/results/engine_speed")
@@ -60,11 +64,11 @@ def main() -> None:
     out = Path(args.out)
     problems = get_task("arithmetic").load(None, limit=args.problems, seed=SEED)  # the first level: one-digit sums
     summary: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
-                     "problems": len(problems), "settings": SETTINGS, "backends": {}}
+                     "problems": len(problems), "samples": args.samples, "settings": SETTINGS, "backends": {}}
     for name in args.backends.split(","):
         batched = args.in_flight or (16 if name == "llamacpp" else 32)
-        one = run(name, 1, problems, out / f"{name}-one")
-        many = run(name, batched, problems, out / f"{name}-batched")
+        one = run(name, 1, problems, out / f"{name}-one", args.samples)
+        many = run(name, batched, problems, out / f"{name}-batched", args.samples)
         summary["backends"][name] = {"one_at_a_time": one, "batched": many,
                                      "speedup_per_problem": round(one["s_per_problem"] / many["s_per_problem"], 2)}
         print(json.dumps({name: summary["backends"][name]}, indent=1), flush=True)

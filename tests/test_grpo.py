@@ -160,6 +160,30 @@ def test_progress_goes_to_the_strop_training_logger_and_not_to_stdout(tiny_model
     assert "step " not in capsys.readouterr().out
 
 
+def test_a_wall_clock_budget_stops_with_a_checkpoint_counts_earlier_runs_and_can_grow(tiny_model, say_seven, tmp_path):
+    """max_wall_s: the first step past the budget is the last, with a checkpoint; a rerun counts the wall time that
+    metrics.jsonl already holds (nothing to train), and a larger budget on the same folder goes on from there."""
+    from strop.training.run_folder import wall_so_far
+
+    val = {"every": 100, "data": str(say_seven), "limit": 4, "method": "greedy", "max_tokens": 4}
+
+    def run(budget: float):
+        return train(recipe_from_dict({**tiny_recipe(tiny_model, say_seven, tmp_path / "run", max_steps=50),
+                                       "max_wall_s": budget, "eval": val}), quiet=True)
+
+    first = run(1e-3)  # any step takes longer: exactly one step
+    assert first.steps == 1 and (tmp_path / "run" / "checkpoint-1").is_dir() and first.final_model.is_dir()
+    assert "eval/accuracy" in load_metrics(tmp_path / "run")[0][0]  # the step the budget stopped at is validated
+    spent = wall_so_far(tmp_path / "run")
+    assert spent > 1e-3
+    again = run(spent * 0.5)  # already spent: no step trained, nothing written again
+    assert again.steps == 1 and [r["step"] for r in load_metrics(tmp_path / "run")[0]] == [1]
+    more = run(spent + 1e-3)  # the budget grew: one more step (this run's own clock) past it
+    assert more.steps == 2 and [(r["step"], "eval/accuracy" in r) for r in load_metrics(tmp_path / "run")[0]] == [(1, True), (2, True)]
+    with pytest.raises(Exception, match="max_wall_s must be"):
+        recipe_from_dict({**tiny_recipe(tiny_model, say_seven, tmp_path / "x"), "max_wall_s": 0})
+
+
 def test_strop_train_and_report_from_the_command_line(tiny_model, say_seven, tmp_path):
     import yaml
 

@@ -53,6 +53,8 @@ PANEL_S, PANEL_P, PANEL_R, PANEL_T = "Sampling", "Power sampling", "RC / self-re
 MethodOpt = Annotated[str, typer.Option(help=f"Method: {', '.join(method_names())}; eval only: {', '.join(solver_names())}"
                                                 " (problem-level solvers; ttrl: test-time variant RL, --backend hf).")]
 BackendOpt = Annotated[str, typer.Option(help="Backend: llamacpp (default), hf, openai.")]
+MaxWallOpt = Annotated[float | None, typer.Option(help="Wall-clock budget in seconds (recipe max_wall_s): stop, with a checkpoint, "
+                                                       "at the end of the first step past it, counting earlier runs of the folder.")]
 CategoryOpt = Annotated[list[str] | None, typer.Option(help="Only problems of this category (repeatable), e.g. arithmetic levels d3o1, d3o2; before --limit.")]
 ModelOpt = Annotated[str | None, typer.Option(help="GGUF file, HF model folder or hub id; default: the embedded SmolLM2-135M-Instruct."
                                                       " With --backend openai: the server's model name.")]
@@ -308,11 +310,12 @@ def train(
     output: Annotated[str | None, typer.Option(help="Override the recipe's output folder.")] = None,
     train_seed: TrainSeedOpt = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar or per-step lines.")] = False,
+    max_wall_s: MaxWallOpt = None,
 ) -> None:
     """GRPO on a strop task through TRL, with a curriculum (SEC, random, schedule). Resumes from the last checkpoint in the output folder."""
     from strop.training.recipe import load_recipe
 
-    _run_recipe(lambda overrides: load_recipe(recipe, overrides), max_steps, output, quiet, train_seed)
+    _run_recipe(lambda overrides: load_recipe(recipe, overrides), max_steps, output, quiet, train_seed, max_wall_s)
 
 
 @contextlib.contextmanager
@@ -355,11 +358,14 @@ class _ToRoot(logging.Handler):
         logging.getLogger().handle(record)
 
 
-def _run_recipe(load: Any, max_steps: int | None, output: str | None, quiet: bool, seed: int | None = None) -> None:
+def _run_recipe(load: Any, max_steps: int | None, output: str | None, quiet: bool, seed: int | None = None,
+                max_wall_s: float | None = None) -> None:
     """Train ``load(overrides)`` with the command line's overrides and print where everything went."""
     from strop.training.entry import train as run_training
 
     overrides: dict[str, Any] = {}
+    if max_wall_s is not None:
+        overrides["max_wall_s"] = max_wall_s
     if seed is not None:
         overrides["grpo.seed"] = overrides["curriculum.seed"] = seed
     if max_steps is not None:
@@ -431,11 +437,12 @@ def ladder_train(
     output: Annotated[str | None, typer.Option(help="Override the recipe's output folder.")] = None,
     train_seed: TrainSeedOpt = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar or per-step lines.")] = False,
+    max_wall_s: MaxWallOpt = None,
 ) -> None:
     """GRPO on a variant tree: its depths are the curriculum's arms, easiest (deepest) first."""
     from strop.ladder.training import ladder_recipe
 
-    _run_recipe(lambda overrides: ladder_recipe(tree, recipe, overrides), max_steps, output, quiet, train_seed)
+    _run_recipe(lambda overrides: ladder_recipe(tree, recipe, overrides), max_steps, output, quiet, train_seed, max_wall_s)
 
 
 bench_app = typer.Typer(help="Benchmarks that print a table and write JSON and a PNG plot.", no_args_is_help=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,8 @@ def validation_callback(trainer: Any, recipe: TrainRecipe, train_task: Task, fol
     class Validation(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             step = state.global_step
-            if step % v.every and step != state.max_steps:
-                return
+            if step % v.every and step != state.max_steps and not control.should_training_stop:
+                return  # not a validation step, nor the last one (max_steps, or a wall-clock budget's stop)
             if not trainer.accelerator.is_main_process:
                 return  # rank 0 evaluates; the others wait for it at the next collective
             from strop.backends.hf import HFBackend
@@ -109,6 +110,33 @@ def jsonl_callback(path: Path):
                          + (f"  held-out {logs['eval/accuracy']:.3f}" if "eval/accuracy" in logs else ""))
 
     return JsonlMetrics()
+
+
+def wall_budget_callback(trainer: Any, budget_s: float, prior_s: Callable[[], float]):
+    """Stop training (with a checkpoint) at the end of the first step whose wall time, ``prior_s()`` (earlier runs of
+    this folder, read when training begins) plus this run's, reaches ``budget_s``. Registered before the validation
+    callback, which then validates the stopping step. Rank 0's clock decides for every rank: ranks that disagreed
+    at the boundary would wait for each other forever."""
+    from transformers import TrainerCallback
+
+    class WallBudget(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.t0, self.prior = time.perf_counter(), prior_s()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            spent = self.prior + time.perf_counter() - self.t0
+            stop = [spent >= budget_s]
+            if trainer.accelerator.num_processes > 1:
+                from accelerate.utils import broadcast_object_list
+
+                broadcast_object_list(stop, from_process=0)
+            if stop[0]:
+                if state.is_world_process_zero:
+                    log.info(f"wall-clock budget reached ({spent:.0f}s of {budget_s:.0f}s): stopping after step {state.global_step}")
+                control.should_training_stop = True
+                control.should_save = True  # the stopped run resumes (or is extended) from here
+
+    return WallBudget()
 
 
 def bar_only():

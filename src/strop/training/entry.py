@@ -19,14 +19,14 @@ import numpy as np
 
 from strop.errors import ConfigError
 from strop.tasks import Problem, Task
-from strop.training.callbacks import bar_only, jsonl_callback, validation_callback
+from strop.training.callbacks import bar_only, jsonl_callback, validation_callback, wall_budget_callback
 from strop.training.curriculum import Curriculum, curriculum_class
 from strop.training.data import arms_of, prompt_rows, training_problems
 from strop.training.grpo import _trainer_class
 from strop.training.rc import RC_LOG, RC_PROMPTS, RCRows, keep_prompts
 from strop.training.recipe import TrainRecipe
 from strop.training.rewards import RewardBook
-from strop.training.run_folder import _check_same_recipe, _truncate_jsonl, checkpoint_step, last_checkpoint
+from strop.training.run_folder import _check_same_recipe, _truncate_jsonl, checkpoint_step, last_checkpoint, wall_so_far
 from strop.training.sources import CurriculumRows, RowSource
 
 log = logging.getLogger("strop.training")
@@ -177,10 +177,16 @@ def build_trainer(recipe: TrainRecipe, *, quiet: bool = False, rollout_backend: 
         template_kwargs=recipe.model.chat_template_kwargs,
         dynamic_rounds=recipe.dynamic_sampling.max_rounds if recipe.dynamic_sampling is not None else 0,
     )
+    if recipe.max_wall_s is not None:  # before validation, so that the step it stops at is validated
+        trainer.add_callback(wall_budget_callback(trainer, recipe.max_wall_s, lambda: wall_so_far(output)))
     if recipe.eval is not None:
         trainer.add_callback(validation_callback(trainer, recipe, task, output / VALIDATION))
     trainer.add_callback(jsonl_callback(output / "metrics.jsonl"))
     return trainer
+
+
+def _budget_spent(recipe: TrainRecipe, prior_s: float) -> bool:
+    return recipe.max_wall_s is not None and prior_s >= recipe.max_wall_s
 
 
 def train(recipe: TrainRecipe, *, quiet: bool = False, rollout_backend: Any = None) -> TrainResult:
@@ -199,10 +205,13 @@ def train(recipe: TrainRecipe, *, quiet: bool = False, rollout_backend: Any = No
     if trainer.accelerator.is_main_process:  # the process that writes them
         for name in ("metrics.jsonl", CURRICULUM_LOG, RC_LOG):
             _truncate_jsonl(output / name, step0)
+    prior_s = wall_so_far(output)  # after the truncation: what the checkpoint's steps took
     t0 = time.perf_counter()
-    if resume is not None and step0 >= trainer.args.max_steps:
+    if resume is not None and (step0 >= trainer.args.max_steps or _budget_spent(recipe, prior_s)):
         if trainer.accelerator.is_main_process:
-            log.info("%s already holds %d steps (max_steps %d): nothing to train", output, step0, trainer.args.max_steps)
+            why = (f"max_steps {trainer.args.max_steps}" if step0 >= trainer.args.max_steps
+                   else f"{prior_s:.0f}s of the {recipe.max_wall_s:.0f}s wall-clock budget spent")
+            log.info("%s already holds %d steps (%s): nothing to train", output, step0, why)
         trainer._load_from_checkpoint(str(resume))
         trainer.state.global_step = step0
     else:

@@ -271,6 +271,14 @@ class TrainRecipe:
     rc: RCSpec | None = None
     eval: ValidationSpec | None = None
     dynamic_sampling: DynamicSamplingSpec | None = None
+    # A wall-clock budget (seconds of training as metrics.jsonl counts them: the sum of seconds per step, validation
+    # included, across resumes): training stops at the end of the first step past it. May change between resumes.
+    max_wall_s: float | None = None
+
+    def __post_init__(self) -> None:
+        w = self.max_wall_s
+        if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0):
+            raise ConfigError(f"max_wall_s must be a number of seconds > 0, got {w!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"grpo": dict(self.grpo)}
@@ -300,7 +308,8 @@ def _grpo_fields() -> set[str]:
 
 
 def recipe_from_dict(raw: Mapping[str, Any]) -> TrainRecipe:
-    """Validate a parsed recipe. Top-level keys: model, data, curriculum, reward, grpo, output, tensorboard, rc, eval, dynamic_sampling."""
+    """Validate a parsed recipe. Top-level keys: model, data, curriculum, reward, grpo, output, tensorboard, rc, eval, dynamic_sampling,
+    max_wall_s."""
     if not isinstance(raw, Mapping):
         raise ConfigError("a recipe must be a YAML mapping")
     top = {f.name for f in dataclasses.fields(TrainRecipe)}
@@ -350,6 +359,7 @@ def recipe_from_dict(raw: Mapping[str, Any]) -> TrainRecipe:
         tensorboard=bool(raw.get("tensorboard", False)),
         eval=None if raw.get("eval") in (None, False) else _build(ValidationSpec, raw["eval"], "eval"),
         dynamic_sampling=dynamic,
+        max_wall_s=raw.get("max_wall_s"),
     )
 
 

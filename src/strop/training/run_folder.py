@@ -49,10 +49,15 @@ def _truncate_jsonl(path: Path, step: int) -> None:
         path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
 
+def wall_so_far(output: Path) -> float:
+    """Seconds of training the run folder's metrics.jsonl counts (the sum of its seconds per step)."""
+    return sum(float(r.get("wall_per_step_s", 0.0)) for r in load_metrics(output)[0])
+
+
 def _check_same_recipe(output: Path, recipe: TrainRecipe) -> None:
     """Refuse to resume a folder that holds another recipe's run.
 
-    ``max_steps`` may grow (extend a finished run), and ``output`` is the folder
+    ``max_steps`` may grow (extend a finished run), ``max_wall_s`` may change, and ``output`` is the folder
     itself however it is spelled (relative, absolute, ``--output``).
     """
     saved = output / "recipe.json"
@@ -69,7 +74,7 @@ def _check_same_recipe(output: Path, recipe: TrainRecipe) -> None:
             data = {**d["data"], "verifier": None if d["data"].get("verifier") == "math" else d["data"].get("verifier")}
             # curriculum q0, update, sampling, options came later too: their defaults are what older runs did.
             curriculum = {"q0": 0.0, "update": "drawn", "sampling": "with_replacement", "options": {}, **d["curriculum"]}
-            return {**d, "output": None, "rc": rc, "model": model, "data": data, "curriculum": curriculum, "eval": d.get("eval"),
+            return {**d, "output": None, "max_wall_s": None, "rc": rc, "model": model, "data": data, "curriculum": curriculum, "eval": d.get("eval"),
                     "dynamic_sampling": d.get("dynamic_sampling"),
                     "grpo": {k: v for k, v in d["grpo"].items() if k != "max_steps"}}
 
