@@ -127,7 +127,11 @@ def test_pack_moves_fed_slots_to_the_front_with_their_tokens_and_keys():
     kv.commit()
     assert kv.pack([3, 1]) == {3: 0, 0: 3}  # 1 is already in front; 3 takes the free place 0
     assert kv.tokens == [[4], [2], [3], [1]] and kv._keys[0][:, 0, 0, 0].tolist() == [3.0, 1.0, 2.0, 0.0]
-    moves = kv.pack([2, 0], ordered=True)  # slot 2 to index 0, slot 0 to index 1
+    moves = kv.pack([2], [0])  # two blocks: slot 2 to index 0, then slot 0 to index 1
     assert [kv.tokens[moves.get(s, s)] for s in range(4)] == [[4], [2], [3], [1]]
     assert kv.tokens[:2] == [[3], [4]] and kv._keys[0][:2, 0, 0, 0].tolist() == [2.0, 3.0]
     assert kv.live[:, :1].all()
+    # Live rows already in front stay where they are; only the joining row moves, into the index after them.
+    moves = kv.pack([1, 0], [3])
+    assert moves == {3: 2, 2: 3} and kv.tokens == [[3], [4], [1], [2]]
+    assert kv._keys[0][:, 0, 0, 0].tolist() == [2.0, 3.0, 0.0, 1.0]

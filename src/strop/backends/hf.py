@@ -273,7 +273,9 @@ class HFBackend(Backend):
             # moved to the front. New rows whose prompts need several tokens get their own forward pass (new rows
             # first, then the live rows): in one pass every live row would be padded to the longest prompt.
             split = bool(new and active and max(len(r.ids) - r.keep for r in new) > 1)
-            moves = kv.pack([r.slot for r in rows], ordered=split)
+            # Split: the live rows first (already in front since the last step: no move), the joining rows after them.
+            groups = [[r.slot for r in active], [r.slot for r in new]] if split else [[r.slot for r in rows]]
+            moves = kv.pack(*groups)
             if moves:
                 used = list(self._slot_used)
                 for old_slot, new_slot in moves.items():

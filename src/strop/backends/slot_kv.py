@@ -55,6 +55,7 @@ class SlotKV:
         self.live = np.zeros((rows, 0), dtype=bool)
         self._keys: list[torch.Tensor] = []
         self._values: list[torch.Tensor] = []
+        self._scratch: torch.Tensor | None = None  # one row of a layer's buffer, for swaps
         self._pending: tuple[int, int, int, np.ndarray, dict[int, list[int]]] | None = None  # (lo, hi, k, valid, feed)
         self.lo = 0  # the first row of the forward pass being prepared
         self.cache = _SlotCache(self)
@@ -68,30 +69,34 @@ class SlotKV:
         del self.cols[slot][n:]
         del self.tokens[slot][n:]
 
-    def pack(self, fed: Sequence[int], *, ordered: bool = False) -> dict[int, int]:
-        """Move the slots in ``fed`` to indices ``0..len(fed)-1`` (``fed[i]`` to ``i`` if ``ordered``, else with as
-        few moves as possible), swapping them with other slots; returns {old index: new index} of every moved slot.
+    def pack(self, *groups: Sequence[int]) -> dict[int, int]:
+        """Move the slots of ``groups`` to the front: each group to a contiguous block of indices, after the previous
+        group's, in any order within its block and with as few moves as possible (a slot already inside its block
+        stays); returns {old index: new index} of every moved slot.
 
         A forward pass covers every slot from the lowest to the highest fed
         one, so a fed slot at index 30 with 2 rows live would compute 31 rows.
-        Swapping keeps each slot's tokens (an idle slot's cache stays
-        reusable), at the cost of copying two rows of the buffer.
+        Two groups give two contiguous forward passes (the hf backend: the
+        live rows, then the rows joining with several prompt tokens, which go
+        last so that the live rows, already in front, need not move). Swapping
+        keeps each slot's tokens (an idle slot's cache stays reusable), at the
+        cost of copying two rows of the buffer.
         """
-        n = len(fed)
-        if ordered:
-            targets = list(enumerate(fed))
-        else:
-            fed_set = set(fed)
-            targets = list(zip((s for s in range(n) if s not in fed_set), sorted(s for s in fed if s >= n)))
         pos = list(range(self.rows))  # pos[slot] = the index it is at now
         at = list(range(self.rows))  # at[index] = the slot there now
-        for i, s in targets:
-            j = pos[s]
-            if j != i:
+        start = 0
+        for group in groups:
+            end = start + len(group)
+            members = set(group)
+            holes = [i for i in range(start, end) if at[i] not in members]
+            outside = sorted((s for s in group if not start <= pos[s] < end), key=lambda s: pos[s])
+            for i, s in zip(holes, outside):
+                j = pos[s]
                 self._swap(i, j)
                 other = at[i]
                 at[i], at[j] = s, other
                 pos[s], pos[other] = i, j
+            start = end
         return {s: p for s, p in enumerate(pos) if p != s}
 
     def _swap(self, a: int, b: int) -> None:
@@ -99,9 +104,15 @@ class SlotKV:
         with torch.inference_mode():
             for bufs in (self._keys, self._values):
                 for t in bufs:
-                    ta = t[a, :, :w].clone()
-                    t[a, :, :w] = t[b, :, :w]
-                    t[b, :, :w] = ta
+                    # Through one reused scratch buffer: a fresh clone per layer was an allocation (and page faults)
+                    # per copy, a fifth of a server's time under load when rows joined often.
+                    if self._scratch is None or self._scratch.shape[1] < w or self._scratch.shape[0] != t.shape[1] \
+                            or self._scratch.shape[2] != t.shape[3] or self._scratch.dtype != t.dtype:
+                        self._scratch = t.new_empty(t.shape[1], max(w, self.capacity), t.shape[3])
+                    tmp = self._scratch[:, :w]
+                    tmp.copy_(t[a, :, :w])
+                    t[a, :, :w].copy_(t[b, :, :w])
+                    t[b, :, :w].copy_(tmp)
         self.live[[a, b]] = self.live[[b, a]]
         self.tokens[a], self.tokens[b] = self.tokens[b], self.tokens[a]
         self.cols[a], self.cols[b] = self.cols[b], self.cols[a]
