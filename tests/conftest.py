@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -65,3 +68,22 @@ def empirical(samples: list) -> dict:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """The tiny in-test LM (tests/tiny_lm.py), built once per module (a module may override it)."""
+    from tiny_lm import build_tiny_lm
+
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="module")
+def say_seven(tmp_path_factory) -> Path:
+    """A verifiable task any policy can learn without arithmetic: every answer is 7, in two categories
+    (the random tiny model is right often enough for rewards, and SEC's Q, to move)."""
+    path = tmp_path_factory.mktemp("data") / "seven.jsonl"
+    rows = [{"q": f"Say {w} {i}.", "a": "7", "cat": "short" if i % 2 else "long"} for i, w in
+            enumerate(["seven", "7", "the digit", "a number"] * 4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

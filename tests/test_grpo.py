@@ -25,24 +25,9 @@ from strop.training.entry import build_trainer, train
 from strop.training.recipe import recipe_from_dict
 from strop.training.run_folder import last_checkpoint, load_metrics
 from strop.training.sources import CURRICULUM_STATE
-from tiny_lm import build_tiny_lm
+from tiny_lm import script_reward
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_lm(tmp_path_factory.mktemp("tiny") / "model", seed=0)
-
-
-@pytest.fixture(scope="module")
-def say_seven(tmp_path_factory) -> Path:
-    """A verifiable task any policy can learn without arithmetic: every answer is 7, in two categories."""
-    path = tmp_path_factory.mktemp("data") / "seven.jsonl"
-    rows = [{"q": f"Say {w} {i}.", "a": "7", "cat": "short" if i % 2 else "long"} for i, w in
-            enumerate(["seven", "7", "the digit", "a number"] * 4)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def tiny_recipe(model: Path, data: Path, out: Path, **grpo) -> dict:
@@ -339,13 +324,7 @@ def test_dynamic_sampling_keeps_only_groups_with_signal_and_fills_the_batch(tiny
     recipe["dynamic_sampling"] = {"max_rounds": 2}
     trainer = build_trainer(recipe_from_dict(recipe), quiet=True)
 
-    def scripted(completions, category, **_):
-        scores = [0.0 if c == "long" else float(i % 2) for i, c in enumerate(category)]
-        trainer.rewards.last = list(zip(category, scores))
-        return scores
-
-    scripted.__name__ = "correct"
-    trainer.reward_funcs[0] = scripted
+    script_reward(trainer, lambda i, c: 0.0 if c == "long" else i % 2)
     batches = []
     real = trainer._step_batch
 

@@ -231,7 +231,7 @@ from strop.training.advantages import group_advantages  # noqa: E402
 from strop.training.entry import build_trainer, train  # noqa: E402
 from strop.training.rc import RC_LOG, RC_STATE  # noqa: E402
 from strop.training.run_folder import load_metrics  # noqa: E402
-from tiny_lm import build_tiny_lm  # noqa: E402
+from tiny_lm import build_tiny_lm, script_reward  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -332,13 +332,7 @@ def test_dynamic_sampling_with_rc_rows_keeps_states_with_signal_and_draws_fresh_
     recipe["dynamic_sampling"] = {"max_rounds": 2}
     trainer = build_trainer(recipe_from_dict(recipe), quiet=True, rollout_backend=scripted())
 
-    def scripted_reward(completions, category, **_):
-        scores = [0.0 if c == EMPTY else float(i % 2) for i, c in enumerate(category)]
-        trainer.rewards.last = list(zip(category, scores))
-        return scores
-
-    scripted_reward.__name__ = "correct"
-    trainer.reward_funcs[0] = scripted_reward
+    script_reward(trainer, lambda i, c: 0.0 if c == EMPTY else i % 2)
     steps = []
     real = trainer._step_batch
 

@@ -32,28 +32,12 @@ import yaml
 from strop.records import read_records
 from strop.training.run_folder import last_checkpoint, load_metrics
 from strop.training.sources import CURRICULUM_STATE
-from tiny_lm import build_tiny_lm
 
 pytestmark = pytest.mark.slow
 
 DRIVER = Path(__file__).with_name("accelerate_driver.py")
 PER_RANK = 16  # rows a rank trains on per step: 2 groups of 8; the global batch is 4 groups
 STEPS = 12
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_lm(tmp_path_factory.mktemp("tiny") / "model", seed=0)
-
-
-@pytest.fixture(scope="module")
-def say_seven(tmp_path_factory) -> Path:
-    """Every answer is 7, in two categories: the random tiny model is right often enough for SEC's Q to move."""
-    path = tmp_path_factory.mktemp("data") / "seven.jsonl"
-    rows = [{"q": f"Say {w} {i}.", "a": "7", "cat": "short" if i % 2 else "long"} for i, w in
-            enumerate(["seven", "7", "the digit", "a number"] * 4)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def recipe_file(tmp_path: Path, name: str, model: Path, data: Path, **extra) -> tuple[Path, Path]:

@@ -37,3 +37,15 @@ def build_tiny_lm(folder: Path, *, seed: int = 0, hidden: int = 64, layers: int 
     model.save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
+
+
+def script_reward(trainer, score) -> None:
+    """Replace the trainer's correctness reward by ``score(i, category)`` for row i of a batch, keeping the reward
+    book's (category, reward) record the trainer's per-category metrics and sources read."""
+
+    def correct(completions, category, **_):
+        scores = [float(score(i, c)) for i, c in enumerate(category)]
+        trainer.rewards.last = list(zip(category, scores))
+        return scores
+
+    trainer.reward_funcs[0] = correct
