@@ -256,7 +256,11 @@ def test_bounded_load_loses_and_mixes_nothing(url):
     s = report.summary()
     assert s["errors"] == 0 and s["requests"] >= 8, (s, report.errors[:3])
     assert mixed_answers(url + "/v1", reqs, report) == {"mixed": [], "rounding": []}  # the toy has no batched rounding
-    assert requests.get(url + "/health", timeout=10).json() == {**requests.get(url + "/health", timeout=10).json(), "status": "ok", "pending": 0}
+    # Nothing stays pending: eventually, not at this instant. The server is shared by the module's tests, and a request
+    # an earlier test gave up on (a stream closed early) counts until the engine reaches its next round, which on a
+    # loaded machine can come after this test's own answers (seen once under a training run: pending 1).
+    wait_until(lambda: requests.get(url + "/health", timeout=10).json()["pending"] == 0, "the server still holds requests")
+    assert requests.get(url + "/health", timeout=10).json()["status"] == "ok"
 
 
 BAD = [
