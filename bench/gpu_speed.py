@@ -1,11 +1,17 @@
 """strop's hf backend against transformers' own ``model.generate`` on an accelerator, side by side in one run.
 
-    python bench/gpu_speed.py [--model PATH_OR_GGUF] [--tokens 128] [--batch 32] [--repeats 3] [--device cuda] [--out FILE]
+    python bench/gpu_speed.py [--model PATH_OR_GGUF] [--random-weights] [--tokens 128] [--batch 32] [--repeats 3]
+                              [--warmup 1] [--no-power]
+                              [--device cuda] [--out FILE]
 
 For a device machine (the `device` tool); on a CPU it runs too (``--device cpu``, small
 settings) so the script is tested where it is written. Nothing is downloaded:
 ``--model`` is a local folder or GGUF (default: the embedded SmolLM2-135M GGUF,
-dequantised by the hf backend). Measures, interleaved, medians of ``--repeats``:
+dequantised by the hf backend). With ``--random-weights``, ``--model`` is a folder
+holding only a config.json and a tokenizer: the model is built from the config with
+seeded random weights on the device (the way to measure on a machine that model
+weights cannot reach; speed does not depend on the weights' values, as every row
+decodes a fixed length). Measures, interleaved, medians of ``--repeats``:
 1. tokens/s of ``model.generate`` (sampling, temperature 1, no top-k/top-p,
    ``min_new_tokens = max_new_tokens`` so every row decodes the same length) at
    batch 1 and batch ``--batch``;
@@ -14,8 +20,10 @@ dequantised by the hf backend). Measures, interleaved, medians of ``--repeats``:
    numpy kernel on the host and with the torch kernel on the device
    (``device_sampling``), at batch 1 and ``--batch``;
 3. one power-sampling chain and ``--batch`` chains through the engine (alpha 4,
-   4 blocks of ``--tokens``/4 tokens, 4 MH steps each), decoded tokens/s.
-Writes the figures and the ratios strop / ``generate`` as JSON.
+   4 blocks of ``--tokens``/4 tokens, 4 MH steps each), decoded tokens/s;
+4. the torch sampling kernel on the device against the numpy kernel on the host
+   for the same logits and uniforms (largest log-prob difference, token agreement).
+Writes the figures and the ratios strop / ``generate`` as JSON, after every repeat.
 """
 
 from __future__ import annotations
@@ -74,6 +82,50 @@ def sync(backend) -> None:
         torch.cuda.synchronize()
 
 
+def kernel_check(device, vocab: int, rows: int = 32) -> dict:
+    """The torch kernel on ``device`` against the numpy reference, as tests/test_torch_kernel.py does on the CPU."""
+    import torch
+
+    from strop.backends.logits import draw
+    from strop.backends.torch_kernels import draw_rows
+
+    class Replay:
+        def __init__(self, u: float) -> None:
+            self.u = u
+
+        def random(self) -> float:
+            return self.u
+
+    rng = np.random.default_rng(0)
+    worst, same, total = 0.0, 0, 0
+    for temperature, top_p in ((1.0, 1.0), (0.7, 0.9), (0.0, 1.0)):
+        logits = rng.normal(scale=3.0, size=(rows, vocab)).astype(np.float32)
+        logits[:, :5] += 6.0
+        u = rng.random(rows)
+        got = draw_rows(torch.from_numpy(logits).to(device), [temperature] * rows, [None] * rows, [top_p] * rows, u.tolist(),
+                        want_entropy=True)
+        for i in range(rows):
+            ref = draw(logits[i], temperature=temperature, top_k=None, top_p=top_p, rng=Replay(u[i]), want_entropy=True)
+            same += int(got.tokens[i]) == ref.token
+            total += 1
+            worst = max(worst, abs(float(got.base_logprobs[i]) - ref.base_logprob),
+                        abs(float(got.proposal_logprobs[i]) - ref.proposal_logprob), abs(float(got.entropies[i]) - ref.entropy))
+    return {"rows": total, "same_token": same, "max_abs_diff": worst}
+
+
+def random_model(folder: str, device) -> tuple:
+    """A model built from ``folder``'s config.json with seeded random weights, and its tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=dtype).eval()
+    model.config.name_or_path = f"{folder} (random weights)"
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None)
@@ -81,36 +133,60 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed rounds before the timed repeats")
+    ap.add_argument("--no-power", action="store_true", help="skip the power-sampling chains (item 3)")
+    ap.add_argument("--random-weights", action="store_true", help="build --model (a folder with config.json and a tokenizer) "
+                    "with seeded random weights instead of loading weights")
     ap.add_argument("--out", default="bench/results/gpu_speed.json")
     a = ap.parse_args()
-    host = load_backend("hf", a.model, device=a.device, device_sampling=False, max_batch=a.batch)
-    on_dev = load_backend("hf", a.model, device=a.device, device_sampling=True, max_batch=a.batch)
+    import torch
+    import transformers
+
+    from strop.backends.hf import HFBackend
+
+    if a.random_weights:
+        if not a.model or not (Path(a.model) / "config.json").is_file():
+            ap.error("--random-weights needs --model FOLDER holding a config.json and a tokenizer")
+        device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model, tok = random_model(a.model, device)
+        host = HFBackend.wrap(model, tok, device_sampling=False, max_batch=a.batch)
+        on_dev = HFBackend.wrap(model, tok, device_sampling=True, max_batch=a.batch)
+    else:
+        host = load_backend("hf", a.model, device=a.device, device_sampling=False, max_batch=a.batch)
+        on_dev = load_backend("hf", a.model, device=a.device, device_sampling=True, max_batch=a.batch)
     prompt = host.chat_prompt(QUESTION)
+    result = {
+        "machine": platform.machine(), "device": str(host.device), "model": host.model_id, "random_weights": a.random_weights,
+        "parameters": sum(p.numel() for p in host.model.parameters()), "dtype": str(host.model.dtype),
+        "torch": torch.__version__, "transformers": transformers.__version__, "tokens": a.tokens, "batch": a.batch,
+    }
+    if host.device.type == "cuda":
+        result["gpu"] = torch.cuda.get_device_name()
+    result["kernel_check"] = kernel_check(host.device, int(host.model.config.vocab_size))
+    print(json.dumps(result), flush=True)
+    # Untimed rounds first, at full size: on an H100 generate() ran 3-4x slower in its first full-length calls
+    # (546 vs ~1900 tokens/s at batch 32) even after a 16-token warm-up; from the second round on it was steady.
+    for w in range(a.warmup):
+        for b in (1, a.batch):
+            hf_generate(host, prompt, b, a.tokens)
+            strop_rows(host, prompt, b, a.tokens, 1000 + w)
+            strop_rows(on_dev, prompt, b, a.tokens, 1000 + w)
     runs: dict[str, list[float]] = {}
     for r in range(a.repeats):
         for b in (1, a.batch):
             runs.setdefault(f"generate_b{b}", []).append(hf_generate(host, prompt, b, a.tokens))
             runs.setdefault(f"strop_host_b{b}", []).append(strop_rows(host, prompt, b, a.tokens, r))
             runs.setdefault(f"strop_device_b{b}", []).append(strop_rows(on_dev, prompt, b, a.tokens, r))
-        runs.setdefault("power_1_chain", []).append(power_chains(on_dev, QUESTION, 1, r, a.tokens))
-        runs.setdefault(f"power_{a.batch}_chains", []).append(power_chains(on_dev, QUESTION, a.batch, r, a.tokens))
-    med = {k: round(statistics.median(v), 1) for k, v in runs.items()}
-    result = {
-        "machine": platform.machine(), "device": str(host.device), "model": host.model_id, "tokens": a.tokens, "batch": a.batch,
-        "tokens_per_s": med,
-        "strop_over_generate": {f"b{b}_{w}": round(med[f"strop_{w}_b{b}"] / med[f"generate_b{b}"], 3)
-                                for b in (1, a.batch) for w in ("host", "device")},
-    }
-    try:
-        import torch
-
-        if host.device.type == "cuda":
-            result["gpu"] = torch.cuda.get_device_name()
-    except Exception:  # noqa: BLE001 - the name is decoration
-        pass
+        if not a.no_power:
+            runs.setdefault("power_1_chain", []).append(power_chains(on_dev, QUESTION, 1, r, a.tokens))
+            runs.setdefault(f"power_{a.batch}_chains", []).append(power_chains(on_dev, QUESTION, a.batch, r, a.tokens))
+        med = {k: round(statistics.median(v), 1) for k, v in runs.items()}
+        result.update(repeats_done=r + 1, tokens_per_s=med, runs=runs, strop_over_generate={
+            f"b{b}_{w}": round(med[f"strop_{w}_b{b}"] / med[f"generate_b{b}"], 3) for b in (1, a.batch) for w in ("host", "device")})
+        print(json.dumps({"repeat": r + 1, "tokens_per_s": med, "strop_over_generate": result["strop_over_generate"]}), flush=True)
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

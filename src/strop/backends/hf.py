@@ -355,7 +355,8 @@ class HFBackend(Backend):
         d = draw_rows(logits[[r.slot - lo for r in rows]], [p.temperature for p in ps], [p.top_k for p in ps],
                       [p.top_p for p in ps], u, want_entropy=any(p.return_entropy for p in ps),
                       base_top_ks=[p.top_k if p.base_top_k else None for p in ps])
-        cols = [t.tolist() for t in (d.tokens, d.base_logprobs, d.proposal_logprobs, d.entropies)]
+        # One device-to-host copy for all four columns (token ids < 2**53 are exact in float64).
+        cols = self.torch.stack([d.tokens.to(self.torch.float64), d.base_logprobs, d.proposal_logprobs, d.entropies]).tolist()
         return {r.slot: Draw(int(cols[0][j]), cols[1][j], cols[2][j], cols[3][j] if ps[j].return_entropy else float("nan"))
                 for j, r in enumerate(rows)}
 

@@ -55,10 +55,13 @@ def draw_rows(logits: Any, temperatures: Sequence[float], top_ks: Sequence[int |
     tokens = torch.empty(n, dtype=torch.long, device=dev)
     prop = torch.zeros(n, dtype=torch.float64, device=dev)
     temps = torch.tensor([float(t) for t in temperatures], dtype=torch.float64, device=dev)
-    greedy = temps == 0
-    if bool(greedy.any()):
-        tokens[greedy] = torch.argmax(x[greedy], dim=-1)
-    sampled = torch.nonzero(~greedy).flatten().tolist()
+    # Which rows are greedy is read from the host-side settings, not from ``temps``: a device-to-host read here
+    # would stall the host until the forward pass finished, once more per step (on a GPU the host queues work ahead).
+    greedy = [r for r in range(n) if float(temperatures[r]) == 0]
+    if greedy:
+        g = torch.tensor(greedy, device=dev)
+        tokens[g] = torch.argmax(x[g], dim=-1)
+    sampled = [r for r in range(n) if float(temperatures[r]) != 0]
     plain = [r for r in sampled if (top_ks[r] is None or top_ks[r] >= vocab) and top_ps[r] >= 1.0]
     cut = [r for r in sampled if r not in set(plain)]
     if plain:
