@@ -24,15 +24,20 @@ class Replay:
         return self.u
 
 
+# The kernel's home is the model's device: on a machine with a GPU the same checks run there too.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, None, 1.0), (0.25, None, 1.0), (0.0, None, 1.0), (0.7, None, 0.9),
                                                      (1.3, None, 0.5), (0.8, 50, 0.95)])
-def test_torch_rows_match_the_numpy_kernel(temperature, top_k, top_p):
+def test_torch_rows_match_the_numpy_kernel(temperature, top_k, top_p, device):
     rng = np.random.default_rng(0)
     n = 32
     logits = rng.normal(scale=3.0, size=(n, V)).astype(np.float32)
     logits[:, :5] += 6.0  # a peaked head, as language models have
     uniforms = rng.random(n)
-    got = draw_rows(torch.from_numpy(logits), [temperature] * n, [top_k] * n, [top_p] * n, uniforms.tolist(), want_entropy=True)
+    got = draw_rows(torch.from_numpy(logits).to(device), [temperature] * n, [top_k] * n, [top_p] * n, uniforms.tolist(), want_entropy=True)
     for i in range(n):
         ref = draw(logits[i], temperature=temperature, top_k=top_k, top_p=top_p, rng=Replay(uniforms[i]), want_entropy=True)
         assert int(got.tokens[i]) == ref.token, (i, int(got.tokens[i]), ref.token)
