@@ -347,3 +347,12 @@ def test_dynamic_sampling_keeps_only_groups_with_signal_and_fills_the_batch(tiny
         assert signal == [True] * min(4, short) + [False] * (4 - min(4, short))  # signal first, then the fill
         assert rows == 32 and items == mask  # a full batch, TRL's token count of the batch trained on
         assert c["counts"] == {"long": drawn.count("long"), "short": short}  # the curriculum saw every draw
+
+
+def test_the_report_names_sec_with_its_q_update_when_not_the_default():
+    from strop.training.report import curriculum_label
+
+    assert curriculum_label({"kind": "sec", "update": "all"}) == "sec/all"
+    assert curriculum_label({"kind": "sec", "update": "drawn"}) == "sec"
+    assert curriculum_label({"kind": "sec"}) == "sec"
+    assert curriculum_label({"kind": "random", "update": "all"}) == "random"

@@ -41,6 +41,12 @@ def load_run(folder: str | Path) -> dict[str, Any]:
             "metrics": metrics, "curriculum": curriculum}
 
 
+def curriculum_label(cfg: dict[str, Any]) -> str:
+    """The curriculum's kind, with SEC's Q update when it is not the default (``sec/all``: the reference code's)."""
+    update = cfg.get("update")
+    return f"{cfg['kind']}/{update}" if cfg.get("kind") == "sec" and update not in (None, "drawn") else cfg["kind"]
+
+
 def training_table(runs: list[dict[str, Any]], window: int = 5) -> list[str]:
     """One line per run: steps, reward over the first and last ``window`` steps, zero-std fraction, seconds per step."""
     head = (f"{'run':<28} {'curriculum':<10} {'steps':>5} {'reward first':>12} {'reward last':>11} "
@@ -55,7 +61,7 @@ def training_table(runs: list[dict[str, Any]], window: int = 5) -> list[str]:
             return float(np.mean(vals)) if vals else float("nan")
 
         lines.append(
-            f"{r['name']:<28} {r['recipe']['curriculum']['kind']:<10} {m[-1]['step']:>5} {mean(first, 'reward'):>12.3f} "
+            f"{r['name']:<28} {curriculum_label(r['recipe']['curriculum']):<10} {m[-1]['step']:>5} {mean(first, 'reward'):>12.3f} "
             f"{mean(last, 'reward'):>11.3f} {mean(last, 'frac_reward_zero_std'):>13.2f} {mean(last, 'kl'):>8.4f} "
             f"{mean(m, 'completions/mean_length'):>5.1f} {mean(m[1:] or m, 'wall_per_step_s'):>7.1f}"
         )
