@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _arith_levels import LEVELS, accuracy, cell, mcnemar, paired, plot_levels, records  # noqa: E402
-from strop.training.report import load_run, plot_training, training_table  # noqa: E402
+from strop.training.report import load_run, plot_training, training_table, validation_curve  # noqa: E402
 
 CURRICULA = ("sec", "sec-all", "random")
 DECODES = ("sample", "greedy")
@@ -87,6 +87,31 @@ def main() -> None:
     summarise(runs, out, seeds, curricula)
 
 
+def plot_validation(curves: dict[str, dict[int, list[dict]]], path: Path) -> None:
+    """Validation accuracy during training by step: one thin line per seed, the mean over seeds bold, one colour per curriculum."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (c, by_seed), colour in zip(curves.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")):
+        for v in by_seed.values():
+            ax.plot([p["step"] for p in v], [p["accuracy"] for p in v], color=colour, alpha=0.35, lw=1)
+        steps = sorted({p["step"] for v in by_seed.values() for p in v})
+        mean = [np.mean([p["accuracy"] for v in by_seed.values() for p in v if p["step"] == st]) for st in steps]
+        ax.plot(steps, mean, color=colour, lw=2.5, marker="o", label=f"{c} (mean of {len(by_seed)} seeds)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("greedy accuracy, validation problems")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("held-out accuracy during training (thin: one seed)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def summarise(runs: Path, out: Path, seeds: list[int], curricula: list[str]) -> None:
     have = [(c, s) for s in seeds for c in curricula if all(complete(runs / f"eval-arith-{c}-s{s}-{d}") for d in DECODES)]
     seeds_done = [s for s in seeds if all((c, s) in have for c in curricula)]  # seeds with every curriculum: paired
@@ -125,9 +150,19 @@ def summarise(runs: Path, out: Path, seeds: list[int], curricula: list[str]) -> 
         for line in training_table(trained):
             print(line)
         plot_training(trained, out / "training_curves.png")
+        curves: dict[str, dict[int, list[dict]]] = {}
+        for (c, seed), run in zip(have, trained):
+            v = validation_curve(run["metrics"])
+            if v:
+                curves.setdefault(c, {})[seed] = v
+                summary.setdefault("validation", {})[f"{c}-s{seed}"] = {p["step"]: round(p["accuracy"], 4) for p in v}
+        if curves:
+            plot_validation(curves, out / "validation.png")
+            print("validation accuracy by step: " + "; ".join(
+                f"{k}: " + ", ".join(f"{st} {a:.2f}" for st, a in v.items()) for k, v in summary["validation"].items()))
         plot_levels(plot_acc, {"base": "before", **{c: f"after {c} (seeds pooled)" for c in curricula}}, out / "accuracy_per_level.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"\nwrote {out / 'summary.json'}" + (f", {out / 'training_curves.png'}, {out / 'accuracy_per_level.png'}" if trained else ""))
+    print(f"\nwrote {out / 'summary.json'}" + (f", training_curves.png, accuracy_per_level.png, validation.png in {out}" if trained else ""))
 
 
 if __name__ == "__main__":
