@@ -74,7 +74,9 @@ def launch(recipe: Path, records: Path) -> subprocess.Popen:
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
            str(DRIVER), str(records), "train", str(recipe)]
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(DRIVER.parent), os.environ.get("PYTHONPATH", "")])}
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(DRIVER.parent), os.environ.get("PYTHONPATH", "")]),
+           # torchrun leaves a torchelastic_* folder in the temp dir of every launch (a SIGKILL'd one too): keep it in the test's.
+           "TMPDIR": str(records)}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
 
 
