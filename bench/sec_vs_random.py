@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _arith_levels import LEVELS, accuracy, cell, mcnemar, paired, plot_levels, records  # noqa: E402
+from strop.evaluation.report import _plt  # noqa: E402
 from strop.training.report import load_run, plot_training, training_table, validation_curve  # noqa: E402
 
 CURRICULA = ("sec", "sec-all", "random")
@@ -89,12 +90,9 @@ def main() -> None:
 
 def plot_validation(curves: dict[str, dict[int, list[dict]]], path: Path) -> None:
     """Validation accuracy during training by step: one thin line per seed, the mean over seeds bold, one colour per curriculum."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for (c, by_seed), colour in zip(curves.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")):
         for v in by_seed.values():
@@ -162,7 +160,8 @@ def summarise(runs: Path, out: Path, seeds: list[int], curricula: list[str]) -> 
                 f"{k}: " + ", ".join(f"{st} {a:.2f}" for st, a in v.items()) for k, v in summary["validation"].items()))
         plot_levels(plot_acc, {"base": "before", **{c: f"after {c} (seeds pooled)" for c in curricula}}, out / "accuracy_per_level.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"\nwrote {out / 'summary.json'}" + (f", training_curves.png, accuracy_per_level.png, validation.png in {out}" if trained else ""))
+    pngs = [n for n in ("training_curves.png", "accuracy_per_level.png", "validation.png") if trained and (out / n).exists()]
+    print(f"\nwrote summary.json{''.join(', ' + n for n in pngs)} in {out}")
 
 
 if __name__ == "__main__":

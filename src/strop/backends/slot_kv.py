@@ -106,9 +106,8 @@ class SlotKV:
                 for t in bufs:
                     # Through one reused scratch buffer: a fresh clone per layer was an allocation (and page faults)
                     # per copy, a fifth of a server's time under load when rows joined often.
-                    if self._scratch is None or self._scratch.shape[1] < w or self._scratch.shape[0] != t.shape[1] \
-                            or self._scratch.shape[2] != t.shape[3] or self._scratch.dtype != t.dtype:
-                        self._scratch = t.new_empty(t.shape[1], max(w, self.capacity), t.shape[3])
+                    if self._scratch is None or self._scratch.shape != t.shape[1:] or self._scratch.dtype != t.dtype:
+                        self._scratch = t.new_empty(t.shape[1:])  # one row: (kv heads, capacity, head dim)
                     tmp = self._scratch[:, :w]
                     tmp.copy_(t[a, :, :w])
                     t[a, :, :w].copy_(t[b, :, :w])

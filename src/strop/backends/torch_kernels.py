@@ -57,13 +57,17 @@ def draw_rows(logits: Any, temperatures: Sequence[float], top_ks: Sequence[int |
     temps = torch.tensor([float(t) for t in temperatures], dtype=torch.float64, device=dev)
     # Which rows are greedy is read from the host-side settings, not from ``temps``: a device-to-host read here
     # would stall the host until the forward pass finished, once more per step (on a GPU the host queues work ahead).
-    greedy = [r for r in range(n) if float(temperatures[r]) == 0]
+    greedy, plain, cut = [], [], []
+    for r in range(n):
+        if float(temperatures[r]) == 0:
+            greedy.append(r)
+        elif (top_ks[r] is None or top_ks[r] >= vocab) and top_ps[r] >= 1.0:
+            plain.append(r)
+        else:
+            cut.append(r)
     if greedy:
         g = torch.tensor(greedy, device=dev)
         tokens[g] = torch.argmax(x[g], dim=-1)
-    sampled = [r for r in range(n) if float(temperatures[r]) != 0]
-    plain = [r for r in sampled if (top_ks[r] is None or top_ks[r] >= vocab) and top_ps[r] >= 1.0]
-    cut = [r for r in sampled if r not in set(plain)]
     if plain:
         # No truncation: the inverse CDF walks the vocabulary in token-id order, as the reference does.
         idx = torch.tensor(plain, device=dev)
