@@ -1,6 +1,7 @@
 """The engine's batching, measured side by side in one run: power sampling over many problems.
 
-    python bench/engine_speed.py [--problems 32] [--samples 1] [--backends llamacpp,hf] [--out bench/results/engine_speed]
+    python bench/engine_speed.py [--problems 32] [--samples 1] [--backends llamacpp,hf] [--kv-layouts shared]
+                                 [--out bench/results/engine_speed]
 
 What ``strop eval --task arithmetic --method power --limit 32 --seed 2026
 --block-size 16 --mcmc-steps 10 --max-tokens 48 [--batch-size 1]`` does,
@@ -13,6 +14,8 @@ same settings (alpha 4, blocks of 16 tokens, 10 MH steps, at most 48 tokens).
 With ``--samples K`` every problem gets K chains (``strop eval --samples K``, as for
 pass@k): K x problems chains, so the batch stays full for longer before the last,
 longest chains decode alone.
+``--kv-layouts per-sequence,shared`` runs the llamacpp pair once per KV layout
+(its ``kv_layout`` option), side by side.
 Reports seconds per problem, the speed-up, decoded tokens per second, and
 accuracy with 95% intervals (the batched run draws from the same random
 streams; float rounding in batched kernels may flip a rare token). Results go
@@ -36,9 +39,9 @@ SETTINGS = {"alpha": 4.0, "block_size": 16, "mcmc_steps": 10, "max_tokens": 48, 
 SEED = 2026
 
 
-def run(backend_name: str, in_flight: int, problems: list, out: Path, samples: int) -> dict:
+def run(backend_name: str, in_flight: int, problems: list, out: Path, samples: int, **options) -> dict:
     kwargs = method_settings("power", **SETTINGS)
-    metrics, wall, records = timed_eval(load_backend(backend_name), backend_name, "power", kwargs, problems, out,
+    metrics, wall, records = timed_eval(load_backend(backend_name, **options), backend_name, "power", kwargs, problems, out,
                                         in_flight, SEED, samples)
     o = metrics["overall"]
     tokens = o["mean_tokens_per_attempt"] * o["attempts"]
@@ -59,19 +62,24 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1, help="chains per problem (strop eval --samples)")
     ap.add_argument("--backends", default="llamacpp,hf")
     ap.add_argument("--in-flight", type=int, default=None, help="chains in flight when batched (default: 16 llamacpp, 32 hf)")
+    ap.add_argument("--kv-layouts", default="shared", help="llamacpp KV layouts to run, comma-separated (shared, per-sequence)")
     ap.add_argument("--out", default="bench/results/engine_speed")
     args = ap.parse_args()
     out = Path(args.out)
     problems = get_task("arithmetic").load(None, limit=args.problems, seed=SEED)  # the first level: one-digit sums
     summary: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
                      "problems": len(problems), "samples": args.samples, "settings": SETTINGS, "backends": {}}
-    for name in args.backends.split(","):
+    runs = [(name, {}) for name in args.backends.split(",") if name != "llamacpp"]
+    if "llamacpp" in args.backends.split(","):
+        runs[:0] = [("llamacpp", {"kv_layout": layout}) for layout in args.kv_layouts.split(",")]
+    for name, options in runs:
+        label = name if options.get("kv_layout", "shared") == "shared" else f"{name}-{options['kv_layout']}"
         batched = args.in_flight or (16 if name == "llamacpp" else 32)
-        one = run(name, 1, problems, out / f"{name}-one", args.samples)
-        many = run(name, batched, problems, out / f"{name}-batched", args.samples)
-        summary["backends"][name] = {"one_at_a_time": one, "batched": many,
-                                     "speedup_per_problem": round(one["s_per_problem"] / many["s_per_problem"], 2)}
-        print(json.dumps({name: summary["backends"][name]}, indent=1), flush=True)
+        one = run(name, 1, problems, out / f"{label}-one", args.samples, **options)
+        many = run(name, batched, problems, out / f"{label}-batched", args.samples, **options)
+        summary["backends"][label] = {"one_at_a_time": one, "batched": many,
+                                      "speedup_per_problem": round(one["s_per_problem"] / many["s_per_problem"], 2)}
+        print(json.dumps({label: summary["backends"][label]}, indent=1), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"wrote {out / 'summary.json'}")

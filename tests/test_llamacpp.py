@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from strop.backends import SamplingParams, load_backend
-from strop.errors import ContextOverflowError, ModelLoadError
+from strop.backends.base import GenRequest
+from strop.errors import ConfigError, ContextOverflowError, ModelLoadError
 
 pytestmark = pytest.mark.slow
 
@@ -135,3 +136,46 @@ def test_reset_cache_makes_the_next_call_compute_its_whole_prompt(llama):
     llama.reset_cache()
     fresh = llama.generate(p, SamplingParams(max_tokens=6, temperature=0), np.random.default_rng(0))
     assert fresh.cached_prompt_tokens == 0 and fresh.token_ids == a.token_ids
+
+
+@pytest.mark.parametrize("layout", ["per-sequence", "shared"])
+def test_kv_layouts_give_alone_results_batched_with_gaps_and_copied_prefixes(layout):
+    """Per-sequence streams sort rows by slot, pad one-slot gaps and copy prefixes as whole streams; the shared pool
+    copies cells. Either way a row's tokens and log-probs are those it gets alone (within the backend's tolerance)."""
+    be = load_backend("llamacpp", kv_layout=layout, n_seq=8, n_ctx=512)
+    assert be.kv_layout == layout
+    greedy = SamplingParams(max_tokens=12, temperature=0.0)
+    first = [prompt(be, f"What is {i} + {i + 3}?") for i in range(6)]
+    long_q = prompt(be, "Explain, step by step and with care, how to add two numbers of three digits each. " * 2)
+    try:
+        rng = np.random.default_rng(0)
+        got = be.generate_many([GenRequest(p, greedy, rng) for p in first])
+        # Continue every other row (idle slots between the live ones), plus three rows sharing a long prompt
+        # (the later two copy it from the first).
+        second = [list(p) + list(g.token_ids[:4]) for p, g in zip(first[1::2], got[1::2])] + [long_q] * 3
+        got2 = be.generate_many([GenRequest(p, greedy, rng) for p in second])
+        assert got2[-1].cached_prompt_tokens >= len(long_q) - 1  # the copy happened
+        for p, g in zip(first + second, got + got2):
+            be.reset_cache()
+            a = be.generate(p, greedy, rng)
+            k = next((j for j, (x, y) in enumerate(zip(a.token_ids, g.token_ids)) if x != y), len(a.token_ids))
+            assert k >= 1, (layout, be.detokenize(p[-8:]))
+            d = np.abs(a.base_logprobs[:k] - g.base_logprobs[:k])
+            assert d.max() < BATCHED_VS_SEQUENTIAL_TOL and d.mean() < BATCHED_VS_SEQUENTIAL_MEAN_TOL
+    finally:
+        be.close()
+
+
+def test_kv_layout_option():
+    with pytest.raises(ConfigError, match="kv_layout"):
+        load_backend("llamacpp", kv_layout="paged", native_check=False)
+    be = load_backend("llamacpp", n_seq=4, n_ctx=256, native_check=False)
+    try:
+        assert (be.kv_layout, be.kv_cells) == ("shared", 16384)
+    finally:
+        be.close()
+    be = load_backend("llamacpp", n_seq=4, n_ctx=256, kv_layout="per-sequence", native_check=False)
+    try:
+        assert (be.kv_layout, be.kv_cells) == ("per-sequence", 4 * 256)
+    finally:
+        be.close()

@@ -4,17 +4,28 @@ strop drives llama.cpp's decode step itself instead of the high-level
 ``Llama.generate``/``create_completion``: those need ``logits_all=True`` for
 log-probs, which copies the full vocabulary row into a Python-side buffer for
 every token (about 5x slower here), and they decode one sequence at a time.
-Here one llama.cpp context holds ``n_seq`` sequences (slots) in one unified
-KV cache; ``generate_many`` decodes every row's next token in one
-``llama_decode`` call (one batch of several sequence ids), reads only the
-logits rows it needs as zero-copy views, and the shared numpy kernel draws
-each row's token from that row's own rng.
+Here one llama.cpp context holds ``n_seq`` sequences (slots); ``generate_many``
+decodes every row's next token in one ``llama_decode`` call (one batch of
+several sequence ids), reads only the logits rows it needs as zero-copy views,
+and the shared numpy kernel draws each row's token from that row's own rng.
 
 Each slot keeps the tokens it last held, so a request whose prompt shares a
 prefix with a slot decodes only the new tokens: resampling a suffix (MCMC)
 or continuing a turn (RC) costs only what changed. Rows of one call that share
 a long prefix (n samples of one prompt) compute it once and copy it between
 slots (``llama_memory_seq_cp``).
+
+KV layout (``kv_layout``). ``shared`` (the default): the slots share one pool
+of cells (llama.cpp's unified cache), so short sequences leave room for long
+ones and copying a prefix costs no memory; but every row of a step attends
+over the whole range of used cells, every sequence's, masked. ``per-sequence``:
+each slot has its own stream of a full context (n_seq x n_ctx cells, 4x the
+default pool's memory), each row attends only to its own cells, and a batch
+decodes each row exactly as alone. Measured on the embedded model (2-core CPU,
+docs/engine.md): per-sequence is 1.46x the tokens/s on 16 rows of up to 768
+tokens (bench/kv_layout_speed.py), but 0.83x on the power bench's short chains
+(bench/engine_speed.py --kv-layouts), where rows in non-consecutive slots cost
+llama.cpp extra passes over the weights.
 """
 
 from __future__ import annotations
@@ -57,13 +68,18 @@ DEFAULT_N_CTX = 4096
 # Sequences decoded together. Measured on the embedded model (2-core CPU, bench/llamacpp_speed.py): tokens/s
 # grows up to ~8 rows and holds at 16; the spare rows keep the batch full while rows finish at different times.
 DEFAULT_N_SEQ = 16
-# KV cells shared by all slots (the embedded model: ~23 KB a cell, so ~380 MB).
+# KV cells shared by all slots in the shared layout (the embedded model: ~23 KB a cell, so ~380 MB;
+# per-sequence reserves n_seq x n_ctx cells: 16 x 4096 x 23 KB = 1.5 GB).
 DEFAULT_KV_CELLS = 16384
+KV_LAYOUTS = ("shared", "per-sequence")
 # A row joins a batch only while the rows' tokens fit in this share of the cells:
 # the rest is headroom, since llama.cpp may not find room in a fragmented cache.
 _KV_FILL = 0.5
-# Copy a prefix from another row of the same call only when it saves this many tokens.
+# Copy a prefix from another row of the same call only when it saves this many tokens. (Between per-sequence
+# streams llama.cpp copies a whole stream, a full context: 15 ms on the embedded model, the price of ~4 prompt tokens.)
 _MIN_COPY = 16
+# Per-sequence streams: pad idle slots between live ones only in gaps this wide (see _stream_order).
+_PAD_GAP = 1
 
 
 def default_threads() -> int:
@@ -103,7 +119,9 @@ class LlamaCppBackend(Backend):
         n_threads: CPU threads (default: every CPU this process may use).
         n_batch: prompt tokens decoded per llama.cpp call.
         n_seq: sequences decoded together (``max_batch``; 1 turns batching off).
-        kv_cells: KV cache cells shared by all sequences (default 16384, at least n_ctx).
+        kv_layout: ``shared`` (default: one pool of ``kv_cells`` cells for all
+            slots) or ``per-sequence`` (each slot its own stream of n_ctx cells).
+        kv_cells: KV cache cells of the shared pool (default 16384, at least n_ctx).
         native_check: before the first load of this llama.cpp build, decode a
             few tokens in a child process (strop.backends.native), so a build
             that crashes on this CPU is a clear ModelLoadError, not a dead process.
@@ -114,7 +132,8 @@ class LlamaCppBackend(Backend):
     batches = True
 
     def __init__(self, model: str, *, n_ctx: int | None = None, n_threads: int | None = None, n_batch: int = 512,
-                 n_seq: int = DEFAULT_N_SEQ, kv_cells: int | None = None, native_check: bool = True) -> None:
+                 n_seq: int = DEFAULT_N_SEQ, kv_layout: str = "shared", kv_cells: int | None = None,
+                 native_check: bool = True) -> None:
         path = Path(model)
         if path.is_dir():
             raise ModelLoadError(f"the llamacpp backend needs a GGUF file, and {model} is a folder; use --backend hf for Hugging Face model folders")
@@ -130,6 +149,8 @@ class LlamaCppBackend(Backend):
         for name, v in (("n_threads", n_threads), ("n_seq", n_seq), ("n_batch", n_batch), ("kv_cells", kv_cells)):
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
+        if kv_layout not in KV_LAYOUTS:
+            raise ConfigError(f"kv_layout must be one of {', '.join(KV_LAYOUTS)}, got {kv_layout!r}")
         if native_check:
             from strop.backends.native import check_build
 
@@ -151,7 +172,11 @@ class LlamaCppBackend(Backend):
         self.context_length = min(n_ctx or DEFAULT_N_CTX, llm._model.n_ctx_train() or DEFAULT_N_CTX)
         self.n_vocab = llm.n_vocab()
         self.max_batch = n_seq
-        self.kv_cells = max(kv_cells or DEFAULT_KV_CELLS, self.context_length)
+        self.kv_layout = kv_layout
+        if kv_layout == "per-sequence":
+            self.kv_cells = n_seq * self.context_length
+        else:
+            self.kv_cells = max(kv_cells or DEFAULT_KV_CELLS, self.context_length)
         self.n_batch = max(1, min(n_batch, self.kv_cells))
         self.vocab = GGUFVocab(llm)
         self.chat_template = self.vocab.chat_template
@@ -161,20 +186,23 @@ class LlamaCppBackend(Backend):
 
         params = lib.llama_context_default_params()
         params.n_ctx = self.kv_cells
-        params.n_batch = params.n_ubatch = self.n_batch
+        # Per-sequence streams: room for one padding token per slot beside n_batch tokens (see _stream_order).
+        pad_room = n_seq if kv_layout == "per-sequence" else 0
+        params.n_batch = params.n_ubatch = self.n_batch + pad_room
         params.n_seq_max = n_seq
-        params.kv_unified = True  # one pool of cells: a long sequence may use what short ones leave
+        # shared: one pool of cells, a long sequence may use what short ones leave; per-sequence: one stream a slot.
+        params.kv_unified = kv_layout == "shared"
         params.n_threads = params.n_threads_batch = self.n_threads
         params.no_perf = True
         with quiet_stderr():
             ctx = lib.llama_init_from_model(llm._model.model, params)
         if not ctx:
             self.close()
-            raise ModelLoadError(f"llama.cpp could not create a context of {self.kv_cells} cells for {n_seq} sequences; "
-                                 "lower kv_cells or n_seq")
+            raise ModelLoadError(f"llama.cpp could not create a context of {self.kv_cells} cells for {n_seq} sequences "
+                                 f"({kv_layout} layout); lower n_seq or n_ctx, or use kv_layout='shared' with fewer kv_cells")
         self._ctx = ctx
         self._mem = lib.llama_get_memory(ctx)
-        self._batch_cap = max(self.n_batch, n_seq)
+        self._batch_cap = max(self.n_batch, n_seq) + pad_room
         self._batch = lib.llama_batch_init(self._batch_cap, 0, 1)
         self._slots: list[list[int]] = [[] for _ in range(n_seq)]  # tokens each slot's cache holds
         self._last_used = [0] * n_seq
@@ -221,6 +249,34 @@ class LlamaCppBackend(Backend):
         self._lib.llama_memory_seq_rm(self._mem, slot, keep, -1)
         del self._slots[slot][keep:]
 
+    def _copy_prefix(self, src: int, dst: int, keep: int) -> None:
+        """Make slot ``dst`` hold the first ``keep`` tokens of slot ``src``."""
+        self._forget(dst, 0)
+        if self.kv_layout == "shared":
+            self._lib.llama_memory_seq_cp(self._mem, src, dst, 0, keep)
+        else:  # llama.cpp copies only whole streams between streams (a partial copy aborts the process)
+            self._lib.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+            self._lib.llama_memory_seq_rm(self._mem, dst, keep, -1)
+
+    def _stream_order(self, items: Sequence[tuple[int, int, int, bool]]) -> tuple[list[int], list[tuple[int, int, int, bool]]]:
+        """The order to put ``items`` in a batch, and padding items for idle slots.
+
+        Per-sequence streams: llama.cpp cuts a batch into sub-batches of consecutive sequence ids, in batch order,
+        with as many tokens from each, and each sub-batch is a pass over the weights: rows in slots 2, 3 and 5
+        run as two passes. So items go in slot order, and an idle slot between two live ones gets one padding
+        token (no logits; removed after the decode) when that is cheaper than a second pass: measured on the
+        embedded model, a pass costs about as much as one row more, so only one-slot gaps are padded.
+        Shared pool: as given, no padding.
+        """
+        if self.kv_layout == "shared":
+            return list(range(len(items))), []
+        order = sorted(range(len(items)), key=lambda i: (items[i][2], items[i][1]))
+        live = sorted({it[2] for it in items})
+        gaps = [a + 1 for a, b in zip(live, live[1:]) if b - a - 1 == _PAD_GAP]
+        ends = {s: self._lib.llama_memory_seq_pos_max(self._mem, s) + 1 for s in gaps}
+        # A slot whose stream is full takes no padding (llama.cpp would find no cell): that gap costs a pass.
+        return order, [(0, ends[s], s, False) for s in gaps if ends[s] < self.context_length]
+
     def _prefill(self, work: Sequence[tuple[int, list[int], int, set[int]]],
                  steps: Sequence[tuple[int, int]] = ()) -> dict[tuple[Any, int], np.ndarray]:
         """Append tokens to slots, in as few ``llama_decode`` calls as ``n_batch`` allows.
@@ -238,10 +294,14 @@ class LlamaCppBackend(Backend):
         def flush() -> None:
             if not items:
                 return
-            self._run(items)
-            for i, key in enumerate(keys):
-                if key is not None:
-                    out[key] = self._row_logits(i).copy()
+            order, pads = self._stream_order(items)
+            run = [items[i] for i in order] + pads
+            self._run(run)
+            for pos, i in enumerate(order):
+                if keys[i] is not None:
+                    out[keys[i]] = self._row_logits(pos).copy()
+            for _, p, seq, _ in pads:
+                self._lib.llama_memory_seq_rm(self._mem, seq, p, -1)
             items.clear()
             keys.clear()
 
@@ -278,6 +338,8 @@ class LlamaCppBackend(Backend):
 
     def _make_room(self, live: set[int], need: int) -> None:
         """Drop the caches of slots not in ``live`` when they and ``need`` live tokens would pass the fill limit."""
+        if self.kv_layout == "per-sequence":
+            return  # every slot has its own full context
         idle = [s for s in range(len(self._slots)) if s not in live]
         if need + sum(len(self._slots[s]) for s in idle) > self.kv_cells * _KV_FILL:
             for s in idle:
@@ -336,7 +398,7 @@ class LlamaCppBackend(Backend):
             ids = self._check_ids(req.prompt_ids)
             self.check_fits(len(ids))
             budget = min(req.params.max_tokens, self.context_length - len(ids))
-            if rows or active:
+            if (rows or active) and self.kv_layout == "shared":
                 if len(ids) + budget > room:
                     break  # wait for rows to finish and free their cells
             waiting.pop(0)
@@ -371,8 +433,7 @@ class LlamaCppBackend(Backend):
         if followers:  # the leaders' prompts must be in the cache before they are copied
             self._take_logits(leaders, self._prefill(work))
             for r in followers:
-                self._forget(r.slot, 0)
-                self._lib.llama_memory_seq_cp(self._mem, rows[r.copy_from].slot, r.slot, 0, r.keep)
+                self._copy_prefix(rows[r.copy_from].slot, r.slot, r.keep)
                 self._slots[r.slot] = r.ids[: r.keep]
             work = [(r.slot, r.ids[r.keep:], r.keep, {len(r.ids) - r.keep - 1}) for r in followers]
         return rows, work
