@@ -72,6 +72,8 @@ def _free_port() -> int:
         (["--base-url", "http://127.0.0.1:1/v1"], "apply only to --backend openai"),
         (["--method", "power", "--cut", "[bold]x[/bold]"], "cut must be one of"),  # brackets reach the terminal verbatim
         (["--method", "majority", "--vote", "mode"], "vote must be one of equivalence, string, got 'mode'"),
+        (["--kv-layout", "paged"], "kv_layout must be one of shared, per-sequence"),
+        (["--backend", "hf", "--kv-layout", "shared"], "--kv-layout applies only to --backend llamacpp"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_nonzero_exit(args, needle, tmp_path):

@@ -31,8 +31,13 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
-def _backend_options(backend: str, base_url: str | None, tokenizer: str | None, n_ctx: int | None) -> dict[str, Any]:
+def _backend_options(backend: str, base_url: str | None, tokenizer: str | None, n_ctx: int | None,
+                     kv_layout: str | None = None) -> dict[str, Any]:
     opts: dict[str, Any] = {}
+    if kv_layout is not None:
+        if backend != "llamacpp":
+            raise StropError("--kv-layout applies only to --backend llamacpp")
+        opts["kv_layout"] = kv_layout
     if backend == "openai":
         if base_url:
             opts["base_url"] = base_url
@@ -70,6 +75,9 @@ SystemOpt = Annotated[str | None, typer.Option(help="System message (default: th
 BaseUrlOpt = Annotated[str | None, typer.Option(help="--backend openai: server URL, e.g. http://127.0.0.1:8000/v1.")]
 TokOpt = Annotated[str | None, typer.Option(help="--backend openai: local tokenizer matching the server's model (default: the embedded GGUF).")]
 NCtxOpt = Annotated[int | None, typer.Option(help="Context window to allocate (tokens).")]
+KvLayoutOpt = Annotated[str | None, typer.Option(help="llamacpp only: KV cache layout, 'shared' (default: one pool for all "
+                                                      "sequences) or 'per-sequence' (a full context per sequence: faster on long "
+                                                      "generations, more memory; docs/engine.md).")]
 AlphaOpt = Annotated[float, typer.Option(help="power: the exponent; samples from p^alpha.", rich_help_panel=PANEL_P)]
 BlockOpt = Annotated[int, typer.Option(help="power: tokens per block (B).", rich_help_panel=PANEL_P)]
 StepsOpt = Annotated[int, typer.Option(help="power: MH steps per block (N).", rich_help_panel=PANEL_P)]
@@ -139,12 +147,13 @@ def _rc_prompts(folder: str | None) -> dict[str, Any]:
     return {"rc_prompts": load_prompts(folder)} if folder is not None else {}
 
 
-def _load(backend: str, model: str | None, base_url: str | None, tokenizer: str | None, n_ctx: int | None, **fmt: Any):
+def _load(backend: str, model: str | None, base_url: str | None, tokenizer: str | None, n_ctx: int | None,
+          kv_layout: str | None = None, **fmt: Any):
     """Load a backend; ``fmt`` (from ``_model_format``) sets how the model writes: reasoning tags, chat-template switches."""
     from strop.backends import load_backend
 
     with err.status(f"loading model ({backend})..."):
-        be = load_backend(backend, model, **_backend_options(backend, base_url, tokenizer, n_ctx))
+        be = load_backend(backend, model, **_backend_options(backend, base_url, tokenizer, n_ctx, kv_layout))
     for name, value in fmt.items():
         setattr(be, name, value)
     return be
@@ -156,7 +165,7 @@ def solve(
     method: MethodOpt = "greedy", backend: BackendOpt = "llamacpp", model: ModelOpt = None, n: NOpt = 4, vote: VoteOpt = "equivalence",
     temperature: TempOpt = 1.0, top_p: TopPOpt = 1.0, top_k: TopKOpt = None, max_tokens: MaxTokOpt = 256, seed: SeedOpt = 0,
     system: SystemOpt = None, base_url: BaseUrlOpt = None, tokenizer: TokOpt = None, n_ctx: NCtxOpt = None,
-    alpha: AlphaOpt = 4.0, block_size: BlockOpt = 192, mcmc_steps: StepsOpt = 10, cut: CutOpt = "uniform", beta: BetaOpt = 4.0,
+    kv_layout: KvLayoutOpt = None, alpha: AlphaOpt = 4.0, block_size: BlockOpt = 192, mcmc_steps: StepsOpt = 10, cut: CutOpt = "uniform", beta: BetaOpt = 4.0,
     proposal_temperature: PropTOpt = None, target: TargetOpt = "full", turns: TurnsOpt = 4, reasoning_tokens: HROpt = 256,
     summary_tokens: HSOpt = 96, rc_prompts: RCPromptsOpt = None, summarise_thinking: SummThinkOpt = False,
     think_tags: ThinkTagsOpt = None, chat_template_kwarg: ChatKwOpt = None,
@@ -181,7 +190,7 @@ def solve(
                              target=target,
                              turns=turns, reasoning_tokens=reasoning_tokens, summary_tokens=summary_tokens,
                              summarise_thinking=summarise_thinking, **_rc_prompts(rc_prompts))
-    be = _load(backend, model, base_url, tokenizer, n_ctx, **_model_format(think_tags, chat_template_kwarg))
+    be = _load(backend, model, base_url, tokenizer, n_ctx, kv_layout, **_model_format(think_tags, chat_template_kwarg))
     with be:
         with err.status(f"{method}: generating...") as status:
             unit = method_spec(method).unit
@@ -214,7 +223,7 @@ def eval_cmd(
     method: MethodOpt = "sample", backend: BackendOpt = "llamacpp", model: ModelOpt = None, n: NOpt = 4, vote: VoteOpt = "equivalence",
     temperature: TempOpt = 1.0, top_p: TopPOpt = 1.0, top_k: TopKOpt = None, max_tokens: MaxTokOpt = 256, seed: SeedOpt = 0,
     system: SystemOpt = None, base_url: BaseUrlOpt = None, tokenizer: TokOpt = None, n_ctx: NCtxOpt = None,
-    alpha: AlphaOpt = 4.0, block_size: BlockOpt = 192, mcmc_steps: StepsOpt = 10, cut: CutOpt = "uniform", beta: BetaOpt = 4.0,
+    kv_layout: KvLayoutOpt = None, alpha: AlphaOpt = 4.0, block_size: BlockOpt = 192, mcmc_steps: StepsOpt = 10, cut: CutOpt = "uniform", beta: BetaOpt = 4.0,
     proposal_temperature: PropTOpt = None, target: TargetOpt = "full", turns: TurnsOpt = 4, reasoning_tokens: HROpt = 256,
     summary_tokens: HSOpt = 96, rc_prompts: RCPromptsOpt = None, summarise_thinking: SummThinkOpt = False,
     think_tags: ThinkTagsOpt = None, chat_template_kwarg: ChatKwOpt = None,
@@ -259,7 +268,7 @@ def eval_cmd(
                     system=system, method_config=settings_record(kwargs), categories=category or None,
                     think_tags=list(think_tags) if think_tags else None, chat_template_kwargs=fmt.get("chat_template_kwargs"),
                     verifier=t.verifier if t.verifier != resolve_task(task, dict(pairs), None, data).verifier else None)
-    be = _load(backend, model, base_url, tokenizer, n_ctx, **fmt)
+    be = _load(backend, model, base_url, tokenizer, n_ctx, kv_layout, **fmt)
     with be, Progress(TextColumn(f"{task} / {method}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                       console=err, transient=False) as bar:
         job = bar.add_task("eval", total=len(problems) * samples)
@@ -481,6 +490,7 @@ def power_mixing(
 @app.command()
 def serve(
     backend: BackendOpt = "llamacpp", model: ModelOpt = None, base_url: BaseUrlOpt = None, tokenizer: TokOpt = None, n_ctx: NCtxOpt = None,
+    kv_layout: KvLayoutOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     served_model_name: Annotated[str | None, typer.Option(
@@ -509,7 +519,7 @@ def serve(
     config = ServeConfig(model_name=name, max_tokens=max_tokens, max_request_tokens=max_request_tokens, max_pending=max_pending,
                          timeout_s=timeout, max_body_bytes=max_body_bytes, api_key=api_key, max_rows=max_batch,
                          conversation=conversation, **_rc_prompts(rc_prompts))
-    be = _load(backend, model, base_url, tokenizer, n_ctx, **_model_format(think_tags, chat_template_kwarg))
+    be = _load(backend, model, base_url, tokenizer, n_ctx, kv_layout, **_model_format(think_tags, chat_template_kwarg))
     err.print(f"serving {name} ({backend}) on http://{host}:{port}/v1  methods by model prefix, e.g. rc/{name}, or extra_body={{'strop': {{...}}}}")
     uvicorn.run(create_app(be, config), host=host, port=port, timeout_graceful_shutdown=graceful_timeout, log_level="warning")
 
