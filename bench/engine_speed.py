@@ -69,11 +69,9 @@ def main() -> None:
     problems = get_task("arithmetic").load(None, limit=args.problems, seed=SEED)  # the first level: one-digit sums
     summary: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
                      "problems": len(problems), "samples": args.samples, "settings": SETTINGS, "backends": {}}
-    runs = [(name, {}) for name in args.backends.split(",") if name != "llamacpp"]
-    if "llamacpp" in args.backends.split(","):
-        runs[:0] = [("llamacpp", {"kv_layout": layout}) for layout in args.kv_layouts.split(",")]
-    for name, options in runs:
-        label = name if options.get("kv_layout", "shared") == "shared" else f"{name}-{options['kv_layout']}"
+    for name, layout in [(n, lay) for n in args.backends.split(",") for lay in (args.kv_layouts.split(",") if n == "llamacpp" else [None])]:
+        options = {"kv_layout": layout} if layout else {}
+        label = name if layout in (None, "shared") else f"{name}-{layout}"
         batched = args.in_flight or (16 if name == "llamacpp" else 32)
         one = run(name, 1, problems, out / f"{label}-one", args.samples, **options)
         many = run(name, batched, problems, out / f"{label}-batched", args.samples, **options)

@@ -20,8 +20,8 @@ of cells (llama.cpp's unified cache), so short sequences leave room for long
 ones and copying a prefix costs no memory; but every row of a step attends
 over the whole range of used cells, every sequence's, masked. ``per-sequence``:
 each slot has its own stream of a full context (n_seq x n_ctx cells, 4x the
-default pool's memory), each row attends only to its own cells, and a batch
-decodes each row exactly as alone. Measured on the embedded model (2-core CPU,
+default pool's memory), and each row attends only to its own cells (on the
+power bench its batched run decoded the same tokens as one at a time). Measured on the embedded model (2-core CPU,
 docs/engine.md): per-sequence is 1.46x the tokens/s on 16 rows of up to 768
 tokens (bench/kv_layout_speed.py), but 0.83x on the power bench's short chains
 (bench/engine_speed.py --kv-layouts), where rows in non-consecutive slots cost
@@ -78,8 +78,6 @@ _KV_FILL = 0.5
 # Copy a prefix from another row of the same call only when it saves this many tokens. (Between per-sequence
 # streams llama.cpp copies a whole stream, a full context: 15 ms on the embedded model, the price of ~4 prompt tokens.)
 _MIN_COPY = 16
-# Per-sequence streams: pad idle slots between live ones only in gaps this wide (see _stream_order).
-_PAD_GAP = 1
 
 
 def default_threads() -> int:
@@ -272,7 +270,7 @@ class LlamaCppBackend(Backend):
             return list(range(len(items))), []
         order = sorted(range(len(items)), key=lambda i: (items[i][2], items[i][1]))
         live = sorted({it[2] for it in items})
-        gaps = [a + 1 for a, b in zip(live, live[1:]) if b - a - 1 == _PAD_GAP]
+        gaps = [a + 1 for a, b in zip(live, live[1:]) if b - a == 2]  # exactly one idle slot between two live ones
         ends = {s: self._lib.llama_memory_seq_pos_max(self._mem, s) + 1 for s in gaps}
         # A slot whose stream is full takes no padding (llama.cpp would find no cell): that gap costs a pass.
         return order, [(0, ends[s], s, False) for s in gaps if ends[s] < self.context_length]
