@@ -1,7 +1,7 @@
 """strop's hf backend against transformers' own ``model.generate`` on an accelerator, side by side in one run.
 
     python bench/gpu_speed.py [--model PATH_OR_GGUF] [--random-weights] [--tokens 128] [--batch 32] [--repeats 3]
-                              [--warmup 1] [--no-power]
+                              [--warmup 1] [--no-power] [--power-repeats N] [--profile DIR]
                               [--device cuda] [--out FILE]
 
 For a device machine (the `device` tool); on a CPU it runs too (``--device cpu``, small
@@ -24,6 +24,11 @@ decodes a fixed length). Measures, interleaved, medians of ``--repeats``:
 4. the torch sampling kernel on the device against the numpy kernel on the host
    for the same logits and uniforms (largest log-prob difference, token agreement).
 Writes the figures and the ratios strop / ``generate`` as JSON, after every repeat.
+With ``--profile DIR``, after the timed repeats one more ``--batch``-row round of
+``generate`` and of strop (torch kernel) runs under ``torch.profiler``: per decode
+step, the wall time, the device's busy time (kernels and copies) and the number of
+operator calls, into the JSON, and the operator tables into DIR/generate.txt and
+DIR/strop_device.txt.
 """
 
 from __future__ import annotations
@@ -73,6 +78,33 @@ def power_chains(backend, question: str, chains: int, seed: int, tokens: int) ->
     t = time.perf_counter()
     results = Engine(backend).run([make_steps("power", backend, question, np.random.default_rng([seed, i]), **kwargs) for i in range(chains)])
     return sum(r.decoded_tokens for r in results) / (time.perf_counter() - t)
+
+
+def profile_round(backend, on_dev, prompt, batch: int, n: int, folder: Path) -> dict:
+    """``generate`` and strop's rows at ``batch`` under torch.profiler: per step, wall ms, device-busy ms, operator calls."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if backend.device.type == "cuda" else [])
+    out = {}
+    for name, run in (("generate", lambda: hf_generate(backend, prompt, batch, n)),
+                      ("strop_device", lambda: strop_rows(on_dev, prompt, batch, n, 7))):
+        with profile(activities=activities) as prof:
+            t = time.perf_counter()
+            run()
+            wall = time.perf_counter() - t
+        table = prof.key_averages()
+        calls = sum(e.count for e in table if e.key.startswith("aten::"))
+        # Device busy time: the device-side events' (kernels', copies') own time; 0 on a CPU run, which records none.
+        busy_us = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) or 0
+                      for e in table if e.device_type == DeviceType.CUDA)
+        out[name] = {"wall_ms_per_step": round(wall / n * 1e3, 3), "device_busy_ms_per_step": round(busy_us / n / 1e3, 3),
+                     "aten_calls_per_step": round(calls / n, 1)}
+        sorts = ("self_cpu_time_total", "count") + (("self_device_time_total",) if len(activities) > 1 else ())
+        (folder / f"{name}.txt").write_text("".join(f"# {n} decode steps, sorted by {sort}\n{table.table(sort_by=sort, row_limit=50)}\n"
+                                                    for sort in sorts))
+    return out
 
 
 def sync(backend) -> None:
@@ -135,6 +167,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds before the timed repeats")
     ap.add_argument("--no-power", action="store_true", help="skip the power-sampling chains (item 3)")
+    ap.add_argument("--power-repeats", type=int, default=None, help="run the power chains in only the first N timed "
+                    "repeats (default: all)")
+    ap.add_argument("--profile", default=None, metavar="DIR", help="profile one more round of each path (see above)")
     ap.add_argument("--random-weights", action="store_true", help="build --model (a folder with config.json and a tokenizer) "
                     "with seeded random weights instead of loading weights")
     ap.add_argument("--out", default="bench/results/gpu_speed.json")
@@ -177,7 +212,7 @@ def main() -> None:
             runs.setdefault(f"generate_b{b}", []).append(hf_generate(host, prompt, b, a.tokens))
             runs.setdefault(f"strop_host_b{b}", []).append(strop_rows(host, prompt, b, a.tokens, r))
             runs.setdefault(f"strop_device_b{b}", []).append(strop_rows(on_dev, prompt, b, a.tokens, r))
-        if not a.no_power:
+        if not a.no_power and (a.power_repeats is None or r < a.power_repeats):
             runs.setdefault("power_1_chain", []).append(power_chains(on_dev, QUESTION, 1, r, a.tokens))
             runs.setdefault(f"power_{a.batch}_chains", []).append(power_chains(on_dev, QUESTION, a.batch, r, a.tokens))
         med = {k: round(statistics.median(v), 1) for k, v in runs.items()}
@@ -185,6 +220,10 @@ def main() -> None:
             f"b{b}_{w}": round(med[f"strop_{w}_b{b}"] / med[f"generate_b{b}"], 3) for b in (1, a.batch) for w in ("host", "device")})
         print(json.dumps({"repeat": r + 1, "tokens_per_s": med, "strop_over_generate": result["strop_over_generate"]}), flush=True)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(result, indent=1))
+    if a.profile:
+        result["profile"] = profile_round(host, on_dev, prompt, a.batch, a.tokens, Path(a.profile))
+        print(json.dumps({"profile": result["profile"]}), flush=True)
         Path(a.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 

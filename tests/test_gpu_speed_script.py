@@ -13,14 +13,19 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_gpu_speed_script_runs_on_the_cpu_and_checks_the_torch_kernel(tiny_model, tmp_path):
     out = tmp_path / "gpu_speed.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_speed.py"), "--model", str(tiny_model), "--random-weights",
-                           "--device", "cpu", "--tokens", "8", "--batch", "3", "--repeats", "1", "--warmup", "0", "--out", str(out)],
+                           "--device", "cpu", "--tokens", "8", "--batch", "3", "--repeats", "2", "--power-repeats", "1", "--warmup", "0",
+                           "--profile", str(tmp_path / "prof"), "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(out.read_text())
-    assert got["random_weights"] and got["device"] == "cpu" and got["repeats_done"] == 1
+    assert got["random_weights"] and got["device"] == "cpu" and got["repeats_done"] == 2
     check = got["kernel_check"]
     assert check["same_token"] == check["rows"] == 96 and check["max_abs_diff"] < 1e-5
     assert set(got["tokens_per_s"]) == {"generate_b1", "strop_host_b1", "strop_device_b1", "generate_b3", "strop_host_b3",
                                         "strop_device_b3", "power_1_chain", "power_3_chains"}
     assert all(v > 0 for v in got["tokens_per_s"].values())
     assert set(got["strop_over_generate"]) == {"b1_host", "b1_device", "b3_host", "b3_device"}
+    assert len(got["runs"]["power_1_chain"]) == 1 and len(got["runs"]["generate_b3"]) == 2  # power in the first repeat only
+    for path in ("generate", "strop_device"):
+        assert got["profile"][path]["wall_ms_per_step"] > 0 and got["profile"][path]["aten_calls_per_step"] > 0
+        assert "sorted by count" in (tmp_path / "prof" / f"{path}.txt").read_text()

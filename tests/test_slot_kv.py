@@ -37,12 +37,16 @@ def _same(a, b) -> None:
     assert a.finish_reason == b.finish_reason and a.text == b.text
 
 
-def test_rows_joining_mid_decode_match_single_runs(tiny):
-    """Nine requests of different lengths through four slots: rows finish at different steps and new ones join."""
+@pytest.mark.parametrize("align", [1, 16])
+def test_rows_joining_mid_decode_match_single_runs(tiny, align):
+    """Nine requests of different lengths through four slots: rows finish at different steps and new ones join.
+    With ``align`` 16 (the default on CUDA) every step attends over masked extra columns: nothing changes."""
     prompts = [tiny.tokenize(f"q{i}: {i} + {2 * i} =") for i in range(9)]
     reqs = [GenRequest(p, SamplingParams(max_tokens=3 + 4 * (i % 3), temperature=1.0, return_entropy=True),
                        np.random.default_rng(i)) for i, p in enumerate(prompts)]
     tiny.reset_cache()
+    tiny._slot_cache(4)
+    tiny._slot_kv.align = align
     batched = tiny.generate_many(reqs)
     assert [g.completion_tokens for g in batched] == [3 + 4 * (i % 3) for i in range(9)]
     for i, (req, got) in enumerate(zip(reqs, batched)):
@@ -135,3 +139,20 @@ def test_pack_moves_fed_slots_to_the_front_with_their_tokens_and_keys():
     moves = kv.pack([1, 0], [3])
     assert moves == {3: 2, 2: 3} and kv.tokens == [[3], [4], [1], [2]]
     assert kv._keys[0][:, 0, 0, 0].tolist() == [2.0, 3.0, 0.0, 1.0]
+
+
+def test_aligned_span_masks_the_extra_columns():
+    """With ``align`` 4, a step's attention covers the past and new columns rounded up to 4; the extra ones are
+    masked for every query, and the keys handed to attention have the same width as the mask."""
+    kv = SlotKV(2, torch.device("cpu"), torch.float32, align=4)
+    inp = kv.step({0: [5, 6], 1: [7]}, pad_id=0)
+    mask = inp["attention_mask"][:, 0]
+    assert mask.shape == (2, 2, 4)
+    assert ((mask == 0).tolist() == [[[True, False, False, False], [True, True, False, False]],
+                                     [[True, False, False, False], [False, True, False, False]]])
+    keys, _ = kv.append(0, torch.ones(2, 1, 2, 3), torch.zeros(2, 1, 2, 3))
+    assert keys.shape == (2, 1, 4, 3)
+    kv.commit()
+    assert kv.width == 2 and kv.cols == [[0, 1], [1]]
+    inp = kv.step({1: [8]}, pad_id=0)  # 2 past + 1 new = 3 columns, rounded up to 4
+    assert (inp["attention_mask"][:, 0] == 0).tolist() == [[[False, True, True, False]]]

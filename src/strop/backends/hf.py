@@ -349,10 +349,14 @@ class HFBackend(Backend):
             return {r.slot: draw_params(last[r.slot - lo], r.req.params, r.req.rng) for r in rows}
         from strop.backends.torch_kernels import draw_rows
 
+        rows = sorted(rows, key=lambda r: r.slot)
         ps = [r.req.params for r in rows]
         # One uniform per sampled row from its own rng, as the numpy kernel consumes it (none for greedy rows).
         u = [r.req.rng.random() if p.temperature > 0 else 0.0 for r, p in zip(rows, ps)]
-        d = draw_rows(logits[[r.slot - lo for r in rows]], [p.temperature for p in ps], [p.top_k for p in ps],
+        at = [r.slot - lo for r in rows]
+        # Rows fed together sit in consecutive slots (``SlotKV.pack``): a slice, not a gathered copy of the logits.
+        picked = logits[at[0] : at[-1] + 1] if at == list(range(at[0], at[0] + len(at))) else logits[at]
+        d = draw_rows(picked, [p.temperature for p in ps], [p.top_k for p in ps],
                       [p.top_p for p in ps], u, want_entropy=any(p.return_entropy for p in ps),
                       base_top_ks=[p.top_k if p.base_top_k else None for p in ps])
         # One device-to-host copy for all four columns (token ids < 2**53 are exact in float64).

@@ -44,10 +44,14 @@ class SlotKV:
     ``commit()``. ``keep(slot, n)`` drops a slot's tokens after the first ``n``.
     """
 
-    def __init__(self, rows: int, device: Any, dtype: Any) -> None:
+    def __init__(self, rows: int, device: Any, dtype: Any, align: int | None = None) -> None:
         self.rows = rows
         self.device = device
         self.dtype = dtype
+        # Attention spans a multiple of ``align`` columns, the extra ones masked. CUDA's memory-efficient attention
+        # (the kernel that takes an arbitrary mask) needs the mask's last dimension a multiple of 16 and otherwise
+        # pads a copy of it in every layer, every step; masked columns add nothing (their weight is exactly 0).
+        self.align = align or (16 if torch.device(device).type == "cuda" else 1)
         self.tokens: list[list[int]] = [[] for _ in range(rows)]  # token ids each slot holds, in order
         self.cols: list[list[int]] = [[] for _ in range(rows)]  # the buffer column of each of those tokens
         self.width = 0  # columns in use
@@ -56,7 +60,8 @@ class SlotKV:
         self._keys: list[torch.Tensor] = []
         self._values: list[torch.Tensor] = []
         self._scratch: torch.Tensor | None = None  # one row of a layer's buffer, for swaps
-        self._pending: tuple[int, int, int, np.ndarray, dict[int, list[int]]] | None = None  # (lo, hi, k, valid, feed)
+        # (lo, hi, k, span, valid, feed) of the step being prepared; span: the columns its attention covers
+        self._pending: tuple[int, int, int, int, np.ndarray, dict[int, list[int]]] | None = None
         self.lo = 0  # the first row of the forward pass being prepared
         self.cache = _SlotCache(self)
 
@@ -141,9 +146,10 @@ class SlotKV:
         lo, hi = min(feed), max(feed) + 1
         self.lo = lo
         k = max(len(t) for t in feed.values())
-        if self.width + k > self.capacity and self.waste() * 4 >= self.width:
+        if self._span(k) > self.capacity and self.waste() * 4 >= self.width:
             self.compact()
-        self._reserve(self.width + k)
+        span = self._span(k)
+        self._reserve(span)
         ids = np.full((hi - lo, k), pad_id, dtype=np.int64)
         pos = np.zeros((hi - lo, k), dtype=np.int64)
         valid = np.zeros((hi - lo, k), dtype=bool)
@@ -156,18 +162,23 @@ class SlotKV:
         past = np.broadcast_to(self.live[lo:hi, None, : self.width], (hi - lo, k, self.width))
         new = np.tril(np.ones((k, k), dtype=bool))[None] & valid[:, None, :]
         new |= np.eye(k, dtype=bool)[None]  # a pad query sees itself: no row of the mask is empty (no NaN)
-        allowed = torch.from_numpy(np.concatenate([past, new], axis=2)).to(self.device)
+        unused = np.zeros((hi - lo, k, span - self.width - k), dtype=bool)  # alignment columns: never seen
+        # Host-to-device copies that do not wait for the device (the arrays are read before ``to`` returns).
+        allowed = torch.from_numpy(np.concatenate([past, new, unused], axis=2)).to(self.device, non_blocking=True)
         mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
         mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
-        self._pending = (lo, hi, k, valid, {s: list(t) for s, t in feed.items()})
-        return {"input_ids": torch.from_numpy(ids).to(self.device),
-                "position_ids": torch.from_numpy(pos).to(self.device),
-                "attention_mask": mask[:, None]}
+        ids_pos = torch.from_numpy(np.stack([ids, pos])).to(self.device, non_blocking=True)  # one copy for both
+        self._pending = (lo, hi, k, span, valid, {s: list(t) for s, t in feed.items()})
+        return {"input_ids": ids_pos[0], "position_ids": ids_pos[1], "attention_mask": mask[:, None]}
+
+    def _span(self, k: int) -> int:
+        """Columns the attention of a step appending ``k`` covers: the past, the new ones, rounded up to ``align``."""
+        return -(-(self.width + k) // self.align) * self.align
 
     def commit(self) -> None:
         """Record the columns the forward pass just wrote."""
         assert self._pending is not None
-        lo, hi, k, valid, feed = self._pending
+        lo, hi, k, _, valid, feed = self._pending
         self._pending = None
         w = self.width
         self.live[lo:hi, w : w + k] = valid
@@ -224,7 +235,7 @@ class SlotKV:
     def append(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A layer's new keys/values (rows lo..hi-1, heads, k, dim) into the buffer; returns its keys/values so far."""
         assert self._pending is not None, "SlotKV.step must prepare the forward pass"
-        lo, hi, k = self._pending[:3]
+        lo, hi, k, span = self._pending[:4]
         if layer == len(self._keys):
             shape = (self.rows, keys.shape[1], self.capacity, keys.shape[3])
             self._keys.append(keys.new_zeros(shape))
@@ -233,7 +244,7 @@ class SlotKV:
         kb, vb = self._keys[layer], self._values[layer]
         kb[lo:hi, :, w : w + k] = keys
         vb[lo:hi, :, w : w + k] = values
-        return kb[lo:hi, :, : w + k], vb[lo:hi, :, : w + k]
+        return kb[lo:hi, :, :span], vb[lo:hi, :, :span]
 
 
 class _SlotCache(Cache):
