@@ -83,8 +83,9 @@ def test_hf_batched_rows_sampled_on_the_device_path_equal_the_numpy_path():
         np.testing.assert_allclose(a.entropies, b.entropies, atol=1e-4)
 
 
+@pytest.mark.parametrize("every_row", [False, True])
 @pytest.mark.parametrize("temperature,top_p", [(0.25, 1.0), (1.0, 1.0), (0.0, 1.0), (0.8, 0.9)])
-def test_top_k_base_rows_match_the_numpy_kernel(temperature, top_p):
+def test_top_k_base_rows_match_the_numpy_kernel(temperature, top_p, every_row):
     # Rows asking for the top-k target (base_top_ks) next to rows that do not, in one call. Under top-k alone the
     # two kernels may pick different tokens for one uniform (module docstring), so log-probs are checked for the
     # token the torch kernel picked: by hand (log p over the k largest logits, renormalised) and, for entropies
@@ -94,8 +95,9 @@ def test_top_k_base_rows_match_the_numpy_kernel(temperature, top_p):
     logits = rng.normal(scale=3.0, size=(n, V)).astype(np.float32)
     logits[:, :5] += 6.0
     uniforms = rng.random(n)
-    ks = [50 if i % 3 else 7 for i in range(n)]
-    base_ks = [k if i % 4 else None for i, k in enumerate(ks)]
+    # Mixed: two k's and rows without the target; every row: one k for the whole batch (as one power run asks).
+    ks = [50] * n if every_row else [50 if i % 3 else 7 for i in range(n)]
+    base_ks = list(ks) if every_row else [k if i % 4 else None for i, k in enumerate(ks)]
     got = draw_rows(torch.from_numpy(logits), [temperature] * n, ks, [top_p] * n, uniforms.tolist(), want_entropy=True,
                     base_top_ks=base_ks)
     for i in range(n):

@@ -118,7 +118,7 @@ def draw_rows(logits: Any, temperatures: Sequence[float], top_ks: Sequence[int |
     base_lp = base.gather(1, tokens[:, None]).squeeze(-1)
     for k in sorted({k for k in base_top_ks or () if k is not None and k < vocab}):
         # Top-k target rows: renormalise over the k largest values (values, not ids: ties cannot matter).
-        idx = torch.tensor([r for r, rk in enumerate(base_top_ks or ()) if rk == k], device=dev)
+        idx = select([r for r, rk in enumerate(base_top_ks or ()) if rk == k])
         head = torch.topk(x[idx], k, dim=-1).values
         log_zk = torch.logsumexp(head, dim=-1)
         base_lp[idx] = x[idx].gather(1, tokens[idx, None]).squeeze(-1) - log_zk
