@@ -2,7 +2,7 @@
 
     python bench/gpu_speed.py [--model PATH_OR_GGUF] [--random-weights] [--tokens 128] [--batch 32] [--repeats 3]
                               [--warmup 1] [--no-power] [--power-repeats N] [--profile DIR]
-                              [--device cuda] [--out FILE]
+                              [--compare-align] [--device cuda] [--out FILE]
 
 For a device machine (the `device` tool); on a CPU it runs too (``--device cpu``, small
 settings) so the script is tested where it is written. Nothing is downloaded:
@@ -21,6 +21,12 @@ decodes a fixed length). Measures, interleaved, medians of ``--repeats``:
    (``device_sampling``), at batch 1 and ``--batch``;
 3. one power-sampling chain and ``--batch`` chains through the engine (alpha 4,
    4 blocks of ``--tokens``/4 tokens, 4 MH steps each), decoded tokens/s;
+With ``--compare-align``, a fourth path in each repeat: the torch kernel with the batched
+attention's width not rounded up to a multiple of 16 (``attention_align = 1``; the default on
+CUDA is 16, extra columns masked), to time that rounding on the GPU at hand.
+The paths' order turns by one place each repeat (on an H100 VM the path run last in a
+repeat read ~20% faster whichever it was), so use a multiple of the path count for
+``--repeats``.
 4. the torch sampling kernel on the device against the numpy kernel on the host
    for the same logits and uniforms (largest log-prob difference, token agreement).
 Writes the figures and the ratios strop / ``generate`` as JSON, after every repeat.
@@ -172,6 +178,7 @@ def main() -> None:
     ap.add_argument("--profile", default=None, metavar="DIR", help="profile one more round of each path (see above)")
     ap.add_argument("--random-weights", action="store_true", help="build --model (a folder with config.json and a tokenizer) "
                     "with seeded random weights instead of loading weights")
+    ap.add_argument("--compare-align", action="store_true", help="also time the torch-kernel path with attention_align 1")
     ap.add_argument("--out", default="bench/results/gpu_speed.json")
     a = ap.parse_args()
     import torch
@@ -186,9 +193,14 @@ def main() -> None:
         model, tok = random_model(a.model, device)
         host = HFBackend.wrap(model, tok, device_sampling=False, max_batch=a.batch)
         on_dev = HFBackend.wrap(model, tok, device_sampling=True, max_batch=a.batch)
+        unaligned = HFBackend.wrap(model, tok, device_sampling=True, max_batch=a.batch) if a.compare_align else None
     else:
         host = load_backend("hf", a.model, device=a.device, device_sampling=False, max_batch=a.batch)
         on_dev = load_backend("hf", a.model, device=a.device, device_sampling=True, max_batch=a.batch)
+        unaligned = load_backend("hf", a.model, device=a.device, device_sampling=True, max_batch=a.batch) if a.compare_align else None
+    paths = [("device", on_dev)] + ([("device_align1", unaligned)] if unaligned is not None else [])
+    if unaligned is not None:
+        unaligned.attention_align = 1
     prompt = host.chat_prompt(QUESTION)
     result = {
         "machine": platform.machine(), "device": str(host.device), "model": host.model_id, "random_weights": a.random_weights,
@@ -205,19 +217,23 @@ def main() -> None:
         for b in (1, a.batch):
             hf_generate(host, prompt, b, a.tokens)
             strop_rows(host, prompt, b, a.tokens, 1000 + w)
-            strop_rows(on_dev, prompt, b, a.tokens, 1000 + w)
+            for _, backend in paths:
+                strop_rows(backend, prompt, b, a.tokens, 1000 + w)
     runs: dict[str, list[float]] = {}
+    timed = [("generate", lambda b, r: hf_generate(host, prompt, b, a.tokens)),
+             ("strop_host", lambda b, r: strop_rows(host, prompt, b, a.tokens, r))]
+    timed += [(f"strop_{name}", lambda b, r, backend=backend: strop_rows(backend, prompt, b, a.tokens, r)) for name, backend in paths]
     for r in range(a.repeats):
+        order = timed[r % len(timed):] + timed[: r % len(timed)]  # each path takes each place in turn
         for b in (1, a.batch):
-            runs.setdefault(f"generate_b{b}", []).append(hf_generate(host, prompt, b, a.tokens))
-            runs.setdefault(f"strop_host_b{b}", []).append(strop_rows(host, prompt, b, a.tokens, r))
-            runs.setdefault(f"strop_device_b{b}", []).append(strop_rows(on_dev, prompt, b, a.tokens, r))
+            for name, run in order:
+                runs.setdefault(f"{name}_b{b}", []).append(run(b, r))
         if not a.no_power and (a.power_repeats is None or r < a.power_repeats):
             runs.setdefault("power_1_chain", []).append(power_chains(on_dev, QUESTION, 1, r, a.tokens))
             runs.setdefault(f"power_{a.batch}_chains", []).append(power_chains(on_dev, QUESTION, a.batch, r, a.tokens))
         med = {k: round(statistics.median(v), 1) for k, v in runs.items()}
         result.update(repeats_done=r + 1, tokens_per_s=med, runs=runs, strop_over_generate={
-            f"b{b}_{w}": round(med[f"strop_{w}_b{b}"] / med[f"generate_b{b}"], 3) for b in (1, a.batch) for w in ("host", "device")})
+            f"b{b}_{w}": round(med[f"strop_{w}_b{b}"] / med[f"generate_b{b}"], 3) for b in (1, a.batch) for w in ["host"] + [n for n, _ in paths]})
         print(json.dumps({"repeat": r + 1, "tokens_per_s": med, "strop_over_generate": result["strop_over_generate"]}), flush=True)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(result, indent=1))

@@ -29,3 +29,15 @@ def test_the_gpu_speed_script_runs_on_the_cpu_and_checks_the_torch_kernel(tiny_m
     for path in ("generate", "strop_device"):
         assert got["profile"][path]["wall_ms_per_step"] > 0 and got["profile"][path]["aten_calls_per_step"] > 0
         assert "sorted by count" in (tmp_path / "prof" / f"{path}.txt").read_text()
+
+
+def test_compare_align_adds_a_path_with_the_attention_width_unrounded(tiny_model, tmp_path):
+    out = tmp_path / "gpu_speed.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_speed.py"), "--model", str(tiny_model), "--random-weights",
+                           "--device", "cpu", "--tokens", "4", "--batch", "2", "--repeats", "1", "--no-power", "--warmup", "0",
+                           "--compare-align", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert {"strop_device_align1_b1", "strop_device_align1_b2"} <= set(got["tokens_per_s"])
+    assert {"b1_device_align1", "b2_device_align1"} <= set(got["strop_over_generate"])

@@ -105,6 +105,9 @@ class HFBackend(Backend):
     name = "hf"
     batches = True
     capabilities = frozenset({LOGPROBS, ENTROPY, SCORE, PREFIX_CACHE, EXACT_LOGPROBS, TOPK_BASE})
+    # Width multiple of the batched attention (SlotKV's ``align``); None: 16 on CUDA, 1 elsewhere.
+    # bench/gpu_speed.py --compare-align times 1 against it.
+    attention_align: int | None = None
 
     def __init__(self, model: str, *, device: str | None = None, dtype: str | None = None, context_length: int | None = None,
                  max_batch: int = 32, device_sampling: bool | None = None) -> None:
@@ -317,7 +320,7 @@ class HFBackend(Backend):
 
         kv = getattr(self, "_slot_kv", None)
         if kv is None or kv.rows != rows:
-            kv = self._slot_kv = SlotKV(rows, self.device, self.model.dtype)
+            kv = self._slot_kv = SlotKV(rows, self.device, self.model.dtype, align=self.attention_align)
             self._slot_used = [0] * rows
             self._slot_clock = 0
         return kv

@@ -51,6 +51,7 @@ class SlotKV:
         # Attention spans a multiple of ``align`` columns, the extra ones masked. PyTorch's memory-efficient attention
         # on CUDA (one of the kernels taking an arbitrary mask) wants the mask's last dimension a multiple of 16 and
         # otherwise pads a copy of it in every layer, every step; masked columns add nothing (their weight is exactly 0).
+        # Timed on an H100 (bench/gpu_speed.py --compare-align): no difference beyond the VM's noise.
         self.align = align or (16 if torch.device(device).type == "cuda" else 1)
         self.tokens: list[list[int]] = [[] for _ in range(rows)]  # token ids each slot holds, in order
         self.cols: list[list[int]] = [[] for _ in range(rows)]  # the buffer column of each of those tokens
