@@ -1,7 +1,7 @@
 """The engine's batching, measured side by side in one run: power sampling over many problems.
 
     python bench/engine_speed.py [--problems 32] [--samples 1] [--backends llamacpp,hf] [--kv-layouts shared]
-                                 [--call-stats] [--out bench/results/engine_speed]
+                                 [--call-stats] [--model GGUF] [--out bench/results/engine_speed]
 
 What ``strop eval --task arithmetic --method power --limit 32 --seed 2026
 --block-size 16 --mcmc-steps 10 --max-tokens 48 [--batch-size 1]`` does,
@@ -21,6 +21,9 @@ longest chains decode alone.
 every row in flight (and their ms a token), calls with fewer rows (the drain at
 the end, as the last chains finish), and time outside ``llama_decode`` (Python:
 sampling, the methods' steps).
+``--model`` runs another GGUF than the embedded one (both backends load it; the
+hf backend dequantises it), e.g. a copy of the embedded model in another
+quantisation (docs/power_sampling.md shows how to make one).
 Reports seconds per problem, the speed-up, decoded tokens per second, and
 accuracy with 95% intervals (the batched run draws from the same random
 streams; float rounding in batched kernels may flip a rare token). Results go
@@ -46,9 +49,9 @@ SEED = 2026
 
 
 def run(backend_name: str, in_flight: int, problems: list, out: Path, samples: int, call_stats: bool = False,
-        **options) -> dict:
+        model: str | None = None, **options) -> dict:
     kwargs = method_settings("power", **SETTINGS)
-    backend = load_backend(backend_name, **options)
+    backend = load_backend(backend_name, model, **options)
     calls: list[tuple[int, int, float]] = []
     if call_stats and backend_name == "llamacpp":
         decode = backend._run  # every llama_decode call of the backend goes through _run(items)
@@ -92,21 +95,25 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=32)
     ap.add_argument("--samples", type=int, default=1, help="chains per problem (strop eval --samples)")
     ap.add_argument("--backends", default="llamacpp,hf")
-    ap.add_argument("--in-flight", type=int, default=None, help="chains in flight when batched (default: 16 llamacpp, 32 hf)")
+    ap.add_argument("--in-flight", type=int, default=None,
+                    help="chains in flight when batched (default: 16 llamacpp, 32 hf; above 16, llamacpp gets as many slots)")
     ap.add_argument("--kv-layouts", default="shared", help="llamacpp KV layouts to run, comma-separated (shared, per-sequence)")
     ap.add_argument("--call-stats", action="store_true", help="llamacpp: where the time went, per llama_decode call")
+    ap.add_argument("--model", default=None, help="a GGUF file (default: the embedded SmolLM2-135M-Instruct Q4_1)")
     ap.add_argument("--out", default="bench/results/engine_speed")
     args = ap.parse_args()
     out = Path(args.out)
     problems = get_task("arithmetic").load(None, limit=args.problems, seed=SEED)  # the first level: one-digit sums
-    summary: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+    summary: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}", "model": args.model or "embedded",
                      "problems": len(problems), "samples": args.samples, "settings": SETTINGS, "backends": {}}
     for name, layout in [(n, lay) for n in args.backends.split(",") for lay in (args.kv_layouts.split(",") if n == "llamacpp" else [None])]:
         options = {"kv_layout": layout} if layout else {}
         label = name if layout in (None, "shared") else f"{name}-{layout}"
         batched = args.in_flight or (16 if name == "llamacpp" else 32)
-        one = run(name, 1, problems, out / f"{label}-one", args.samples, args.call_stats, **options)
-        many = run(name, batched, problems, out / f"{label}-batched", args.samples, args.call_stats, **options)
+        one = run(name, 1, problems, out / f"{label}-one", args.samples, args.call_stats, args.model, **options)
+        # llama.cpp decodes at most n_seq sequences together (16 by default): more chains in flight need more slots.
+        slots = {"n_seq": batched} if name == "llamacpp" and batched > 16 else {}
+        many = run(name, batched, problems, out / f"{label}-batched", args.samples, args.call_stats, args.model, **options, **slots)
         summary["backends"][label] = {"one_at_a_time": one, "batched": many,
                                       "speedup_per_problem": round(one["s_per_problem"] / many["s_per_problem"], 2)}
         print(json.dumps({label: summary["backends"][label]}, indent=1), flush=True)

@@ -1,6 +1,6 @@
 """The llamacpp backend's decode speed against a plain low-level llama.cpp loop, side by side in one run.
 
-    python bench/llamacpp_speed.py [--tokens 96] [--repeats 3] [--rows 1,4,8,16] [--threads N] [--out bench/results/llamacpp_speed.json]
+    python bench/llamacpp_speed.py [--tokens 96] [--repeats 3] [--rows 1,4,8,16] [--threads N] [--model GGUF] [--out bench/results/llamacpp_speed.json]
 
 For each number of rows B (sequences decoded together):
 - plain loop: llama-cpp-python's low-level API only: one context of B
@@ -109,10 +109,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rows", default="1,4,8,16")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--model", default=None, help="a GGUF file (default: the embedded SmolLM2-135M-Instruct Q4_1)")
     ap.add_argument("--out", default="bench/results/llamacpp_speed.json")
     args = ap.parse_args()
     threads = args.threads or default_threads()
-    backend = load_backend("llamacpp", n_threads=threads)
+    backend = load_backend("llamacpp", args.model, n_threads=threads)
     prompt = backend.chat_prompt(QUESTION)
     result: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "threads": threads, "tokens": args.tokens, "rows": {}}
     for rows in [int(x) for x in args.rows.split(",")]:
@@ -135,12 +136,12 @@ def main() -> None:
     backend.close()
     single = {}
     for t in sorted({1, threads}):
-        be = load_backend("llamacpp", n_threads=t)
+        be = load_backend("llamacpp", args.model, n_threads=t)
         p = be.chat_prompt(QUESTION)
         single[t] = round(statistics.median(_tokens_per_s(be, p, args.tokens, r) for r in range(args.repeats)), 1)
         be.close()
     result["single_sequence_tokens_per_s_by_threads"] = single
-    result["model"] = embedded_model_path().name
+    result["model"] = Path(args.model).name if args.model else embedded_model_path().name
     print(json.dumps(result, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
