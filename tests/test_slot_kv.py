@@ -37,18 +37,24 @@ def _same(a, b) -> None:
     assert a.finish_reason == b.finish_reason and a.text == b.text
 
 
-@pytest.mark.parametrize("align", [1, 16])
-def test_rows_joining_mid_decode_match_single_runs(tiny, align):
+@pytest.mark.parametrize(("align", "packed"), [(1, True), (16, True), (1, False)])
+def test_rows_joining_mid_decode_match_single_runs(tiny, align, packed, monkeypatch):
     """Nine requests of different lengths through four slots: rows finish at different steps and new ones join.
-    With ``align`` 16 (the default on CUDA) every step attends over masked extra columns: nothing changes."""
+    With ``align`` 16 (the default on CUDA) every step attends over masked extra columns: nothing changes.
+    Joining rows share the live rows' pass packed (the default) or take a pass of their own: the same results."""
     prompts = [tiny.tokenize(f"q{i}: {i} + {2 * i} =") for i in range(9)]
     reqs = [GenRequest(p, SamplingParams(max_tokens=3 + 4 * (i % 3), temperature=1.0, return_entropy=True),
                        np.random.default_rng(i)) for i, p in enumerate(prompts)]
+    passes = []
+    monkeypatch.setattr(SlotKV, "step", lambda self, feed, pad_id, packed=False, step=SlotKV.step:
+                        passes.append(packed) or step(self, feed, pad_id, packed))
+    monkeypatch.setattr(tiny, "packed_joins", packed)
     tiny.reset_cache()
     tiny._slot_cache(4)
     tiny._slot_kv.align = align
     batched = tiny.generate_many(reqs)
     assert [g.completion_tokens for g in batched] == [3 + 4 * (i % 3) for i in range(9)]
+    assert any(passes) == packed  # rows did join mid-decode with several prompt tokens
     for i, (req, got) in enumerate(zip(reqs, batched)):
         want = _alone(tiny, req, i)
         _same(got, want)

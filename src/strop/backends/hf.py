@@ -108,6 +108,9 @@ class HFBackend(Backend):
     # Width multiple of the batched attention (SlotKV's ``align``); None: 16 on CUDA, 1 elsewhere.
     # bench/gpu_speed.py --compare-align times 1 against it.
     attention_align: int | None = None
+    # Rows joining with several prompt tokens go in one packed pass with the live rows (False: a pass of their own).
+    # None: packed on the CPU, where it was timed (bench/packed_joins.py); a pass of their own on other devices.
+    packed_joins: bool | None = None
 
     def __init__(self, model: str, *, device: str | None = None, dtype: str | None = None, context_length: int | None = None,
                  max_batch: int = 32, device_sampling: bool | None = None) -> None:
@@ -273,11 +276,15 @@ class HFBackend(Backend):
                     raise BackendError("hf: a request could not be admitted")
                 return
             # A forward pass covers every slot between the lowest and the highest fed one, so the fed slots are
-            # moved to the front. New rows whose prompts need several tokens get their own forward pass (new rows
-            # first, then the live rows): in one pass every live row would be padded to the longest prompt.
-            split = bool(new and active and max(len(r.ids) - r.keep for r in new) > 1)
-            # Split: the live rows first (already in front since the last step: no move), the joining rows after them.
-            groups = [[r.slot for r in active], [r.slot for r in new]] if split else [[r.slot for r in rows]]
+            # moved to the front: the live rows first (already in front since the last step: no move), the joining
+            # rows after them. New rows whose prompts need several tokens would pad every live row to the longest
+            # prompt in one rectangular pass: they go in a packed pass instead (every row's tokens in one sequence,
+            # each row's attention on its own slot), or, where the model's attention cannot be swapped, a pass
+            # of their own.
+            ragged = bool(new and active and max(len(r.ids) - r.keep for r in new) > 1)
+            packed = ragged and self._packed_steps
+            split = ragged and not packed
+            groups = [[r.slot for r in active], [r.slot for r in new]] if ragged else [[r.slot for r in rows]]
             moves = kv.pack(*groups)
             if moves:
                 used = list(self._slot_used)
@@ -289,24 +296,41 @@ class HFBackend(Backend):
             joining = {id(r) for r in new}
             for group in ([new, active] if split else [rows]):
                 feed = {r.slot: r.ids[r.keep :] if id(r) in joining else r.trace.tokens[-1:] for r in group}
-                draws.update(self._draw_rows(self._slot_forward(kv, feed), group, kv.lo))
+                draws.update(self._draw_rows(self._slot_forward(kv, feed, packed), group, kv.lo))
             active = self._advance(rows, lambda r, d=draws: d[r.slot], done)
             free = limit - len(active) - len(waiting)
             if free > 0:
                 waiting += list(more(free))
 
-    def _slot_forward(self, kv: SlotKV, feed: dict[int, list[int]]) -> Any:
-        """One forward pass appending ``feed`` to its slots; the last position's logits, row i = slot ``kv.lo + i``."""
-        inputs = kv.step(feed, self.pad_id)
+    def _slot_forward(self, kv: SlotKV, feed: dict[int, list[int]], packed: bool = False) -> Any:
+        """One forward pass appending ``feed`` to its slots; each slot's last logits, row i = slot ``kv.lo + i``."""
+        from strop.backends.slot_kv import PACKED_ATTENTION
+
+        inputs = kv.step(feed, self.pad_id, packed=packed)
+        config = self.model.config
+        default = config._attn_implementation
         try:
             with self.torch.inference_mode():
-                out = self.model(**inputs, past_key_values=kv.cache, use_cache=True, logits_to_keep=1)
+                if packed:  # the attention function of this pass only (the model is the user's: restored after)
+                    config._attn_implementation = PACKED_ATTENTION
+                    out = self.model(**inputs, past_key_values=kv.cache, use_cache=True)
+                else:
+                    out = self.model(**inputs, past_key_values=kv.cache, use_cache=True, logits_to_keep=1)
         except BaseException:
             kv.abort()
             self._slot_kv = None  # partly written: forget it
             raise
+        finally:
+            config._attn_implementation = default
         kv.commit()
-        return out.logits[:, -1]
+        return out.logits[0] if packed else out.logits[:, -1]
+
+    @property
+    def _packed_steps(self) -> bool:
+        """Whether rows joining with several prompt tokens share the live rows' pass (``SlotKV.step(packed=True)``):
+        for models whose attention runs through transformers' sdpa function, which the packed pass calls per slot."""
+        wanted = self.device.type == "cpu" if self.packed_joins is None else self.packed_joins
+        return wanted and getattr(self.model.config, "_attn_implementation", None) == "sdpa"
 
     @property
     def _slot_batching(self) -> bool:

@@ -27,10 +27,12 @@ models with sliding-window layers.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from transformers import AttentionInterface
 from transformers.cache_utils import Cache, DynamicLayer
 
 _MIN_CAPACITY = 64
@@ -63,6 +65,7 @@ class SlotKV:
         self._scratch: torch.Tensor | None = None  # one row of a layer's buffer, for swaps
         # (lo, hi, k, span, valid, feed) of the step being prepared; span: the columns its attention covers
         self._pending: tuple[int, int, int, int, np.ndarray, dict[int, list[int]]] | None = None
+        self._packed: _Packed | None = None  # the packed step being prepared, if it is one
         self.lo = 0  # the first row of the forward pass being prepared
         self.cache = _SlotCache(self)
 
@@ -132,7 +135,7 @@ class SlotKV:
         return self.width - max((len(c) for c in self.cols), default=0)
 
     # ---------------------------------------------------------------- a step
-    def step(self, feed: Mapping[int, Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    def step(self, feed: Mapping[int, Sequence[int]], pad_id: int, packed: bool = False) -> dict[str, Any]:
         """Model inputs appending ``feed[slot]`` (>= 1 token) to each slot in ``feed``.
 
         Every slot from the lowest to the highest fed one is part of the forward
@@ -141,6 +144,13 @@ class SlotKV:
         column. New tokens are right-aligned, so column ``-1`` of each fed row is
         its last token. Returns input_ids, position_ids and the 4D attention mask
         (row ``i`` of each is slot ``lo + i``; ``lo`` is ``self.lo`` until commit).
+
+        ``packed`` (every slot from lo to hi fed): the new tokens of all rows go
+        in as one sequence, without padding, slot after slot; the cache's columns
+        are the same as unpacked. Returns input_ids and position_ids of shape
+        (1, tokens), ``logits_to_keep`` (each slot's last token) and
+        ``strop_packed`` for ``packed_attention`` (see there), which the model
+        must run as its attention function.
         """
         if self._pending is not None:
             raise RuntimeError("SlotKV.step called twice without commit")
@@ -168,9 +178,27 @@ class SlotKV:
         allowed = torch.from_numpy(np.concatenate([past, new, unused], axis=2)).to(self.device, non_blocking=True)
         mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
         mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
-        ids_pos = torch.from_numpy(np.stack([ids, pos])).to(self.device, non_blocking=True)  # one copy for both
         self._pending = (lo, hi, k, span, valid, {s: list(t) for s, t in feed.items()})
+        if packed:
+            return self._packed_inputs(ids, pos, valid, mask[:, None])
+        ids_pos = torch.from_numpy(np.stack([ids, pos])).to(self.device, non_blocking=True)  # one copy for both
         return {"input_ids": ids_pos[0], "position_ids": ids_pos[1], "attention_mask": mask[:, None]}
+
+    def _packed_inputs(self, ids: np.ndarray, pos: np.ndarray, valid: np.ndarray, mask: torch.Tensor) -> dict[str, Any]:
+        """The packed form of a step (see ``step``): the rectangular step's valid tokens, row after row."""
+        lo, k = self.lo, ids.shape[1]
+        lengths = valid.sum(axis=1)
+        if not lengths.all():
+            raise ValueError("a packed step feeds every slot from the lowest to the highest fed one")
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        single = np.flatnonzero(lengths == 1)  # rows decoding one token: one batched attention call
+        segments = [(int(r), int(starts[r]), int(lengths[r])) for r in np.flatnonzero(lengths > 1)]
+        self._packed = _Packed(lo, k, torch.from_numpy(single + lo).to(self.device), torch.from_numpy(starts[single]).to(self.device),
+                               segments, mask)
+        flat = torch.from_numpy(np.stack([ids[valid], pos[valid]])[:, None]).to(self.device, non_blocking=True)
+        return {"input_ids": flat[0], "position_ids": flat[1], "logits_to_keep": torch.from_numpy(ends - 1).to(self.device),
+                "strop_packed": self._packed}
 
     def _span(self, k: int) -> int:
         """Columns the attention of a step appending ``k`` covers: the past, the new ones, rounded up to ``align``."""
@@ -180,7 +208,7 @@ class SlotKV:
         """Record the columns the forward pass just wrote."""
         assert self._pending is not None
         lo, hi, k, _, valid, feed = self._pending
-        self._pending = None
+        self._pending = self._packed = None
         w = self.width
         self.live[lo:hi, w : w + k] = valid
         for s, toks in feed.items():
@@ -191,7 +219,7 @@ class SlotKV:
 
     def abort(self) -> None:
         """Forget a step whose forward pass failed (its columns were never committed)."""
-        self._pending = None
+        self._pending = self._packed = None
 
     # -------------------------------------------------------------- storage
     def _reserve(self, width: int) -> None:
@@ -243,9 +271,61 @@ class SlotKV:
             self._values.append(values.new_zeros(shape))
         w = self.width
         kb, vb = self._keys[layer], self._values[layer]
-        kb[lo:hi, :, w : w + k] = keys
-        vb[lo:hi, :, w : w + k] = values
+        p = self._packed
+        if p is None:
+            kb[lo:hi, :, w : w + k] = keys
+            vb[lo:hi, :, w : w + k] = values
+        else:  # keys: (1, heads, tokens, dim), slot after slot; each slot's tokens end at column w + k - 1
+            if len(p.single_slots):
+                kb[p.single_slots, :, w + k - 1] = keys[0, :, p.single_at].transpose(0, 1)
+                vb[p.single_slots, :, w + k - 1] = values[0, :, p.single_at].transpose(0, 1)
+            for r, start, n in p.segments:
+                kb[lo + r, :, w + k - n : w + k] = keys[0, :, start : start + n]
+                vb[lo + r, :, w + k - n : w + k] = values[0, :, start : start + n]
         return kb[lo:hi, :, :span], vb[lo:hi, :, :span]
+
+
+@dataclass(frozen=True, eq=False)
+class _Packed:
+    """What ``packed_attention`` needs of a packed step: which query positions belong to which slot."""
+
+    lo: int
+    k: int  # the step's column count (its longest row)
+    single_slots: torch.Tensor  # slots decoding one token, ...
+    single_at: torch.Tensor  # ... and where that token sits in the packed sequence
+    segments: list[tuple[int, int, int]]  # (row, start, length) of each row feeding several tokens
+    mask: torch.Tensor  # the rectangular step's additive mask, (rows, 1, k, span)
+
+
+def packed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+                     *, strop_packed: _Packed, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """Attention of a packed step (``SlotKV.step(packed=True)``), each slot's queries against its own row of the cache.
+
+    ``query``: (1, heads, tokens, dim); ``key``/``value``: the cache rows of the step, (rows, kv heads, span, dim).
+    The one-token rows run as one batch of one-query rows, each row feeding several tokens on its own: the same
+    attention as the rectangular step's, with no padding. Returns (1, tokens, heads, dim) as transformers' sdpa does.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    p = strop_packed
+    kwargs.pop("is_causal", None)
+    out = query.new_empty(1, query.shape[2], query.shape[1], query.shape[3])
+    lo, k = p.lo, p.k
+    if len(p.single_at):
+        rows = p.single_slots - lo
+        q = query[0, :, p.single_at].transpose(0, 1).unsqueeze(2)  # (rows, heads, 1, dim)
+        o, _ = sdpa_attention_forward(module, q, key[rows], value[rows], p.mask[rows, :, k - 1 : k], is_causal=False, **kwargs)
+        out[0, p.single_at] = o[:, 0]
+    for r, start, n in p.segments:
+        q = query[:, :, start : start + n]
+        o, _ = sdpa_attention_forward(module, q, key[r : r + 1], value[r : r + 1], p.mask[r : r + 1, :, k - n :],
+                                      is_causal=False, **kwargs)
+        out[0, start : start + n] = o[0]
+    return out, None
+
+
+PACKED_ATTENTION = "strop_slot_packed"
+AttentionInterface.register(PACKED_ATTENTION, packed_attention)
 
 
 class _SlotCache(Cache):
