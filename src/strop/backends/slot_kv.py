@@ -194,8 +194,9 @@ class SlotKV:
         starts = ends - lengths
         single = np.flatnonzero(lengths == 1)  # rows decoding one token: one batched attention call
         segments = [(int(r), int(starts[r]), int(lengths[r])) for r in np.flatnonzero(lengths > 1)]
+        consecutive = len(single) > 0 and single[-1] - single[0] + 1 == len(single)
         self._packed = _Packed(lo, k, torch.from_numpy(single + lo).to(self.device), torch.from_numpy(starts[single]).to(self.device),
-                               segments, mask)
+                               (int(single[0]), int(single[-1]) + 1) if consecutive else None, segments, mask)
         flat = torch.from_numpy(np.stack([ids[valid], pos[valid]])[:, None]).to(self.device, non_blocking=True)
         return {"input_ids": flat[0], "position_ids": flat[1], "logits_to_keep": torch.from_numpy(ends - 1).to(self.device),
                 "strop_packed": self._packed}
@@ -293,6 +294,7 @@ class _Packed:
     k: int  # the step's column count (its longest row)
     single_slots: torch.Tensor  # slots decoding one token, ...
     single_at: torch.Tensor  # ... and where that token sits in the packed sequence
+    single_rows: tuple[int, int] | None  # (first, end) rows of those slots when they are consecutive
     segments: list[tuple[int, int, int]]  # (row, start, length) of each row feeding several tokens
     mask: torch.Tensor  # the rectangular step's additive mask, (rows, 1, k, span)
 
@@ -312,7 +314,8 @@ def packed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
     out = query.new_empty(1, query.shape[2], query.shape[1], query.shape[3])
     lo, k = p.lo, p.k
     if len(p.single_at):
-        rows = p.single_slots - lo
+        # The live rows sit in front, consecutive (``pack``): a slice of the cache, not a gathered copy of it.
+        rows = slice(p.single_rows[0], p.single_rows[1]) if p.single_rows else p.single_slots - lo
         q = query[0, :, p.single_at].transpose(0, 1).unsqueeze(2)  # (rows, heads, 1, dim)
         o, _ = sdpa_attention_forward(module, q, key[rows], value[rows], p.mask[rows, :, k - 1 : k], is_causal=False, **kwargs)
         out[0, p.single_at] = o[:, 0]
