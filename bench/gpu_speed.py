@@ -193,14 +193,14 @@ def main() -> None:
         model, tok = random_model(a.model, device)
         host = HFBackend.wrap(model, tok, device_sampling=False, max_batch=a.batch)
         on_dev = HFBackend.wrap(model, tok, device_sampling=True, max_batch=a.batch)
-        unaligned = HFBackend.wrap(model, tok, device_sampling=True, max_batch=a.batch) if a.compare_align else None
     else:
         host = load_backend("hf", a.model, device=a.device, device_sampling=False, max_batch=a.batch)
         on_dev = load_backend("hf", a.model, device=a.device, device_sampling=True, max_batch=a.batch)
-        unaligned = load_backend("hf", a.model, device=a.device, device_sampling=True, max_batch=a.batch) if a.compare_align else None
-    paths = [("device", on_dev)] + ([("device_align1", unaligned)] if unaligned is not None else [])
-    if unaligned is not None:
+    paths = [("device", on_dev)]
+    if a.compare_align:  # the same model under a second backend whose attention width is not rounded up
+        unaligned = HFBackend.wrap(on_dev.model, on_dev.tokenizer, device_sampling=True, max_batch=a.batch)
         unaligned.attention_align = 1
+        paths.append(("device_align1", unaligned))
     prompt = host.chat_prompt(QUESTION)
     result = {
         "machine": platform.machine(), "device": str(host.device), "model": host.model_id, "random_weights": a.random_weights,

@@ -304,26 +304,32 @@ class HFBackend(Backend):
 
     def _slot_forward(self, kv: SlotKV, feed: dict[int, list[int]], packed: bool = False) -> Any:
         """One forward pass appending ``feed`` to its slots; each slot's last logits, row i = slot ``kv.lo + i``."""
-        from strop.backends.slot_kv import PACKED_ATTENTION
-
         inputs = kv.step(feed, self.pad_id, packed=packed)
-        config = self.model.config
-        default = config._attn_implementation
         try:
             with self.torch.inference_mode():
-                if packed:  # the attention function of this pass only (the model is the user's: restored after)
-                    config._attn_implementation = PACKED_ATTENTION
-                    out = self.model(**inputs, past_key_values=kv.cache, use_cache=True)
+                if packed:
+                    out = self._packed_forward(inputs, kv)
                 else:
                     out = self.model(**inputs, past_key_values=kv.cache, use_cache=True, logits_to_keep=1)
         except BaseException:
             kv.abort()
             self._slot_kv = None  # partly written: forget it
             raise
-        finally:
-            config._attn_implementation = default
         kv.commit()
         return out.logits[0] if packed else out.logits[:, -1]
+
+    def _packed_forward(self, inputs: dict[str, Any], kv: SlotKV) -> Any:
+        """The model on a packed step, with ``packed_attention`` as its attention function for this pass only
+        (the model may be the user's: its own setting is restored after)."""
+        from strop.backends.slot_kv import PACKED_ATTENTION
+
+        config = self.model.config
+        default = config._attn_implementation
+        config._attn_implementation = PACKED_ATTENTION
+        try:
+            return self.model(**inputs, past_key_values=kv.cache, use_cache=True)
+        finally:
+            config._attn_implementation = default
 
     @property
     def _packed_steps(self) -> bool:
@@ -374,15 +380,14 @@ class HFBackend(Backend):
         if not self.device_sampling:
             last = logits.float().cpu().numpy()
             return {r.slot: draw_params(last[r.slot - lo], r.req.params, r.req.rng) for r in rows}
-        from strop.backends.torch_kernels import draw_rows
+        from strop.backends.torch_kernels import draw_rows, row_index
 
         rows = sorted(rows, key=lambda r: r.slot)
         ps = [r.req.params for r in rows]
         # One uniform per sampled row from its own rng, as the numpy kernel consumes it (none for greedy rows).
         u = [r.req.rng.random() if p.temperature > 0 else 0.0 for r, p in zip(rows, ps)]
-        at = [r.slot - lo for r in rows]
         # Rows fed together sit in consecutive slots (``SlotKV.pack``): a slice, not a gathered copy of the logits.
-        picked = logits[at[0] : at[-1] + 1] if at == list(range(at[0], at[0] + len(at))) else logits[at]
+        picked = logits[row_index([r.slot - lo for r in rows], logits.device)]
         d = draw_rows(picked, [p.temperature for p in ps], [p.top_k for p in ps],
                       [p.top_p for p in ps], u, want_entropy=any(p.return_entropy for p in ps),
                       base_top_ks=[p.top_k if p.base_top_k else None for p in ps])

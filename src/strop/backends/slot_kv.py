@@ -35,6 +35,8 @@ import torch
 from transformers import AttentionInterface
 from transformers.cache_utils import Cache, DynamicLayer
 
+from strop.backends.torch_kernels import row_index
+
 _MIN_CAPACITY = 64
 
 
@@ -186,17 +188,17 @@ class SlotKV:
 
     def _packed_inputs(self, ids: np.ndarray, pos: np.ndarray, valid: np.ndarray, mask: torch.Tensor) -> dict[str, Any]:
         """The packed form of a step (see ``step``): the rectangular step's valid tokens, row after row."""
-        lo, k = self.lo, ids.shape[1]
+        k = ids.shape[1]
         lengths = valid.sum(axis=1)
         if not lengths.all():
             raise ValueError("a packed step feeds every slot from the lowest to the highest fed one")
         ends = np.cumsum(lengths)
         starts = ends - lengths
-        single = np.flatnonzero(lengths == 1)  # rows decoding one token: one batched attention call
+        single = np.flatnonzero(lengths == 1).tolist()  # rows decoding one token: one batched attention call
         segments = [(int(r), int(starts[r]), int(lengths[r])) for r in np.flatnonzero(lengths > 1)]
-        consecutive = len(single) > 0 and single[-1] - single[0] + 1 == len(single)
-        self._packed = _Packed(lo, k, torch.from_numpy(single + lo).to(self.device), torch.from_numpy(starts[single]).to(self.device),
-                               (int(single[0]), int(single[-1]) + 1) if consecutive else None, segments, mask)
+        # The live rows sit in front, consecutive (``pack``): slices of the cache, not gathered copies of it.
+        self._packed = _Packed(k, len(single), row_index(single, self.device), row_index(starts[single].tolist(), self.device),
+                               segments, mask)
         flat = torch.from_numpy(np.stack([ids[valid], pos[valid]])[:, None]).to(self.device, non_blocking=True)
         return {"input_ids": flat[0], "position_ids": flat[1], "logits_to_keep": torch.from_numpy(ends - 1).to(self.device),
                 "strop_packed": self._packed}
@@ -277,9 +279,9 @@ class SlotKV:
             kb[lo:hi, :, w : w + k] = keys
             vb[lo:hi, :, w : w + k] = values
         else:  # keys: (1, heads, tokens, dim), slot after slot; each slot's tokens end at column w + k - 1
-            if len(p.single_slots):
-                kb[p.single_slots, :, w + k - 1] = keys[0, :, p.single_at].transpose(0, 1)
-                vb[p.single_slots, :, w + k - 1] = values[0, :, p.single_at].transpose(0, 1)
+            if p.n_single:  # kb[lo:hi] is a view: indexing it writes into the buffer
+                kb[lo:hi][p.single, :, w + k - 1] = keys[0, :, p.single_at].transpose(0, 1)
+                vb[lo:hi][p.single, :, w + k - 1] = values[0, :, p.single_at].transpose(0, 1)
             for r, start, n in p.segments:
                 kb[lo + r, :, w + k - n : w + k] = keys[0, :, start : start + n]
                 vb[lo + r, :, w + k - n : w + k] = values[0, :, start : start + n]
@@ -290,11 +292,10 @@ class SlotKV:
 class _Packed:
     """What ``packed_attention`` needs of a packed step: which query positions belong to which slot."""
 
-    lo: int
     k: int  # the step's column count (its longest row)
-    single_slots: torch.Tensor  # slots decoding one token, ...
-    single_at: torch.Tensor  # ... and where that token sits in the packed sequence
-    single_rows: tuple[int, int] | None  # (first, end) rows of those slots when they are consecutive
+    n_single: int  # rows decoding one token: how many, ...
+    single: Any  # ... their rows in the step (a slice or an index tensor), ...
+    single_at: Any  # ... and where each one's token sits in the packed sequence
     segments: list[tuple[int, int, int]]  # (row, start, length) of each row feeding several tokens
     mask: torch.Tensor  # the rectangular step's additive mask, (rows, 1, k, span)
 
@@ -312,10 +313,8 @@ def packed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
     p = strop_packed
     kwargs.pop("is_causal", None)
     out = query.new_empty(1, query.shape[2], query.shape[1], query.shape[3])
-    lo, k = p.lo, p.k
-    if len(p.single_at):
-        # The live rows sit in front, consecutive (``pack``): a slice of the cache, not a gathered copy of it.
-        rows = slice(p.single_rows[0], p.single_rows[1]) if p.single_rows else p.single_slots - lo
+    k, rows = p.k, p.single
+    if p.n_single:
         q = query[0, :, p.single_at].transpose(0, 1).unsqueeze(2)  # (rows, heads, 1, dim)
         o, _ = sdpa_attention_forward(module, q, key[rows], value[rows], p.mask[rows, :, k - 1 : k], is_causal=False, **kwargs)
         out[0, p.single_at] = o[:, 0]

@@ -41,6 +41,16 @@ class RowDraws:
     entropies: Any
 
 
+def row_index(rows: Sequence[int], device: Any) -> Any:
+    """``rows`` as an index into a tensor's first dimension: a slice when they are consecutive and ascending (a view:
+    no gathered copy, nothing sent to the device), else a tensor of them on ``device``."""
+    import torch
+
+    if len(rows) and list(rows) == list(range(rows[0], rows[0] + len(rows))):
+        return slice(rows[0], rows[0] + len(rows))
+    return torch.tensor(list(rows), dtype=torch.long).to(device, non_blocking=True)
+
+
 def draw_rows(logits: Any, temperatures: Sequence[float], top_ks: Sequence[int | None], top_ps: Sequence[float],
               uniforms: Sequence[float], want_entropy: bool = False, base_top_ks: Sequence[int | None] | None = None) -> RowDraws:
     """Sample one token per row of ``logits`` (n, V) with per-row settings; see the module docstring."""
@@ -49,7 +59,7 @@ def draw_rows(logits: Any, temperatures: Sequence[float], top_ks: Sequence[int |
     # On a GPU this runs once per decode step, and a small model's step is bound by the host launching kernels (an
     # H100 ran a 0.4B model's 32-row step in ~18 ms, almost all of it Python and launches), so the kernel keeps its
     # launches few: the exponentials are computed once and shared by the base distribution, the entropy and a
-    # temperature-1 proposal; a group of rows covering the whole batch is a slice, not a gathered copy; the per-row
+    # temperature-1 proposal; a group of consecutive rows (the whole batch, typically) is a slice, not a gathered copy; the per-row
     # settings travel to the device in one copy that does not wait for the device.
     x = logits.to(torch.float64)
     n, vocab = x.shape
@@ -78,15 +88,12 @@ def draw_rows(logits: Any, temperatures: Sequence[float], top_ks: Sequence[int |
                            dtype=torch.float64).to(dev, non_blocking=True)
     temps, us, tps_all = per_row[0], per_row[1], per_row[2]
 
-    def select(rows: list[int]) -> Any:
-        return slice(None) if len(rows) == n else torch.tensor(rows).to(dev, non_blocking=True)
-
     if greedy:
-        g = select(greedy)
+        g = row_index(greedy, dev)
         tokens[g] = torch.argmax(x[g], dim=-1)
     if plain:
         # No truncation: the inverse CDF walks the vocabulary in token-id order, as the reference does.
-        idx = select(plain)
+        idx = row_index(plain, dev)
         if all(float(temperatures[r]) == 1.0 for r in plain):
             cdf, logq = e[idx].cumsum(dim=-1), base[idx]  # the proposal is the base distribution
         else:
@@ -98,7 +105,7 @@ def draw_rows(logits: Any, temperatures: Sequence[float], top_ks: Sequence[int |
         prop[idx] = logq.gather(1, pos[:, None]).squeeze(-1)
     if cut:
         # Top-k / top-p: the support in descending order (ties by token id), then the inverse CDF over it.
-        idx = select(cut)
+        idx = row_index(cut, dev)
         scaled = z[idx] / temps[idx, None]
         vals, order = torch.sort(scaled, dim=-1, descending=True, stable=True)
         keep = torch.tensor([min(top_ks[r], vocab) if top_ks[r] is not None else vocab for r in cut], dtype=torch.long).to(
@@ -118,7 +125,7 @@ def draw_rows(logits: Any, temperatures: Sequence[float], top_ks: Sequence[int |
     base_lp = base.gather(1, tokens[:, None]).squeeze(-1)
     for k in sorted({k for k in base_top_ks or () if k is not None and k < vocab}):
         # Top-k target rows: renormalise over the k largest values (values, not ids: ties cannot matter).
-        idx = select([r for r, rk in enumerate(base_top_ks or ()) if rk == k])
+        idx = row_index([r for r, rk in enumerate(base_top_ks or ()) if rk == k], dev)
         head = torch.topk(x[idx], k, dim=-1).values
         log_zk = torch.logsumexp(head, dim=-1)
         base_lp[idx] = x[idx].gather(1, tokens[idx, None]).squeeze(-1) - log_zk
