@@ -2,7 +2,7 @@
 #   make run   - create .venv, install strop, show what it is for on the embedded model (about a minute)
 #   make test  - create .venv, install strop with test extras, lint, run the whole test suite
 #
-# llama-cpp-python compiles from source (~10 min on 2 cores). The flags are the
+# llama-cpp-python compiles from source (5-11 min on 2 cores). The flags are the
 # project's, not pip's defaults (-march=native crashed on some CPUs):
 # scripts/llama-wheel.sh builds one wheel per set of flags under
 # ~/.cache/strop/wheels and the venv installs exactly that file, so pip's own

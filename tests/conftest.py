@@ -18,9 +18,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     pytest itself at the first llama.cpp test, with no summary. The verdict is
     remembered per build (strop.backends.native), so this costs one child start per build.
     """
-    from strop.backends.native import check_build
+    from strop.backends.llamacpp import check_native_build
 
-    verdict = check_build()
+    verdict = check_native_build()
     if not verdict.ok:
         pytest.exit(f"llama.cpp smoke check failed, no test was run.\n{verdict.message}", returncode=1)
 

@@ -86,6 +86,22 @@ def test_bad_input_is_one_clear_line_and_nonzero_exit(args, needle, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.stderr
 
 
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["solve", "x", "--samplr", "smc"], "No such option: --samplr"),
+        (["solve", "x", "--alpha", "abc"], "Invalid value for '--alpha'"),
+        (["solve"], "Missing argument"),
+        (["nosuchcmd"], "No such command 'nosuchcmd'"),
+        (["eval", "--task", "gsm8k"], "Missing option '--out'"),
+    ],
+)
+def test_usage_errors_are_clicks_message_without_a_traceback(args, needle):
+    r = strop(*args, timeout=60)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and needle in r.stderr and "Usage: strop" in r.stderr, r.stderr
+
+
 def test_corrupt_gguf_is_a_clear_error(tmp_path):
     bad = tmp_path / "model.gguf"
     bad.write_bytes(b"GGUF" + os.urandom(4096))

@@ -184,8 +184,11 @@ def test_a_method_registered_in_one_module_works_in_solve_eval_and_serve(plugin,
 def test_a_broken_plugin_is_a_clear_error(tmp_path):
     (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('oops')\n")
     env = {**os.environ, "STROP_PLUGINS": "broken_plugin", "PYTHONPATH": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "strop", "info"], capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode != 0 and "could not load the strop plugin 'broken_plugin'" in proc.stderr
+    for args in (["info"], ["solve", "--help"], ["solve", "x", "--method", "greedy"]):
+        proc = subprocess.run([sys.executable, "-m", "strop", *args], capture_output=True, text=True, timeout=300, env=env)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert lines == ["error: could not load the strop plugin 'broken_plugin': RuntimeError: oops"], (args, proc.stderr)
 
 
 def test_solvers_are_refused_by_solve_with_the_command_to_use(tmp_path):
@@ -195,20 +198,30 @@ def test_solvers_are_refused_by_solve_with_the_command_to_use(tmp_path):
 
 
 # ------------------------------------------------------------- architecture
-LAYERS = [("errors", "records", "models"), ("backends",), ("verifiers",), ("tasks",), ("engine",), ("methods",), ("evaluation",),
+LAYERS = [("errors", "records", "models", "registry"), ("backends",), ("verifiers",), ("tasks",), ("engine",), ("methods",), ("evaluation",),
           ("training",), ("ladder",), ("server",), ("cli",), ("__main__",)]
 
 
 def _module_level_imports() -> dict[str, set[str]]:
+    """Package -> the strop packages it names: imports anywhere in a file (module level, inside functions, under
+    TYPE_CHECKING) and strings that are import targets ("strop.pkg.mod" or "strop.pkg.mod:attr", as registries
+    and child processes use them)."""
+    import re
+
+    target = re.compile(r"^strop(\.\w+)+(:\w+)?$")
     edges: dict[str, set[str]] = {}
     for f in SRC.rglob("*.py"):
         rel = f.relative_to(SRC).parts
         if rel == ("__init__.py",):
             continue
         mod = rel[0].removesuffix(".py")
-        for node in ast.parse(f.read_text()).body:
+        for node in ast.walk(ast.parse(f.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and target.match(node.value):
+                part = node.value.split(":")[0].split(".")[1]
+                # "strop.summary_tokens" is a request field, not a module: only names of strop's own modules count
+                names = [node.value.split(":")[0]] if (SRC / part).is_dir() or (SRC / f"{part}.py").is_file() else []
             for n in names:
                 if n.startswith("strop.") and n.split(".")[1] != mod:
                     edges.setdefault(mod, set()).add(n.split(".")[1])
@@ -221,6 +234,64 @@ def test_subpackages_import_only_lower_layers():
     assert set(edges) <= set(rank), f"unplaced packages: {set(edges) - set(rank)}"
     upward = [(a, b) for a, bs in edges.items() for b in bs if rank[b] >= rank[a] and not (rank[b] == rank[a] == 0)]
     assert not upward, f"imports against the layer order: {upward}"
+
+
+def _module_imports(src: Path) -> dict[str, set[str]]:
+    """Module -> the strop modules it imports, anywhere in the file (function-level imports included)."""
+    def name(f: Path) -> str:
+        parts = list(f.relative_to(src.parent).with_suffix("").parts)
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    files = {name(f): f for f in src.rglob("*.py")}
+    edges: dict[str, set[str]] = {}
+    for mod, f in files.items():
+        out = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                out |= {a.name for a in node.names if a.name in files}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                out |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module for a in node.names} & set(files)
+        edges[mod] = out - {mod}
+    return edges
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circle_between_modules():
+    edges = _module_imports(SRC)
+    assert not _cycles(edges), _cycles(edges)
+    # The check sees function-level imports: a circle through one is found.
+    assert _cycles({**edges, "strop.backends.native": edges["strop.backends.native"] | {"strop.backends.llamacpp"}})
 
 
 def test_each_subpackage_imports_alone_in_layer_order():
@@ -282,3 +353,40 @@ def test_on_llamacpp_batched_attempts_match_alone_up_to_rounding(llama):
             assert d.max() < 0.5 and d.mean() < 0.12
     # The same random stream: a wrong rng per row would share nothing from the first token on (as another seed does).
     assert sum(shared(a, b) >= 2 for a, b in zip(first, together)) >= 3
+
+
+def test_every_registry_refuses_a_taken_name_unless_told_to_replace():
+    import strop.ladder  # noqa: F401  (registers ttrl)
+    from strop.backends import backend_class, register_backend
+    from strop.errors import ConfigError
+    from strop.evaluation.solvers import register_solver
+    from strop.methods import MethodSpec, register_method
+
+    def shorter(model, prompt_ids, rng, **kw):
+        yield []
+    from strop.tasks import get_task, register_task
+    from strop.training.curriculum import CURRICULA, RandomCurriculum, register_curriculum
+
+    class Random2(RandomCurriculum):
+        kind = "random"
+
+    attempts = {
+        "method": lambda: register_method(MethodSpec("greedy", shorter, lambda f: {}, lambda kw: 1)),
+        "backend": lambda: register_backend("llamacpp", "strop.backends.toy:ToyBackend"),
+        "task": lambda: register_task(get_task("arithmetic")),
+        "solver": lambda: register_solver("ttrl", "x:y", "x:z"),
+        "curriculum": lambda: register_curriculum(Random2),
+    }
+    for kind, attempt in attempts.items():
+        with pytest.raises(ConfigError, match=f"{kind} '[a-z]+' is already registered"):
+            attempt()
+    # Nothing was replaced by the refused attempts.
+    assert method_spec("greedy").steps is not shorter and backend_class("llamacpp").__name__ == "LlamaCppBackend"
+    assert CURRICULA["random"] is RandomCurriculum
+    # A deliberate override is possible, and can be undone the same way.
+    spec = method_spec("greedy")
+    register_method(MethodSpec("greedy", shorter, lambda f: {}, lambda kw: 1), replace=True)
+    try:
+        assert method_spec("greedy").steps is shorter
+    finally:
+        register_method(spec, replace=True)

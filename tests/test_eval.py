@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -64,19 +65,26 @@ def test_a_line_cut_by_a_kill_is_dropped_and_redone(tmp_path):
 
 @pytest.mark.slow
 def test_resume_after_a_real_kill_counts_every_attempt_once(tmp_path):
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "strop", "eval", "--task", "arithmetic", "--method", "sample", "--max-tokens", "12",
+    out, marker = tmp_path / "run", tmp_path / "blocked"
+    # The task's 5th check blocks for ever (tests/blocking_plugin.py): the kill lands mid-run at a known point,
+    # whatever the machine's speed; the resumed run sees the marker and never blocks.
+    env = {**os.environ, "STROP_PLUGINS": "blocking_plugin", "STROP_TEST_MARKER": str(marker),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "strop", "eval", "--task", "arithmetic-blocking", "--method", "sample", "--max-tokens", "12",
            "--limit", "10", "--samples", "2", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     records = out / "records.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not records.exists() or len(records.read_text().splitlines()) < 4):
+    deadline = time.monotonic() + 600
+    # Checks 1-4 returned before the 5th began; their records are written by threads that are not blocked.
+    while not (marker.exists() and records.exists() and len(records.read_text().splitlines()) >= 4):
+        assert proc.poll() is None, "the run ended before its blocked check"
+        assert time.monotonic() < deadline, "the run never reached its 5th check"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = records.read_text().splitlines()
-    assert 4 <= len(before) < 20, "the kill must land mid-run"
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert 4 <= len(before) < 20  # the blocked attempt is never written
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in records.read_text().splitlines()]
     keys = [(r["id"], r["sample"]) for r in rows]
@@ -151,6 +159,21 @@ def test_a_run_can_grow_with_a_larger_limit_without_redoing_work(tmp_path):
     assert len(calls) == 5 and m["overall"]["attempts"] == 5
     m = evaluate(EvalSpec("arithmetic", "sample", "scripted", None, limit=3), task, problems[:3], b, tmp_path)
     assert len(calls) == 5 and m["overall"]["attempts"] == 3  # metrics cover the current command's problems
+
+
+def test_a_run_can_grow_with_more_samples_without_redoing_work(tmp_path):
+    task = get_task("arithmetic")
+    problems = task.load()[:2]
+    calls = []
+    b = ScriptedBackend(lambda p: calls.append(p) or "0")
+    evaluate(EvalSpec("arithmetic", "sample", "scripted", None, samples=2, limit=2), task, problems, b, tmp_path)
+    m = evaluate(EvalSpec("arithmetic", "sample", "scripted", None, samples=4, limit=2), task, problems, b, tmp_path)
+    assert len(calls) == 8 and m["overall"]["attempts"] == 8 and set(m["overall"]["majority_at_k"]) == {"1", "2", "3", "4"}
+    m = evaluate(EvalSpec("arithmetic", "sample", "scripted", None, samples=1, limit=2), task, problems, b, tmp_path)
+    assert len(calls) == 8 and m["overall"]["attempts"] == 2  # metrics cover the command's samples only
+    recs = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert sorted((r["id"], r["sample"]) for r in recs) == sorted((p.id, s) for p in problems for s in range(4))
+    assert {r["finish_reason"] for r in recs} == {"eos"}  # the scripted "0" ends by itself, not at the cap
 
 
 def test_plots_survive_zero_and_perfect_accuracy(tmp_path):

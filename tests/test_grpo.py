@@ -20,6 +20,7 @@ import pytest
 import trl  # noqa: F401 - the train extra is part of the test install; missing, it must fail, not skip
 
 from killed_runs import kill_after_first_checkpoint, resume
+from strop.errors import ConfigError
 from strop.training.advantages import group_advantages
 from strop.training.entry import build_trainer, train
 from strop.training.recipe import recipe_from_dict
@@ -165,7 +166,7 @@ def test_a_wall_clock_budget_stops_with_a_checkpoint_counts_earlier_runs_and_can
     assert again.steps == 1 and [r["step"] for r in load_metrics(tmp_path / "run")[0]] == [1]
     more = run(spent + 1e-3)  # the budget grew: one more step (this run's own clock) past it
     assert more.steps == 2 and [(r["step"], "eval/accuracy" in r) for r in load_metrics(tmp_path / "run")[0]] == [(1, True), (2, True)]
-    with pytest.raises(Exception, match="max_wall_s must be"):
+    with pytest.raises(ConfigError, match="max_wall_s must be"):
         recipe_from_dict({**tiny_recipe(tiny_model, say_seven, tmp_path / "x"), "max_wall_s": 0})
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from strop.backends.scripted import ScriptedBackend
-from strop.errors import ConfigError, UnknownNameError
+from strop.errors import CapabilityError, ConfigError, UnknownNameError
 from strop.ladder.arithmetic import symbolic_arithmetic_variants
 from strop.ladder.integrals import LEVELS, integral_problems, integrand_keys, validate_integrand
 from strop.ladder.tree import TreeSpec, build_tree
@@ -167,24 +167,31 @@ def _nodes(path: Path) -> list[tuple]:
 def test_a_killed_tree_build_resumes_to_the_same_tree(tmp_path):
     whole = tmp_path / "whole.jsonl"
     subprocess.run(_build_cmd(whole), check=True, capture_output=True, cwd=ROOT, timeout=600)
-    killed = tmp_path / "killed.jsonl"
-    proc = subprocess.Popen(_build_cmd(killed), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = Path(str(killed) + ".expanded")
-    deadline = time.time() + 300
-    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 3):
+    killed, marker = tmp_path / "killed.jsonl", tmp_path / "blocked"
+    # The same tree through a test plugin whose 10th variant validation blocks for ever (tests/blocking_plugin.py):
+    # the kill lands mid-expansion at a known point, whatever the machine's speed; the resumed build never blocks.
+    env = {**os.environ, "STROP_PLUGINS": "blocking_plugin", "STROP_TEST_MARKER": str(marker),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    cmd = [a if a != "integrals" else "integrals-blocking" for a in _build_cmd(killed)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 600
+    while not marker.exists():
+        assert proc.poll() is None, "the build ended before its blocked validation"
+        assert time.monotonic() < deadline, "the build never reached its 10th validation"
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = _nodes(killed)
     assert 0 < len(partial) < len(_nodes(whole))
+    assert any(n[2] is not None for n in partial)  # some variants were written before the kill
     with killed.open("a") as f:
         f.write('{"id": "cut mid-li')  # a line cut by the kill
-    subprocess.run(_build_cmd(killed), check=True, capture_output=True, cwd=ROOT, timeout=600)
+    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, timeout=600, env=env)
     assert _nodes(killed) == _nodes(whole)
     # Finished: a third run adds nothing; other settings are refused.
-    subprocess.run(_build_cmd(killed), check=True, capture_output=True, cwd=ROOT, timeout=600)
+    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, timeout=600, env=env)
     assert _nodes(killed) == _nodes(whole)
-    bad = subprocess.run(_build_cmd(killed)[:-2] + ["--depth", "1", "--out", str(killed)], capture_output=True, text=True, cwd=ROOT)
+    bad = subprocess.run(cmd[:-2] + ["--depth", "1", "--out", str(killed)], capture_output=True, text=True, cwd=ROOT, env=env)
     assert bad.returncode == 2 and "built with other settings" in bad.stderr
 
 
@@ -231,7 +238,7 @@ def test_the_arithmetic_ladder_recipe_trains_depths_in_order_and_never_on_an_eva
     """recipes/ladder-arith.yaml on a tiny model: easiest depth first, and no tree node is a held-out problem."""
     from typer.testing import CliRunner
 
-    from strop.cli.main import app
+    from strop.cli.app import app
     from strop.ladder.training import ladder_recipe
     from strop.training.data import training_problems
     from strop.training.entry import build_trainer
@@ -353,7 +360,7 @@ def test_ttrl_is_refused_outside_eval_and_off_the_hf_backend():
     with pytest.raises(UnknownNameError, match="unknown method 'ttrl'"):  # a solver, not a decoding method
         run_method("ttrl", backend, "1 + 1 = ?", np.random.default_rng(0))
     task = get_task("arithmetic")
-    with pytest.raises(Exception, match="--backend hf"):
+    with pytest.raises(CapabilityError, match="--backend hf"):
         test_time_rl(backend, task, task.load(seed=0)[0], np.random.default_rng(0), config=TTRLConfig())
     with pytest.raises(ConfigError, match="no variant generator"):
         from strop.ladder.variants import kind_for_task

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from strop.backends import native
+from strop.backends.llamacpp import smoke_argv
 
 CRASHING_CHILD = ("import os, signal; print('SYSTEM_INFO CPU : AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 |', flush=True);"
                   " os.kill(os.getpid(), signal.SIGSEGV)")
@@ -28,7 +29,7 @@ def test_a_failing_child_is_a_verdict_with_its_last_lines():
 
 
 def test_the_real_build_decodes_here():
-    v = native.run_check()
+    v = native.run_check(smoke_argv())
     assert v.ok, v.message
     assert "AVX2 = 1" in v.system_info or "SSE3 = 1" in v.system_info  # llama.cpp's own feature list
 

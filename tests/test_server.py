@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import openai
@@ -474,8 +475,11 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(toy):
 def test_strop_serve_on_the_embedded_model_and_sigterm(tmp_path):
     port = free_port()
     # A generous grace period: on a loaded CI machine the RC request below can take tens of seconds.
+    marker, release = tmp_path / "in-flight", tmp_path / "release"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "STROP_PLUGINS": "blocking_plugin", "STROP_TEST_MARKER": str(marker),
+           "STROP_TEST_RELEASE": str(release), "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "strop", "serve", "--port", str(port), "--graceful-timeout", "300"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            stderr=subprocess.STDOUT, text=True, env=env)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -493,21 +497,34 @@ def test_strop_serve_on_the_embedded_model_and_sigterm(tmp_path):
         turns = r.strop["choices"][0]["stats"]["turns"]
         assert len(turns) == 2 and r.choices[0].message.content == turns[-1]["reasoning"]
         assert r.usage.completion_tokens == sum(t["reasoning_tokens"] + t["summary_tokens"] for t in turns)
-        # SIGTERM during a request: it finishes, then the server exits cleanly.
+        # SIGTERM during a request, at a known point: the plugin's method (tests/blocking_plugin.py) waits until the
+        # test releases it. The test signals while it waits, sees the server stop accepting connections (shutdown
+        # has begun), then releases it: the request finishes, then the server exits cleanly.
         done: dict = {}
         def request() -> None:
             try:
-                done["r"] = c.chat.completions.create(model="rc/smollm2", messages=[{"role": "user", "content": "Count to ten."}], seed=1,
-                                                      extra_body={"strop": {"turns": 2, "reasoning_tokens": 48, "summary_tokens": 24}})
+                done["r"] = c.chat.completions.create(model="greedy-after-release/smollm2", seed=1, max_tokens=16,
+                                                      messages=[{"role": "user", "content": "Count to ten."}])
             except Exception as e:  # noqa: BLE001 - reported by the assertion below
                 done["error"] = e
 
         t = threading.Thread(target=request)
         t.start()
-        while requests.get(f"http://127.0.0.1:{port}/health", timeout=5).json()["pending"] == 0:
-            assert t.is_alive(), "the request finished before it was seen in flight"
-            time.sleep(0.005)
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert t.is_alive() and time.monotonic() < deadline, done
+            time.sleep(0.01)
+        assert requests.get(f"http://127.0.0.1:{port}/health", timeout=30).json()["pending"] == 1
         proc.send_signal(signal.SIGTERM)
+        while True:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/health", timeout=30)
+            except requests.ConnectionError:
+                break  # no longer listening: the shutdown is under way with the request in flight
+            assert time.monotonic() < deadline, "the server kept accepting connections after SIGTERM"
+            time.sleep(0.05)
+        assert t.is_alive() and proc.poll() is None  # still waiting for the request, which is still waiting for us
+        release.touch()
         t.join(300)
         assert "error" not in done, done
         assert done["r"].choices[0].message.content

@@ -5,9 +5,15 @@ The library is organised as the architecture is:
 - ``strop.backends``: how tokens are produced (llama.cpp, transformers, any
   OpenAI-compatible server, and exact toy models), all returning one
   ``Generation`` shape.
-- ``strop.methods``: decoding algorithms built on backends (greedy, sampling,
-  best-of-n, majority vote; power sampling, RC later).
+- ``strop.engine``: runs many method instances at once, batching their requests.
+- ``strop.methods``: decoding algorithms as step machines (greedy, sampling,
+  best-of-n, majority vote, power sampling, RC and its comparison points).
 - ``strop.verifiers``: is an answer right.
+- ``strop.tasks``: benchmarks by name, and custom JSONL tasks.
+- ``strop.evaluation``: the resumable eval harness, metrics with intervals.
+- ``strop.training``: the RL engine (GRPO through TRL, curricula such as SEC).
+- ``strop.ladder``: variant trees and test-time variant RL.
+- ``strop.server``: every method behind an OpenAI-compatible API.
 - ``strop.cli``: the ``strop`` command, a thin shell over the library.
 """
 

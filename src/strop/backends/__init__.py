@@ -22,6 +22,7 @@ from strop.backends.base import (
     Scored,
 )
 from strop.errors import UnknownNameError
+from strop.registry import add
 
 # name -> "module:Class". Register more with ``register_backend``.
 _REGISTRY: dict[str, str] = {
@@ -34,9 +35,9 @@ _REGISTRY: dict[str, str] = {
 DEFAULT_BACKEND = "llamacpp"
 
 
-def register_backend(name: str, target: str) -> None:
-    """Register a backend class by import path, e.g. ``register_backend("mine", "pkg.mod:MyBackend")``."""
-    _REGISTRY[name] = target
+def register_backend(name: str, target: str, *, replace: bool = False) -> None:
+    """Register a backend class by import path, e.g. ``register_backend("mine", "pkg.mod:MyBackend")`` (a taken name is refused)."""
+    add(_REGISTRY, "backend", name, target, replace=replace)
 
 
 def backend_names() -> list[str]:

@@ -30,8 +30,8 @@ llama.cpp extra passes over the weights.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -58,6 +58,7 @@ from strop.backends.base import (
     pick_slot,
 )
 from strop.backends.logits import score_rows
+from strop.backends.native import NativeCheck, check_build, quiet_stderr
 from strop.backends.vocab import GGUFVocab
 from strop.errors import BackendError, ConfigError, ModelLoadError
 from strop.models import check_gguf
@@ -88,23 +89,32 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-@contextlib.contextmanager
-def quiet_stderr():
-    """llama.cpp prints load logs (and load errors) straight to fd 2; keep them off the user's terminal."""
-    try:
-        fd = os.dup(2)
-    except OSError:  # no stderr to protect
-        yield
-        return
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(fd, 2)
-            os.close(fd)
+def smoke_argv(model: str | None = None) -> list[str]:
+    """The command of the build check's child (``strop.backends.native.check_build``): decode a few tokens of ``model``
+    (default: the embedded one) through this backend in a fresh process, so a build that crashes on this CPU kills
+    the child, not the caller."""
+    if model is None:
+        from strop.models import embedded_model_path
+
+        model = str(embedded_model_path())
+    return [sys.executable, "-c", "import sys; from strop.backends.llamacpp import smoke; smoke(sys.argv[1])", model]
 
 
+def check_native_build(*, force: bool = False) -> NativeCheck:
+    """The remembered verdict on the installed llama.cpp build (``native.check_build`` with this backend's child)."""
+    return check_build(smoke_argv(), force=force)
+
+
+def smoke(model: str) -> None:
+    """In the check's child: print the build's CPU features, then load ``model`` and decode through this backend."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info()
+    print("SYSTEM_INFO " + (info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)).strip(), flush=True)
+    backend = LlamaCppBackend(model, n_ctx=256, native_check=False)
+    g = backend.generate(backend.tokenize("1 + 1 ="), SamplingParams(max_tokens=4, temperature=0.0), np.random.default_rng(0))
+    print(f"DECODED {g.completion_tokens}", flush=True)
+    backend.close()
 
 
 class LlamaCppBackend(Backend):
@@ -150,9 +160,7 @@ class LlamaCppBackend(Backend):
         if kv_layout not in KV_LAYOUTS:
             raise ConfigError(f"kv_layout must be one of {', '.join(KV_LAYOUTS)}, got {kv_layout!r}")
         if native_check:
-            from strop.backends.native import check_build
-
-            verdict = check_build()
+            verdict = check_native_build()
             if not verdict.ok:
                 raise ModelLoadError(verdict.message)
         self._lib = lib = llama_cpp

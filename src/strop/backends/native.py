@@ -19,6 +19,7 @@ installed, so it imports nothing outside the standard library at module level.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -124,27 +125,21 @@ def _cache_dir() -> Path:
     return cache_root() / "native-check"
 
 
-_CHILD = """
-import sys
-from strop.backends import native
-native._smoke(sys.argv[1])
-"""
-
-
-def _smoke(model: str) -> None:
-    """In the child: print the build's CPU features, then load ``model`` and decode through strop's llamacpp path."""
-    import llama_cpp
-    import numpy as np
-
-    info = llama_cpp.llama_print_system_info()
-    print("SYSTEM_INFO " + (info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)).strip(), flush=True)
-    from strop.backends.base import SamplingParams
-    from strop.backends.llamacpp import LlamaCppBackend
-
-    backend = LlamaCppBackend(model, n_ctx=256, native_check=False)
-    g = backend.generate(backend.tokenize("1 + 1 ="), SamplingParams(max_tokens=4, temperature=0.0), np.random.default_rng(0))
-    print(f"DECODED {g.completion_tokens}", flush=True)
-    backend.close()
+@contextlib.contextmanager
+def quiet_stderr():
+    """llama.cpp prints load logs (and load errors) straight to fd 2; keep them off the user's terminal."""
+    try:
+        fd = os.dup(2)
+    except OSError:  # no stderr to protect
+        yield
+        return
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(fd, 2)
+            os.close(fd)
 
 
 def _signal_name(code: int) -> str:
@@ -154,14 +149,13 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
-def run_check(model: str | None = None, *, argv: list[str] | None = None, timeout_s: float = 300.0) -> NativeCheck:
-    """Run the smoke child and read its verdict (not cached). ``argv`` replaces the child's command (tests simulate crashes with it)."""
-    if argv is None:
-        if model is None:
-            from strop.models import embedded_model_path
+def run_check(argv: list[str], *, timeout_s: float = 300.0) -> NativeCheck:
+    """Run the smoke child ``argv`` and read its verdict (not cached).
 
-            model = str(embedded_model_path())
-        argv = [sys.executable, "-c", _CHILD, model]
+    The child is the backend's (``strop.backends.llamacpp.smoke_argv``): it prints ``SYSTEM_INFO <features>``,
+    decodes a few tokens and prints ``DECODED <n>``. This module only runs it and reads it (tests simulate
+    crashes with other commands), so it never imports the backend it checks.
+    """
     env = {**os.environ, "STROP_NATIVE_CHECK": "off"}
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=env, stdin=subprocess.DEVNULL)
@@ -184,8 +178,8 @@ def run_check(model: str | None = None, *, argv: list[str] | None = None, timeou
     return NativeCheck(True, "llama.cpp decodes on this CPU", info)
 
 
-def check_build(model: str | None = None, *, force: bool = False) -> NativeCheck:
-    """The remembered verdict for the installed build, running the smoke child once per build.
+def check_build(argv: list[str], *, force: bool = False) -> NativeCheck:
+    """The remembered verdict for the installed build, running the smoke child ``argv`` once per build.
 
     A crash verdict is remembered too (a rebuild changes the key); a timeout is not.
     ``STROP_NATIVE_CHECK=off`` skips the check (the smoke child itself runs so).
@@ -200,7 +194,7 @@ def check_build(model: str | None = None, *, force: bool = False) -> NativeCheck
             return NativeCheck(bool(data["ok"]), str(data["message"]), str(data.get("system_info", "")), cached=True)
         except (OSError, ValueError, KeyError):
             pass  # a damaged record: check again
-    verdict = run_check(model)
+    verdict = run_check(argv)
     remember = verdict.ok or "crashed" in verdict.message
     if path is not None and remember:
         try:

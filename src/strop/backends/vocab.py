@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from strop.backends.native import quiet_stderr
 from strop.backends.text import check_text, hf_control_texts, hf_tokenize, hf_tokenize_text
 from strop.errors import ModelLoadError
 from strop.models import check_gguf, is_gguf_spec
@@ -56,8 +57,6 @@ class GGUFVocab:
     @classmethod
     def load(cls, path: str) -> GGUFVocab:
         import llama_cpp
-
-        from strop.backends.llamacpp import quiet_stderr
 
         check_gguf(Path(path))
         try:

@@ -99,8 +99,9 @@ def evaluate(
     mine = json.loads(json.dumps(asdict(spec), default=str))
     if spec_file.exists():
         theirs = json.loads(spec_file.read_text())
-        # --limit may change: a run can grow (or be summarised on fewer problems) without redoing work.
-        diff = sorted(k for k in set(mine) | set(theirs) if k != "limit" and mine.get(k) != theirs.get(k))
+        # --limit and --samples may change: a run can grow (or be summarised on fewer problems or samples) without
+        # redoing work; attempt (i, s) draws from the same rng whatever the totals.
+        diff = sorted(k for k in set(mine) | set(theirs) if k not in ("limit", "samples") and mine.get(k) != theirs.get(k))
         if diff:
             raise StropError(f"{out} holds a different run (differs in: {', '.join(diff)}); pass another --out")
     spec_file.write_text(json.dumps(mine, indent=2))
@@ -163,7 +164,7 @@ def evaluate(
             if failures:
                 raise failures[0]
     ids = {p.id for p in problems}
-    metrics = compute_metrics([r for r in records if r["id"] in ids], spec.samples, vote=vote)
+    metrics = compute_metrics([r for r in records if r["id"] in ids and r["sample"] < spec.samples], spec.samples, vote=vote)
     metrics["spec"] = mine
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -184,7 +185,10 @@ def _record(spec: EvalSpec, task: Task, prob: Problem, sample: int, result: Meth
         "gold": prob.gold if isinstance(prob.gold, (int, float, str)) else str(prob.gold),
         "verdict": v.verdict.value, "correct": v.correct, "detail": v.detail[:300],
         "tokens": result.decoded_tokens, "thinking_tokens": result.stats.get("thinking_tokens", 0),
-        "prompt_tokens": result.candidates[result.chosen].prompt_tokens, "seconds": None, "pid": os.getpid(),
+        "prompt_tokens": result.candidates[result.chosen].prompt_tokens,
+        # Why the answer's generation stopped ("eos", "length" = the token cap, "stop"): an answer cut by the cap is
+        # a budget problem, not a reasoning one.
+        "finish_reason": result.candidates[result.chosen].finish_reason, "seconds": None, "pid": os.getpid(),
     }
     turns = result.stats.get("turns")
     if turns:

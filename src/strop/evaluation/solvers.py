@@ -3,8 +3,9 @@
 A solver gets the task and one problem (not only its prompt) and may do
 anything, e.g. train: test-time variant RL builds variants of the problem,
 trains a LoRA adapter on them, answers, and removes the adapter. Solvers are
-named here by import path and loaded only when used, as backends are, so the
-evaluation layer never imports the packages that own them (``strop.ladder``
+registered by import path by the packages that own them (``import strop.ladder``
+registers ``ttrl``) and loaded only when used, as backends are, so the
+evaluation layer never names or imports those packages (``strop.ladder.ttrl``
 needs torch and TRL).
 """
 
@@ -15,18 +16,19 @@ from collections.abc import Callable
 from typing import Any
 
 from strop.errors import UnknownNameError
+from strop.registry import add
 
 # name -> ("module:solve", "module:settings"); register more with ``register_solver``.
 #   solve(backend, task, problem, rng, *, system, progress, **kwargs) -> MethodResult
 #   settings(flat: strop.methods.Flat, options: dict) -> kwargs (validated)
-_SOLVERS: dict[str, tuple[str, str]] = {
-    "ttrl": ("strop.ladder.ttrl:solve", "strop.ladder.ttrl:settings"),
-}
+# strop's own: ``ttrl``, registered by ``strop.ladder`` when it is imported (the CLI does).
+_SOLVERS: dict[str, tuple[str, str]] = {}
 
 
-def register_solver(name: str, solve: str, settings: str) -> None:
-    """Register a problem-level solver by import paths, e.g. ``register_solver("mine", "pkg.mod:solve", "pkg.mod:settings")``."""
-    _SOLVERS[name] = (solve, settings)
+def register_solver(name: str, solve: str, settings: str, *, replace: bool = False) -> None:
+    """Register a problem-level solver by import paths, e.g. ``register_solver("mine", "pkg.mod:solve", "pkg.mod:settings")``
+    (a taken name is refused)."""
+    add(_SOLVERS, "solver", name, (solve, settings), replace=replace)
 
 
 def solver_names() -> list[str]:

@@ -2,7 +2,8 @@
 
 Each method module registers a ``MethodSpec`` (``register_method``), so the
 CLI, the eval harness and the server look methods up instead of branching on
-names; ``strop.engine`` runs any number of them at once.
+names; ``strop.engine`` runs any number of them at once. Plugins (more
+methods, from entry points or ``STROP_PLUGINS``) load on the first look-up.
 """
 
 from strop.methods import basic, power, rc  # noqa: F401  (registers the methods)
@@ -22,7 +23,5 @@ from strop.methods.base import (
     takes_question,
 )
 
-load_plugins()
-
-__all__ = ["Flat", "MethodResult", "MethodSpec", "get_method", "make_steps", "method_names", "method_settings", "method_spec",
+__all__ = ["Flat", "MethodResult", "MethodSpec", "get_method", "load_plugins", "make_steps", "method_names", "method_settings", "method_spec",
            "register_method", "run_method", "settings_record", "takes_question"]

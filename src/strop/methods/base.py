@@ -24,6 +24,7 @@ from strop.backends.chat import user_turn
 from strop.backends.thinking import THINK, hidden_token_count, strip_thinking
 from strop.errors import ConfigError, UnknownNameError
 from strop.methods.rc_prompts import RCPrompts
+from strop.registry import add
 from strop.verifiers.extract import extract_answer
 
 
@@ -134,41 +135,53 @@ class MethodSpec:
 _METHODS: dict[str, MethodSpec] = {}
 
 
-def register_method(spec: MethodSpec) -> MethodSpec:
-    """Make a method usable by name from ``strop solve``, ``strop eval`` and ``strop serve``."""
+def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
+    """Make a method usable by name from ``strop solve``, ``strop eval`` and ``strop serve`` (a taken name is refused)."""
     if not spec.name or "/" in spec.name:
         raise ConfigError(f"a method name must be non-empty and without '/', got {spec.name!r}")
-    _METHODS[spec.name] = spec
-    return spec
+    return add(_METHODS, "method", spec.name, spec, replace=replace)
+
+
+_plugins: list[str] | None = None  # the plugin modules, once they have loaded
 
 
 def load_plugins() -> list[str]:
-    """Import the modules that register more methods; returns their names.
+    """Import the modules that register more methods (once); returns their names.
 
     Two ways to add a method without touching strop: a package declaring an
     entry point in the group ``strop.methods`` (value: the module to import),
     or ``STROP_PLUGINS=module[,module...]`` in the environment. A plugin that
-    fails to import is an error naming it, not a silently missing method.
+    fails to import is an error naming it, not a silently missing method (and
+    the next look-up tries again). Method look-ups call this first, so a
+    program never sees the registry without its plugins.
     """
+    global _plugins
+    if _plugins is not None:
+        return _plugins
     import importlib
     import os
     from importlib.metadata import entry_points
 
     names = [ep.value for ep in entry_points(group="strop.methods")]
     names += [m.strip() for m in os.environ.get("STROP_PLUGINS", "").split(",") if m.strip()]
+    _plugins = names  # before importing: a plugin that looks methods up while it loads must not load itself again
     for name in names:
         try:
             importlib.import_module(name.split(":")[0])
         except Exception as e:
+            _plugins = None
             raise ConfigError(f"could not load the strop plugin {name!r}: {type(e).__name__}: {e}") from e
     return names
 
 
 def method_names() -> list[str]:
+    load_plugins()
     return sorted(_METHODS)
 
 
 def method_spec(name: str) -> MethodSpec:
+    if name not in _METHODS:
+        load_plugins()
     if name not in _METHODS:
         raise UnknownNameError(f"unknown method '{name}'; choose one of: {', '.join(method_names())}")
     return _METHODS[name]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from strop.errors import ConfigError, StropError, UnknownNameError
+from strop.registry import add
 from strop.verifiers.base import Verification
 
 
@@ -139,9 +140,9 @@ def field_of(record: Mapping[str, Any], name: str, task: str) -> Any:
 _TASKS: dict[str, Task] = {}
 
 
-def register_task(task: Task) -> Task:
-    _TASKS[task.name] = task
-    return task
+def register_task(task: Task, *, replace: bool = False) -> Task:
+    """Make a task usable by name (``strop eval --task``); a taken name is refused."""
+    return add(_TASKS, "task", task.name, task, replace=replace)
 
 
 def task_names() -> list[str]:

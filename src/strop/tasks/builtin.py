@@ -10,6 +10,7 @@ from typing import Any
 from strop.backends.thinking import strip_thinking
 from strop.tasks.arithmetic import arithmetic_problems
 from strop.tasks.base import Problem, Task, field_of, register_task
+from strop.tasks.integrals import LEVELS, integral_problems, pretty
 from strop.verifiers import verify_code, verify_countdown, verify_integral, verify_math
 from strop.verifiers.base import Verdict, Verification
 from strop.verifiers.extract import extract_answer
@@ -185,14 +186,10 @@ register_task(Task(
 
 
 def _integrals_builtin(seed: int) -> list[Problem]:
-    from strop.ladder.integrals import LEVELS, integral_problems
-
     return [_integrals_parse(r, 0) for level in LEVELS for r in integral_problems(20, seed=seed, level=level)]
 
 
 def _integrals_parse(r: Mapping[str, Any], i: int) -> Problem:
-    from strop.ladder.integrals import pretty
-
     integrand = str(field_of(r, "integrand", "integrals"))
     return Problem(str(r.get("id", i)), pretty(integrand), r.get("answer"), r.get("category"), {"integrand": integrand})
 

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from strop.errors import ConfigError
+from strop.registry import add
 
 
 def boltzmann(q: Sequence[float], tau: float) -> np.ndarray:
@@ -134,8 +135,7 @@ def register_curriculum(cls: type[C]) -> type[C]:
     """Class decorator: make a Curriculum subclass available by its ``kind`` (recipes, test-time variant RL)."""
     if not isinstance(cls.kind, str) or not cls.kind or cls.kind in ("base", "none"):
         raise ConfigError(f"a curriculum needs its own kind name (not base or none), got {cls.kind!r}")
-    CURRICULA[cls.kind] = cls
-    return cls
+    return add(CURRICULA, "curriculum", cls.kind, cls)
 
 
 @register_curriculum

@@ -26,7 +26,6 @@ advantages) and keeps its own slice, the layout TRL's RepeatSampler produces.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,17 +46,6 @@ from strop.training.run_folder import (  # noqa: F401  (re-exported: the run fol
     load_metrics,
 )
 from strop.training.sources import CURRICULUM_STATE, RowSource, per_category  # noqa: F401  (CURRICULUM_STATE re-exported)
-
-# Names that lived here before the entry points moved to ``training.entry``: still importable from this module
-# (lazily, since entry imports this module).
-_MOVED_TO_ENTRY = ("TrainResult", "build_trainer", "train", "make_trainer", "grpo_args", "lora_config", "_curriculum",
-                   "VALIDATION", "RC_LOG")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_ENTRY:
-        return getattr(importlib.import_module("strop.training.entry"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _trainer_class():

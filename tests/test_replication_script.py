@@ -1,0 +1,54 @@
+"""bench/replication.py on the embedded model, shrunk to a smoke run: every arm is a resumable strop eval folder,
+and the report pairs the arms on the same problems."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from strop.models import embedded_model_path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data")]
+
+
+def bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "replication.py"), *args], capture_output=True, text=True, timeout=600)
+
+
+def test_smoke_run_resumes_and_reports_paired_tests(tmp_path):
+    runs = tmp_path / "runs"
+    arms = ["--suite", "gsm8k", "--arm", "greedy", "--arm", "power", "--arm", "temp1"]
+    smoke = ["--model", str(embedded_model_path()), *arms, "--samples", "2", "--limit", "3", "--max-tokens", "12", "--out", str(runs)]
+    r = bench("run", *smoke)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("+ strop eval --task gsm8k") == 3 and "--max-tokens 12" in r.stdout
+    folders = {p.name: p for p in runs.iterdir()}
+    assert set(folders) == {"gsm8k-greedy", "gsm8k-power", "gsm8k-temp1"}
+    recs = {name: [json.loads(x) for x in (p / "records.jsonl").read_text().splitlines()] for name, p in folders.items()}
+    assert [len(recs[n]) for n in ("gsm8k-greedy", "gsm8k-power", "gsm8k-temp1")] == [3, 3, 6]
+    assert all(r["finish_reason"] in ("eos", "length", "stop") for rs in recs.values() for r in rs)
+    assert json.loads((folders["gsm8k-power"] / "run.json").read_text())["method_config"]["config"]["block_size"] == 128
+
+    again = bench("run", *smoke)  # a finished run resumes with nothing to do
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [len((p / "records.jsonl").read_text().splitlines()) for p in folders.values()] == [len(recs[n]) for n in folders]
+
+    md, png = tmp_path / "tables.md", tmp_path / "acc.png"
+    rep = bench("report", "--out", str(runs), "--md", str(md), "--plot", str(png))
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    text = md.read_text()
+    assert "| greedy | 3 |" in text and "| maj@2 (temperature 1, equivalence) | 3 |" in text
+    assert "| greedy | power (MH, alpha 4, B 128, N 2) | 3 |" in text and "tokens matched" in text
+    assert png.stat().st_size > 1000
+    summary = json.loads((runs / "summary.json").read_text())
+    paired = summary["suites"]["gsm8k"]["paired"]
+    assert {(t["a"], t["b"]) for t in paired} >= {("greedy", "power"), ("greedy", "temp1"), ("power", "temp1")}
+    assert all(t["n"] == 3 and t["only_a"] + t["only_b"] <= 3 and 0 < t["p"] <= 1 for t in paired)
+    assert [t["b"][:4] for t in paired if t.get("token_matched")] == ["maj@"]
