@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import string
 import subprocess
@@ -130,21 +131,30 @@ def test_a_cancelled_job_stops_at_its_next_round():
 
 # ------------------------------------------------------- a method in one module
 PLUGIN = '''
-"""A new method in one module: two samples, answer with the shorter text."""
+"""A new method in one module, with a setting of its own: k samples, answer with the shortest text."""
 from strop.backends.base import GenRequest, SamplingParams
-from strop.methods import MethodResult, MethodSpec, register_method
+from strop.errors import ConfigError
+from strop.methods import MethodResult, MethodSpec, Option, option, register_method
 from strop.verifiers.extract import extract_answer
 
-
-def shorter(model, prompt_ids, rng, *, progress=None, params=None):
-    a, b = yield [GenRequest(prompt_ids, params, r) for r in rng.spawn(2)]
-    best = 0 if len(a.text) <= len(b.text) else 1
-    return MethodResult("shorter-of-two", {}, (a, b), best, extract_answer((a, b)[best].text))
+CANDIDATES = Option("candidates", int, 2, "shorter-of-two: how many samples to choose the shortest from.", ge=2, panel="Shortest")
 
 
-register_method(MethodSpec("shorter-of-two", shorter,
-                           settings=lambda f: {"params": SamplingParams(max_tokens=f.max_tokens, temperature=f.temperature)},
-                           budget=lambda kw: 2 * kw["params"].max_tokens, help="two samples, the shorter answers"))
+def shorter(model, prompt_ids, rng, *, progress=None, params=None, candidates=2):
+    gens = yield [GenRequest(prompt_ids, params, r) for r in rng.spawn(candidates)]
+    best = min(range(len(gens)), key=lambda i: len(gens[i].text))
+    return MethodResult("shorter-of-two", {"candidates": candidates}, tuple(gens), best, extract_answer(gens[best].text))
+
+
+def settings(f):
+    if f.candidates < 2:
+        raise ConfigError("candidates must be >= 2")
+    return {"params": SamplingParams(max_tokens=f.max_tokens, temperature=f.temperature), "candidates": f.candidates}
+
+
+register_method(MethodSpec("shorter-of-two", shorter, settings=settings,
+                           budget=lambda kw: kw["candidates"] * kw["params"].max_tokens, help="k samples, the shortest answers",
+                           options=(CANDIDATES, option("max_tokens"), option("temperature"))))
 '''
 
 
@@ -157,25 +167,43 @@ def plugin(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_a_method_registered_in_one_module_works_in_solve_eval_and_serve(plugin, tmp_path):
+    # Its own setting is a flag of solve and eval (in its own help panel), a field of the server's strop object, a recipe key.
+    helps = subprocess.run([sys.executable, "-m", "strop", "eval", "--help"], capture_output=True, text=True, timeout=300,
+                           env={**plugin, "COLUMNS": "200"})
+    assert "--candidates" in helps.stdout and "Shortest" in helps.stdout and "how many samples" in helps.stdout
     solve = subprocess.run([sys.executable, "-m", "strop", "solve", "2 + 2 = ?", "--method", "shorter-of-two", "--max-tokens", "8",
-                            "--json"], capture_output=True, text=True, timeout=300, env=plugin)
+                            "--candidates", "3", "--json"], capture_output=True, text=True, timeout=300, env=plugin)
     assert solve.returncode == 0, solve.stderr
-    assert '"method": "shorter-of-two"' in solve.stdout and solve.stdout.count('"token_ids"') == 2
+    assert '"method": "shorter-of-two"' in solve.stdout and solve.stdout.count('"token_ids"') == 3
     ev = subprocess.run([sys.executable, "-m", "strop", "eval", "--task", "arithmetic", "--limit", "2", "--max-tokens", "8",
-                         "--method", "shorter-of-two", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300, env=plugin)
+                         "--method", "shorter-of-two", "--candidates", "3", "--out", str(tmp_path / "run")], capture_output=True, text=True,
+                        timeout=300, env=plugin)
     assert ev.returncode == 0, ev.stderr
-    assert len((tmp_path / "run" / "records.jsonl").read_text().splitlines()) == 2
+    recs = [json.loads(x) for x in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    assert len(recs) == 2 and all(r["config"]["candidates"] == 3 for r in recs)
     serve = subprocess.run([sys.executable, "-c", textwrap.dedent("""
         import sys
         sys.path.insert(0, %r)
         from loopback import client, running
         from test_engine import CharToy
+        import openai
+        from strop.training.recipe import recipe_from_dict
         with running(CharToy()) as url:
             r = client(url).chat.completions.create(model="shorter-of-two/smollm2", messages=[{"role": "user", "content": "Hi"}],
-                                                    max_tokens=5, seed=1)
+                                                    max_tokens=5, seed=1, extra_body={"strop": {"candidates": 4}})
             ids = [m.id for m in client(url).models.list()]
+            try:
+                client(url).chat.completions.create(model="shorter-of-two/smollm2", messages=[{"role": "user", "content": "Hi"}],
+                                                    max_tokens=5, extra_body={"strop": {"candidates": 1}})
+                raise AssertionError("candidates 1 was served")
+            except openai.BadRequestError as e:
+                assert "candidates" in str(e), e
         assert "shorter-of-two/smollm2" in ids and r.strop["method"] == "shorter-of-two", (ids, r)
+        assert r.strop["choices"][0]["config"]["candidates"] == 4
         assert r.usage.completion_tokens == r.strop["choices"][0]["decoded_tokens"] > 0
+        recipe = recipe_from_dict({"data": {"task": "arithmetic"}, "output": "unused",
+                                   "eval": {"method": "shorter-of-two", "candidates": 5, "max_tokens": 8}})
+        assert recipe.eval.method_kwargs()["candidates"] == 5
         print("served")
     """) % str(Path(__file__).parent)], capture_output=True, text=True, timeout=300, env=plugin)
     assert serve.returncode == 0 and "served" in serve.stdout, serve.stderr

@@ -97,7 +97,7 @@ def test_templates_loaded_from_files_holding_the_default_text_give_identical_rec
 
 def test_the_harness_gives_identical_records_with_default_and_file_templates(tmp_path):
     from strop.evaluation.harness import EvalSpec, evaluate
-    from strop.methods import Flat, method_spec
+    from strop.methods import Settings, method_spec
     from strop.methods.rc_prompts import RCPrompts, load_prompts, write_prompts
     from strop.tasks import get_task
 
@@ -106,7 +106,7 @@ def test_the_harness_gives_identical_records_with_default_and_file_templates(tmp
     loaded = load_prompts(write_prompts(RCPrompts(), tmp_path / "prompts"))
     out = []
     for name, prompts in (("default", RCPrompts()), ("files", loaded)):
-        kwargs = method_spec("rc").settings(Flat(turns=2, reasoning_tokens=40, summary_tokens=10, rc_prompts=prompts))
+        kwargs = method_spec("rc").settings(Settings(turns=2, reasoning_tokens=40, summary_tokens=10, rc_prompts=prompts))
         spec = EvalSpec("arithmetic", "rc", "scripted", None, samples=2, method_config={"config": asdict(kwargs["config"])})
         evaluate(spec, task, problems, scripted(), tmp_path / name, method_kwargs=kwargs, batch_size=1)
         rows = [json.loads(x) for x in (tmp_path / name / "records.jsonl").read_text().splitlines()]

@@ -20,7 +20,7 @@ from strop.registry import add
 
 # name -> ("module:solve", "module:settings"); register more with ``register_solver``.
 #   solve(backend, task, problem, rng, *, system, progress, **kwargs) -> MethodResult
-#   settings(flat: strop.methods.Flat, options: dict) -> kwargs (validated)
+#   settings(flat: strop.methods.Settings, options: dict) -> kwargs (validated)
 # strop's own: ``ttrl``, registered by ``strop.ladder`` when it is imported (the CLI does).
 _SOLVERS: dict[str, tuple[str, str]] = {}
 

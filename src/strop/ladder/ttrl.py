@@ -30,7 +30,8 @@ import numpy as np
 from strop.backends.base import Backend, Generation, SamplingParams
 from strop.backends.chat import user_turn
 from strop.errors import CapabilityError, ConfigError
-from strop.methods.base import Flat, MethodResult, Progress
+from strop.methods.base import MethodResult, Progress
+from strop.methods.options import Settings
 from strop.tasks import Problem, Task
 
 
@@ -193,7 +194,7 @@ def test_time_rl(backend: Backend, task: Task, problem: Problem, rng: np.random.
     return MethodResult("ttrl", asdict(config), (after,), 0, final["answer"], stats)
 
 
-def settings(flat: Flat, options: dict[str, Any]) -> dict[str, Any]:
+def settings(flat: Settings, options: dict[str, Any]) -> dict[str, Any]:
     """``strop eval --method ttrl``'s settings: sampling from the flat options, the rest from ``--ttrl-*`` (``options``)."""
     return {"config": TTRLConfig(temperature=flat.temperature, max_tokens=flat.max_tokens, num_generations=max(2, flat.n), **options)}
 

@@ -8,7 +8,6 @@ methods, from entry points or ``STROP_PLUGINS``) load on the first look-up.
 
 from strop.methods import basic, power, rc  # noqa: F401  (registers the methods)
 from strop.methods.base import (
-    Flat,
     MethodResult,
     MethodSpec,
     get_method,
@@ -22,6 +21,8 @@ from strop.methods.base import (
     settings_record,
     takes_question,
 )
+from strop.methods.options import Option, Settings, option, options
 
-__all__ = ["Flat", "MethodResult", "MethodSpec", "get_method", "load_plugins", "make_steps", "method_names", "method_settings", "method_spec",
-           "register_method", "run_method", "settings_record", "takes_question"]
+__all__ = ["MethodResult", "MethodSpec", "Option", "Settings", "get_method", "load_plugins", "make_steps", "method_names",
+           "method_settings", "method_spec", "option", "options", "register_method", "run_method", "settings_record",
+           "takes_question"]

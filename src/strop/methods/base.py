@@ -23,7 +23,7 @@ from strop.backends.base import Backend, Generation
 from strop.backends.chat import user_turn
 from strop.backends.thinking import THINK, hidden_token_count, strip_thinking
 from strop.errors import ConfigError, UnknownNameError
-from strop.methods.rc_prompts import RCPrompts
+from strop.methods.options import Option, Settings, register_options
 from strop.registry import add
 from strop.verifiers.extract import extract_answer
 
@@ -77,33 +77,6 @@ Events = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
-class Flat:
-    """Flat settings as the CLI and the server take them; each method builds its config from the ones it uses.
-
-    The defaults are ``strop solve``'s; a server request overrides only what it names.
-    """
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int | None = None
-    max_tokens: int = 256
-    n: int = 4
-    vote: str = "equivalence"  # majority: which answers are one vote (strop.verifiers.voting.VOTES)
-    alpha: float = 4.0
-    block_size: int = 192
-    mcmc_steps: int = 10
-    cut: str = "uniform"
-    beta: float = 4.0
-    proposal_temperature: float | None = None
-    target: str = "full"
-    turns: int = 4
-    reasoning_tokens: int = 256
-    summary_tokens: int = 96
-    rc_prompts: RCPrompts = field(default_factory=RCPrompts)  # rc / self-refine / long: the templates (--rc-prompts DIR)
-    summarise_thinking: bool = False  # rc / self-refine: the summariser reads a thinking model's reasoning blocks
-
-
-@dataclass(frozen=True)
 class MethodSpec:
     """Everything the CLI, the harness and the server need to know about a method.
 
@@ -111,25 +84,29 @@ class MethodSpec:
         name: the registered name (``--method NAME``, ``<NAME>/model`` on the server).
         steps: ``steps(model, input, rng, **kwargs) -> Steps``; ``input`` is prompt ids or the question text.
             ``model`` is used only for tokenising and its limits, never to generate.
-        settings: flat options -> the keyword arguments of ``steps`` (validated: raises ConfigError).
+        settings: ``Settings`` (a value for every registered option) -> the keyword arguments of ``steps``
+            (validated: raises ConfigError).
         budget: keyword arguments -> the most tokens one attempt may decode (the server's request limit).
         input: "prompt" (chat prompt ids built from the question or the messages) or "question" (the method
             builds its own prompts from the text: RC and its comparison points).
         takes_stop: whether stop strings apply (they would cut a turn or a chain midway otherwise).
         events: the kinds ``steps`` reports through its ``events`` callback (streamed by the server).
         unit: what its progress counts (shown by the CLI).
+        options: the settings it reads (``strop.methods.options``): each becomes a CLI flag, a server field and
+            a recipe key. A setting shared with other methods is the same ``Option`` object in each spec.
         help: one line for ``--help`` and ``strop info``.
     """
 
     name: str
     steps: Callable[..., Any]
-    settings: Callable[[Flat], dict[str, Any]]
+    settings: Callable[[Settings], dict[str, Any]]
     budget: Callable[[dict[str, Any]], int]
     input: Literal["prompt", "question"] = "prompt"
     takes_stop: bool = False
     events: tuple[str, ...] = ()
     unit: str = "samples"
     help: str = ""
+    options: tuple[Option, ...] = ()
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -139,6 +116,9 @@ def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
     """Make a method usable by name from ``strop solve``, ``strop eval`` and ``strop serve`` (a taken name is refused)."""
     if not spec.name or "/" in spec.name:
         raise ConfigError(f"a method name must be non-empty and without '/', got {spec.name!r}")
+    if spec.name in _METHODS and not replace:
+        add(_METHODS, "method", spec.name, spec)  # refused, with the registry's message
+    register_options(tuple(spec.options), spec.name)
     return add(_METHODS, "method", spec.name, spec, replace=replace)
 
 
@@ -199,13 +179,10 @@ def settings_record(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: (asdict(v) if is_dataclass(v) else v) for k, v in kwargs.items()}
 
 
-def method_settings(name: str, **flat: Any) -> dict[str, Any]:
-    """Keyword arguments for method ``name`` from flat settings (``Flat``'s fields), validated."""
+def method_settings(name: str, **settings: Any) -> dict[str, Any]:
+    """Keyword arguments for method ``name`` from settings by option name (``Settings``), validated."""
     spec = method_spec(name)
-    unknown = sorted(set(flat) - set(Flat.__dataclass_fields__))
-    if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
-    return spec.settings(Flat(**flat))
+    return spec.settings(Settings(**settings))
 
 
 def make_steps(name: str, model: Backend, question: str | None, rng: np.random.Generator, *, prompt_ids: Sequence[int] | None = None,

@@ -19,7 +19,8 @@ import numpy as np
 
 from strop.backends.base import Backend, Generation, GenRequest, SamplingParams
 from strop.errors import ConfigError
-from strop.methods.base import Events, Flat, MethodResult, MethodSpec, Progress, register_method
+from strop.methods.base import Events, MethodResult, MethodSpec, Progress, register_method
+from strop.methods.options import Option, Settings
 from strop.verifiers.extract import extract_answer
 from strop.verifiers.voting import Same, check_vote, group_answers, vote_relation, winning_group
 
@@ -164,16 +165,29 @@ def majority(model: Backend, prompt_ids: Sequence[int], rng: np.random.Generator
 
 
 # ------------------------------------------------------------ registration
-def _params(f: Flat) -> SamplingParams:
+# Sampling settings, read by most methods (power and RC list them too): declared here, once.
+# temperature, top_p and max_tokens reach the server as OpenAI's own request fields, not in the strop object.
+TEMPERATURE = Option("temperature", float, 1.0, "Sampling temperature.", ge=0.0, server=False)
+TOP_P = Option("top_p", float, 1.0, "Nucleus sampling mass, in (0, 1].", gt=0.0, le=1.0, server=False)
+TOP_K = Option("top_k", int, None, "Keep only the k most likely tokens.", nullable=True, ge=1)
+MAX_TOKENS = Option("max_tokens", int, 256, "Most tokens to generate per sample (power: per chain).", ge=1, server=False)
+N = Option("n", int, 4, "Samples for best-of-n and majority; ttrl: samples per GRPO group.", ge=1, flags=("-n", "--n"))
+VOTE = Option("vote", str, "equivalence", "majority (and eval's maj@k): which answers are one vote: equivalence (math-verify, so 0.5"
+                                          " and \\frac{1}{2} are one vote) | string (identical answers only).",
+              choices=("equivalence", "string"))
+SAMPLING = (TEMPERATURE, TOP_P, TOP_K, MAX_TOKENS)
+
+
+def _params(f: Settings) -> SamplingParams:
     return SamplingParams(max_tokens=f.max_tokens, temperature=f.temperature, top_p=f.top_p, top_k=f.top_k)
 
 
-def _with_n(f: Flat) -> dict:
+def _with_n(f: Settings) -> dict:
     _check_n(f.n)
     return {"params": _params(f), "n": f.n}
 
 
-def _majority(f: Flat) -> dict:
+def _majority(f: Settings) -> dict:
     return {**_with_n(f), "vote": check_vote(f.vote)}
 
 
@@ -186,10 +200,11 @@ def _n_budget(kw: dict) -> int:
 
 
 register_method(MethodSpec("greedy", greedy, lambda f: {"params": replace(_params(f), temperature=0.0)}, _one_budget,
-                           takes_stop=True, events=("token",), help="argmax decoding"))
+                           takes_stop=True, events=("token",), help="argmax decoding", options=(MAX_TOKENS,)))
 register_method(MethodSpec("sample", sample, lambda f: {"params": _params(f)}, _one_budget,
-                           takes_stop=True, events=("token",), help="one sample at --temperature / --top-p / --top-k"))
+                           takes_stop=True, events=("token",), help="one sample at --temperature / --top-p / --top-k", options=SAMPLING))
 register_method(MethodSpec("best-of-n", best_of_n, _with_n, _n_budget, takes_stop=True,
-                           help="n samples; answers with the highest mean log-likelihood"))
+                           help="n samples; answers with the highest mean log-likelihood", options=(*SAMPLING, N)))
 register_method(MethodSpec("majority", majority, _majority, _n_budget, takes_stop=True,
-                           help="n samples; answers with the most common extracted answer (--vote: equivalence or string)"))
+                           help="n samples; answers with the most common extracted answer (--vote: equivalence or string)",
+                           options=(*SAMPLING, N, VOTE)))

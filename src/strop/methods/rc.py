@@ -30,8 +30,10 @@ from strop.backends.base import Backend, Generation, GenRequest, SamplingParams
 from strop.backends.chat import user_turn
 from strop.backends.thinking import THINK, ThinkTags, strip_thinking, thinking_text
 from strop.errors import ConfigError
-from strop.methods.base import Events, Flat, MethodResult, MethodSpec, Progress, register_method
-from strop.methods.rc_prompts import RCPrompts
+from strop.methods.base import Events, MethodResult, MethodSpec, Progress, register_method
+from strop.methods.basic import TEMPERATURE, TOP_P
+from strop.methods.options import PANEL_R, Option, Settings
+from strop.methods.rc_prompts import RCPrompts, load_prompts
 from strop.verifiers.extract import extract_answer
 
 
@@ -205,9 +207,21 @@ def long_generation(model: Backend, question: str, rng: np.random.Generator, *, 
     return _result("long", config, [g], [], time.perf_counter() - started, extract, _tags(model))
 
 
-def _settings(f: Flat) -> dict:
+TURNS = Option("turns", int, 4, "rc/self-refine: turns T (long: budget T * (H_R + H_S)).", ge=1, panel=PANEL_R)
+REASONING_TOKENS = Option("reasoning_tokens", int, 256, "rc: most tokens per reasoning turn (H_R).", ge=1, panel=PANEL_R)
+SUMMARY_TOKENS = Option("summary_tokens", int, 96, "rc: most tokens per summary (H_S).", ge=1, panel=PANEL_R)
+# On the command line and in recipes a folder of templates; the server sets them for all requests (strop serve --rc-prompts).
+RC_PROMPTS = Option("rc_prompts", str, None, "rc/self-refine/long: a folder of prompt templates (reason.txt, summarize.txt, ...;"
+                                             " docs/evaluation.md); default: strop's own.", nullable=True, panel=PANEL_R,
+                    parse=load_prompts, server=False)
+SUMMARISE_THINKING = Option("summarise_thinking", bool, False, "rc/self-refine: summarise a thinking model's reasoning blocks (the"
+                                                               " reference code's way) instead of its visible text.", panel=PANEL_R)
+RC_OPTIONS = (TURNS, REASONING_TOKENS, SUMMARY_TOKENS, RC_PROMPTS, SUMMARISE_THINKING, TEMPERATURE, TOP_P)
+
+
+def _settings(f: Settings) -> dict:
     return {"config": RCConfig(turns=f.turns, reasoning_tokens=f.reasoning_tokens, summary_tokens=f.summary_tokens,
-                               temperature=f.temperature, top_p=f.top_p, prompts=f.rc_prompts,
+                               temperature=f.temperature, top_p=f.top_p, prompts=f.rc_prompts or RCPrompts(),
                                summarise_thinking=f.summarise_thinking)}
 
 
@@ -216,9 +230,9 @@ def _rc_budget(kw: dict) -> int:
     return cfg.turns * (cfg.reasoning_tokens + cfg.summary_tokens)
 
 
-register_method(MethodSpec("rc", rc, _settings, _rc_budget, input="question", events=("turn",), unit="turns",
+register_method(MethodSpec("rc", rc, _settings, _rc_budget, input="question", events=("turn",), unit="turns", options=RC_OPTIONS,
                            help="RC: reasoning turns, each from a summary of the last (--turns, --reasoning-tokens, --summary-tokens)"))
 register_method(MethodSpec("self-refine", self_refine, _settings, lambda kw: kw["config"].turns * kw["config"].reasoning_tokens,
-                           input="question", unit="turns", help="turns that carry the whole previous attempt (RC's comparison point)"))
-register_method(MethodSpec("long", long_generation, _settings, _rc_budget, input="question",
+                           input="question", options=RC_OPTIONS, unit="turns", help="turns that carry the whole previous attempt (RC's comparison point)"))
+register_method(MethodSpec("long", long_generation, _settings, _rc_budget, input="question", options=RC_OPTIONS,
                            help="one generation with RC's whole budget, T * (H_R + H_S) tokens"))

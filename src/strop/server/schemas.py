@@ -15,41 +15,38 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from strop.methods import options
 
 # Methods a request may ask for: every registered decoding method (strop.methods.method_names(), checked per
 # request, so a method registered after import is served too). Problem-level solvers such as test-time variant
 # RL train a model per problem and are not served.
 
 
-class StropOptions(BaseModel):
-    """``extra_body={"strop": {...}}``: the method and its settings (defaults as in ``strop solve``)."""
+def strop_options_model() -> type[BaseModel]:
+    """The ``strop`` object of a request (``extra_body={"strop": {...}}``): the method, and a field per registered
+    method option that a request may set (``strop.methods.options``; plugins' included), with the option's bounds.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: a misspelt setting is a 400 naming it, not silently ignored. Built when the app is made, so methods
+    registered by then (plugins) bring their fields.
+    """
+    fields: dict[str, Any] = {
+        "method": (str | None, Field(None, max_length=64, description="A registered method (GET /v1/models lists them as"
+                                                                      " <method>/<model>); default from the model prefix, else sample.")),
+        "conversation": (Literal["refuse", "context"] | None, Field(None, description="rc / self-refine / long: a chat with earlier"
+                                                                                      " turns is refused (400) or becomes part of the"
+                                                                                      " problem (docs/serving.md); default: the server's.")),
+    }
+    for o in options().values():
+        if o.server:
+            kind: Any = Literal[o.choices] if o.choices else o.type
+            fields[o.name] = (kind | None, Field(None, ge=o.ge, gt=o.gt, le=o.le, description=o.help))
+    return create_model("StropOptions", __config__=ConfigDict(extra="forbid"), __doc__="The method and its settings"
+                        " (defaults as in strop solve).", **fields)
 
-    method: str | None = Field(None, max_length=64, description="A registered method (GET /v1/models lists them as <method>/<model>);"
-                                                                " default from the model prefix, else sample.")
-    n: int | None = Field(None, ge=1, le=64, description="best-of-n / majority: samples.")
-    vote: Literal["equivalence", "string"] | None = Field(None, description="majority: which answers are one vote; equivalence"
-                                                                            " (math-verify: 0.5 and \\frac{1}{2} are one vote, the default)"
-                                                                            " or string (identical answers).")
-    alpha: float | None = Field(None, ge=1.0, le=64.0, description="power: the exponent.")
-    block_size: int | None = Field(None, ge=1, le=4096, description="power: tokens per block.")
-    mcmc_steps: int | None = Field(None, ge=0, le=256, description="power: MH steps per block.")
-    cut: Literal["uniform", "entropy", "max-swap"] | None = Field(None, description="power: cut rule.")
-    beta: float | None = Field(None, ge=0.0, le=64.0, description="power: entropy-cut exponent.")
-    proposal_temperature: float | None = Field(None, gt=0.0, le=10.0, description="power: proposal temperature.")
-    target: Literal["full", "topk"] | None = Field(None, description="power: the p in p^alpha, full vocabulary or top_k renormalised"
-                                                                     " (the entropy-cut reference's; needs top_k).")
-    turns: int | None = Field(None, ge=1, le=64, description="rc / self-refine / long: turns T.")
-    reasoning_tokens: int | None = Field(None, ge=1, description="rc: H_R.")
-    summary_tokens: int | None = Field(None, ge=1, description="rc: H_S.")
-    summarise_thinking: bool | None = Field(None, description="rc / self-refine: summarise a thinking model's reasoning blocks"
-                                                              " (the reference code's way) instead of its visible text.")
-    conversation: Literal["refuse", "context"] | None = Field(None, description="rc / self-refine / long: a chat with earlier turns"
-                                                                                " is refused (400) or becomes part of the problem"
-                                                                                " (docs/serving.md); default: the server's.")
-    top_k: int | None = Field(None, ge=1, description="keep the k likeliest tokens.")
+
+StropOptions = strop_options_model()  # as the built-in methods declare them; an app builds its own (request_models)
 
 
 def _text_part_only(schema: dict[str, Any]) -> None:
@@ -99,7 +96,7 @@ class _Common(BaseModel):
     stream_options: StreamOptions | None = None
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stop: str | list[str] | None = None
-    strop: StropOptions | None = None
+    strop: BaseModel | None = None  # request_models() puts the StropOptions of the app's methods here
 
 
 class ChatRequest(_Common):
@@ -115,6 +112,13 @@ class CompletionRequest(_Common):
     max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions
     logprobs: int | None = Field(None, ge=0, le=5)
     echo: bool = False
+
+
+def request_models() -> tuple[type[ChatRequest], type[CompletionRequest]]:
+    """The chat and completion request bodies with the ``strop`` object of the methods registered now."""
+    options_model = strop_options_model()
+    return (create_model("ChatRequest", __base__=ChatRequest, strop=(options_model | None, None)),
+            create_model("CompletionRequest", __base__=CompletionRequest, strop=(options_model | None, None)))
 
 
 def _is(*values: Any) -> Callable[[Any], bool]:

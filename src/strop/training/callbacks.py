@@ -26,7 +26,7 @@ def validation_callback(trainer: Any, recipe: TrainRecipe, train_task: Task, fol
     from transformers import TrainerCallback
 
     from strop.evaluation.harness import EvalSpec, evaluate
-    from strop.methods import Flat, method_spec, settings_record
+    from strop.methods import settings_record
     from strop.tasks import resolve_task
 
     v = recipe.eval
@@ -35,7 +35,7 @@ def validation_callback(trainer: Any, recipe: TrainRecipe, train_task: Task, fol
     problems = task.load(v.data, limit=v.limit, seed=v.seed, categories=v.categories)
     if not problems:
         raise ConfigError(f"eval: no held-out problems in {v.data or f'task {task.name} (seed {v.seed})'}")
-    kwargs = method_spec(v.method).settings(Flat(temperature=v.temperature, max_tokens=v.max_tokens))
+    kwargs = v.method_kwargs()
     spec = EvalSpec(task=task.name, method=v.method, backend="hf", model="policy", samples=v.samples, limit=v.limit,
                     seed=v.seed, data=v.data, system=recipe.data.system, method_config=settings_record(kwargs),
                     categories=v.categories)

@@ -236,7 +236,9 @@ class ValidationSpec:
     ``data.holdout_seed: 0`` keeps out of training), with ``method``. Accuracy
     and its 95% interval go to metrics.jsonl (``eval/accuracy``,
     ``eval/ci95_lo``, ``eval/ci95_hi``) and each evaluation's records to
-    ``OUTPUT/validation/step-N``.
+    ``OUTPUT/validation/step-N``. The method's other settings are keys of the
+    section too, by option name (``alpha: 4``, ``block_size: 16``: the names of
+    ``strop.methods.options``, the flags of ``strop eval``); they land in ``settings``.
     """
 
     every: int = 10
@@ -249,14 +251,19 @@ class ValidationSpec:
     samples: int = 1
     max_tokens: int = 64
     temperature: float = 1.0
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from strop.methods import method_spec
-
         if self.every < 1 or self.samples < 1 or self.max_tokens < 1 or (self.limit is not None and self.limit < 1):
             raise ConfigError(f"eval needs every, samples, max_tokens (and limit, if set) >= 1; got every={self.every}, "
                               f"samples={self.samples}, max_tokens={self.max_tokens}, limit={self.limit}")
-        method_spec(self.method)  # an unknown method is one error naming the registered ones
+        self.method_kwargs()  # an unknown method, setting or value is one error here, before any training
+
+    def method_kwargs(self) -> dict[str, Any]:
+        """The method's keyword arguments for these settings (validated by the method)."""
+        from strop.methods import method_settings
+
+        return method_settings(self.method, **{"temperature": self.temperature, "max_tokens": self.max_tokens, **self.settings})
 
 
 @dataclass(frozen=True)
@@ -297,6 +304,23 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         return cls(**raw)
     except TypeError as e:  # a required field is missing
         raise ConfigError(f"{where}: {e}") from e
+
+
+def _validation(raw: Any) -> ValidationSpec:
+    """The ``eval`` section: ValidationSpec's keys, and the method's settings by option name (into ``settings``)."""
+    from strop.methods import load_plugins
+    from strop.methods.options import options, parsed
+
+    load_plugins()  # a plugin's method brings its settings
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"eval must be a mapping, got {type(raw).__name__}")
+    own = {f.name for f in dataclasses.fields(ValidationSpec)} - {"settings"}
+    known = options()
+    unknown = sorted(set(raw) - own - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key(s) in eval: {unknown}; valid: {sorted(own)} and the method settings {sorted(set(known) - own)}")
+    settings = parsed({k: v for k, v in raw.items() if k not in own})
+    return _build(ValidationSpec, {**{k: v for k, v in raw.items() if k in own}, "settings": settings}, "eval")
 
 
 def _grpo_fields() -> set[str]:
@@ -357,7 +381,7 @@ def recipe_from_dict(raw: Mapping[str, Any]) -> TrainRecipe:
         reward=_build(RewardSpec, raw.get("reward"), "reward"),
         grpo={**GRPO_DEFAULTS, **grpo_raw},
         tensorboard=bool(raw.get("tensorboard", False)),
-        eval=None if raw.get("eval") in (None, False) else _build(ValidationSpec, raw["eval"], "eval"),
+        eval=None if raw.get("eval") in (None, False) else _validation(raw["eval"]),
         dynamic_sampling=dynamic,
         max_wall_s=raw.get("max_wall_s"),
     )

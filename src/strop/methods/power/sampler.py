@@ -26,7 +26,9 @@ import numpy as np
 
 from strop.backends.base import ENTROPY, EXACT_LOGPROBS, LOGPROBS, TOPK_BASE, Backend, Generation, GenRequest, SamplingParams, TokenTrace
 from strop.errors import ConfigError
-from strop.methods.base import Events, Flat, MethodResult, MethodSpec, Progress, register_method
+from strop.methods.base import Events, MethodResult, MethodSpec, Progress, register_method
+from strop.methods.basic import MAX_TOKENS, TOP_K
+from strop.methods.options import PANEL_P, Option, Settings
 from strop.methods.power.kernels import CutRule, Target, cut_log_probs, log_acceptance, max_swap_accepts, mh_accepts
 from strop.verifiers.extract import extract_answer
 
@@ -275,7 +277,18 @@ def power(
     return MethodResult("power", asdict(config), (g,), 0, extract(g.text), out_stats)
 
 
-def _settings(f: Flat) -> dict:
+ALPHA = Option("alpha", float, 4.0, "power: the exponent; samples from p^alpha.", gt=0.0, panel=PANEL_P)
+BLOCK_SIZE = Option("block_size", int, 192, "power: tokens per block (B).", ge=1, panel=PANEL_P)
+MCMC_STEPS = Option("mcmc_steps", int, 10, "power: MH steps per block (N).", ge=0, panel=PANEL_P)
+CUT = Option("cut", str, "uniform", "power: cut rule, uniform | entropy | max-swap.", choices=CUT_RULES, panel=PANEL_P)
+BETA = Option("beta", float, 4.0, "power: exponent of the entropy-jump cut weights.", gt=0.0, panel=PANEL_P)
+PROPOSAL_TEMPERATURE = Option("proposal_temperature", float, None, "power: proposal temperature (default 1/alpha).", nullable=True,
+                              gt=0.0, panel=PANEL_P)
+TARGET = Option("target", str, "full", "power: target p^alpha over the full vocabulary (full) or over the --top-k tokens"
+                                       " renormalised (topk, the entropy-cut reference's; needs --top-k).", choices=TARGETS, panel=PANEL_P)
+
+
+def _settings(f: Settings) -> dict:
     return {"config": PowerConfig(alpha=f.alpha, block_size=f.block_size, mcmc_steps=f.mcmc_steps, max_tokens=f.max_tokens, cut=f.cut,
                                   beta=f.beta, proposal_temperature=f.proposal_temperature, top_k=f.top_k, target=f.target)}
 
@@ -286,4 +299,5 @@ def _budget(kw: dict) -> int:
 
 
 register_method(MethodSpec("power", power, _settings, _budget, events=("block",), unit="MH steps",
+                           options=(ALPHA, BLOCK_SIZE, MCMC_STEPS, CUT, BETA, PROPOSAL_TEMPERATURE, TARGET, MAX_TOKENS, TOP_K),
                            help="power sampling: Metropolis-Hastings towards p^alpha (--alpha, --block-size, --mcmc-steps, --cut, --target)"))
