@@ -10,6 +10,10 @@ import pytest
 
 from strop.backends.toy import ToyBackend
 
+# A plugin for strop processes that tests start (STROP_PLUGINS=blocking_plugin): importing it registers a task and
+# a method that block, so the doctest collection (--doctest-modules) must not import it into the test process.
+collect_ignore = ["blocking_plugin.py"]
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Before any test: can this llama.cpp build decode on this CPU? Checked in a child process.

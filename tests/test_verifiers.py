@@ -434,6 +434,10 @@ def _spin():
         pass
 
 
+def _raise_value_error():
+    raise ValueError("no")
+
+
 def _allocate(n_bytes):
     return len(bytearray(n_bytes))
 
@@ -453,11 +457,13 @@ def test_a_checker_that_overruns_or_blows_up_is_killed_and_replaced():
         first = pool.run(os.getpid).value
         assert pool.run(os.getpid).value == first  # warm: the same process answers again
         out = pool.run(_spin, timeout_s=1)
-        assert out.timed_out and out.error == "timeout"
+        assert out.timed_out and out.failure == "timeout"
         second = pool.run(os.getpid).value
         assert second != first and not os.path.exists(f"/proc/{first}")
         out = pool.run(_allocate, (8 * 2**30,), memory_mb=512)
-        assert not out.ok and out.error == "memory"
+        assert not out.ok and out.failure == "memory" and not out.timed_out
+        assert pool.run(_raise_value_error).failure == "error"  # the function's own error, its text kept
+        assert "ValueError: no" in pool.run(_raise_value_error).error
         third = pool.run(os.getpid).value
         assert third != second and pool.run(_allocate, (2**20,), memory_mb=512).value == 2**20
     assert not os.path.exists(f"/proc/{third}")  # closing the pool stops its processes

@@ -58,9 +58,9 @@ def load_backend(name: str = DEFAULT_BACKEND, model: str | None = None, **option
     >>> backend = load_backend("hf", "HuggingFaceTB/SmolLM2-360M-Instruct")  # doctest: +SKIP
     """
     cls = backend_class(name)
-    if name == "toy":
-        raise UnknownNameError("the toy backend is built in code: strop.backends.toy.ToyBackend(vocab, next_logits, eos=...)")
-    if model is None and name != "openai":
+    if cls.model_source is None:  # the class says how it is loaded: no backend name is special here
+        raise UnknownNameError(cls.load_hint or f"backend {name!r} is built in code, not loaded by name")
+    if model is None and cls.model_source == "embedded":
         from strop.models import embedded_model_path
 
         model = str(embedded_model_path())

@@ -19,8 +19,6 @@ import numpy as np
 
 from strop.backends.chat import Message
 from strop.backends.logits import Draw, draw
-from strop.backends.text import chat_ids
-from strop.backends.thinking import THINK, ThinkTags
 
 # The data shapes live in strop.backends.shapes; imported from here too, as they always were.
 from strop.backends.shapes import (  # noqa: F401
@@ -38,6 +36,8 @@ from strop.backends.shapes import (  # noqa: F401
     Scored,
     TokenTrace,
 )
+from strop.backends.text import chat_ids
+from strop.backends.thinking import THINK, ThinkTags
 from strop.errors import CapabilityError, ConfigError, ContextOverflowError
 
 
@@ -51,6 +51,10 @@ class Backend(ABC):
 
     name: ClassVar[str]
     capabilities: frozenset[str] = frozenset()
+    #: How ``load_backend`` finds the model: "embedded" (the embedded GGUF when none is named), "named" (only the
+    #: model the caller names: a server's), or None (not loaded by name at all; ``load_hint`` says how to build it).
+    model_source: ClassVar[str | None] = "embedded"
+    load_hint: ClassVar[str] = ""
     #: whether ``generate_many`` runs rows together (else it loops over ``generate``)
     batches: ClassVar[bool] = False
     #: most rows one ``generate_many`` call should hold (the engine fills rounds up to it)

@@ -106,6 +106,7 @@ class OpenAIBackend(Backend):
 
     name = "openai"
     capabilities = frozenset({LOGPROBS, ENTROPY, SCORE, PREFIX_CACHE})
+    model_source = "named"  # the server's model name; no default
     batches = True
 
     def __init__(

@@ -53,6 +53,8 @@ class ToyBackend(Backend):
 
     name = "toy"
     capabilities = frozenset({LOGPROBS, ENTROPY, SCORE, PREFIX_CACHE, EXACT_LOGPROBS, TOPK_BASE})
+    model_source = None
+    load_hint = "the toy backend is built in code: strop.backends.toy.ToyBackend(vocab, next_logits, eos=...)"
 
     def __init__(
         self,

@@ -58,11 +58,12 @@ def grpo_args(output: Path, grpo: dict[str, Any], reward_weights: list[float]):
     grpo = dict(grpo)
     grpo.setdefault("bf16", bool(torch.cuda.is_available()))
     grpo.setdefault("dataloader_pin_memory", bool(torch.cuda.is_available()))
-    # TRL 1.16 itself still calls transformers' renamed gradient-checkpointing
-    # API; the warning is for TRL's authors, not for whoever runs a recipe.
-    warnings.filterwarnings("ignore", message=r".*checkpointing.* is deprecated", category=FutureWarning)
     try:
-        return GRPOConfig(output_dir=str(output), reward_weights=reward_weights, **grpo)
+        with warnings.catch_warnings():
+            # TRL 1.16's GRPOConfig itself still sets transformers' renamed gradient-checkpointing field; the
+            # warning is for TRL's authors, not for whoever runs a recipe. Only this call's warning is dropped.
+            warnings.filterwarnings("ignore", message=r".*checkpointing.* is deprecated", category=FutureWarning)
+            return GRPOConfig(output_dir=str(output), reward_weights=reward_weights, **grpo)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"grpo section rejected by TRL's GRPOConfig: {e}") from e
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import os
 import pickle
 import select
@@ -57,12 +58,31 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
+FAILURES = ("timeout", "memory", "crash", "error", "start")
+
+
 @dataclass(frozen=True)
 class Outcome:
+    """What an isolated call gave: its value, or why not.
+
+    ``failure`` says what went wrong as a field, so callers branch on it, not on message text: "timeout" (the
+    CPU or wall limit), "memory" (the memory limit), "crash" (the checker process died), "error" (the function
+    raised; ``error`` holds ``Type: message``), "start" (no checker process could start); "" when ``ok``.
+    """
+
     ok: bool
     value: Any = None
-    error: str = ""  # "timeout", "memory", or the exception text
-    timed_out: bool = False
+    error: str = ""  # a message for people: the exception text, or what happened
+    failure: str = ""
+
+    def __post_init__(self) -> None:
+        if self.failure not in ("", *FAILURES) or (self.failure == "") != self.ok:
+            raise ValueError(f"an Outcome is ok with no failure, or not ok with one of {FAILURES}; got ok={self.ok}, "
+                             f"failure={self.failure!r}")
+
+    @property
+    def timed_out(self) -> bool:
+        return self.failure == "timeout"
 
 
 def wall_backstop(timeout_s: float) -> float:
@@ -138,7 +158,7 @@ class _Checker:
             except EOFError:
                 msg = ("failed", f"it exited with status {self.proc.wait()}")
             if msg[0] != "ready":
-                return Outcome(False, error=f"the checker process did not start: {msg[1]}"), False
+                return Outcome(False, error=f"the checker process did not start: {msg[1]}", failure="start"), False
             self.ready = True
         try:
             _wire.send(self.proc.stdin.fileno(), pickle.dumps((module, qualname, args, timeout_s, memory_mb)))
@@ -149,13 +169,14 @@ class _Checker:
             except subprocess.TimeoutExpired:
                 code = None
             if code == -signal.SIGXCPU:
-                return Outcome(False, error="timeout", timed_out=True), False
-            return Outcome(False, error="the checker process died (memory or crash)"), False
+                return Outcome(False, error="timeout", failure="timeout"), False
+            return Outcome(False, error="the checker process died (memory or crash)", failure="crash"), False
         if got is None:
-            return Outcome(False, error="timeout", timed_out=True), False
+            return Outcome(False, error="timeout", failure="timeout"), False
         flags, body = got
         ok, value, err = pickle.loads(body)
-        return Outcome(ok, value, err), not flags & _wire.RETIRE
+        # The worker's message for its memory limit is exactly "memory" (worker.py); any other failure is the function's.
+        return Outcome(ok, value, err, "" if ok else "memory" if err == "memory" else "error"), not flags & _wire.RETIRE
 
     def stop(self) -> None:
         """Kill and reap (idempotent)."""
@@ -288,7 +309,8 @@ def default_size() -> int:
 _POOLS: weakref.WeakSet[CheckerPool] = weakref.WeakSet()
 _DEFAULT: CheckerPool | None = None
 _DEFAULT_LOCK = threading.Lock()
-_FRESH = False
+# ``one_child_per_call``: scoped to the block's context (a contextvar), never a process-wide switch.
+_FRESH: contextvars.ContextVar[bool] = contextvars.ContextVar("strop_isolation_fresh", default=False)
 
 
 def default_pool() -> CheckerPool:
@@ -324,7 +346,7 @@ def run_isolated(fn: Callable[..., Any], args: tuple = (), *, timeout_s: float =
     (the one-child-per-call path, kept for comparison: ``one_child_per_call``,
     bench/verifier_speed.py); the default is the warm pool.
     """
-    if fresh if fresh is not None else _FRESH:
+    if fresh if fresh is not None else _FRESH.get():
         module, qualname = _task_name(fn)
         checker = _Checker(())
         try:
@@ -336,13 +358,13 @@ def run_isolated(fn: Callable[..., Any], args: tuple = (), *, timeout_s: float =
 
 @contextlib.contextmanager
 def one_child_per_call() -> Iterator[None]:
-    """Within the block, every ``run_isolated`` starts its own process (what strop did before the pool); for benchmarks."""
-    global _FRESH
-    before, _FRESH = _FRESH, True
+    """Within the block, every ``run_isolated`` of this thread (this context) starts its own process (what strop did
+    before the pool); for benchmarks. Other threads, and threads the block starts, keep the pool."""
+    token = _FRESH.set(True)
     try:
         yield
     finally:
-        _FRESH = before
+        _FRESH.reset(token)
 
 
 def parallel_map(func: Callable[[_T], _R], items: Iterable[_T], *, workers: int | None = None) -> list[_R]:
