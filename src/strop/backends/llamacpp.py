@@ -55,8 +55,8 @@ from strop.backends.base import (
     Scored,
     common_prefix_len,
     draw_params,
-    pick_slot,
 )
+from strop.backends.llamacpp_kv import KV_FILL, SlotCache
 from strop.backends.logits import score_rows
 from strop.backends.native import NativeCheck, check_build, quiet_stderr
 from strop.backends.vocab import GGUFVocab
@@ -73,9 +73,6 @@ DEFAULT_N_SEQ = 16
 # per-sequence reserves n_seq x n_ctx cells: 16 x 4096 x 23 KB = 1.5 GB).
 DEFAULT_KV_CELLS = 16384
 KV_LAYOUTS = ("shared", "per-sequence")
-# A row joins a batch only while the rows' tokens fit in this share of the cells:
-# the rest is headroom, since llama.cpp may not find room in a fragmented cache.
-_KV_FILL = 0.5
 # Copy a prefix from another row of the same call only when it saves this many tokens. (Between per-sequence
 # streams llama.cpp copies a whole stream, a full context: 15 ms on the embedded model, the price of ~4 prompt tokens.)
 _MIN_COPY = 16
@@ -97,7 +94,7 @@ def smoke_argv(model: str | None = None) -> list[str]:
         from strop.models import embedded_model_path
 
         model = str(embedded_model_path())
-    return [sys.executable, "-c", "import sys; from strop.backends.llamacpp import smoke; smoke(sys.argv[1])", model]
+    return [sys.executable, "-m", "strop.backends.llamacpp_smoke", model]  # a child process, not an import
 
 
 def check_native_build(*, force: bool = False) -> NativeCheck:
@@ -105,19 +102,7 @@ def check_native_build(*, force: bool = False) -> NativeCheck:
     return check_build(smoke_argv(), force=force)
 
 
-def smoke(model: str) -> None:
-    """In the check's child: print the build's CPU features, then load ``model`` and decode through this backend."""
-    import llama_cpp
-
-    info = llama_cpp.llama_print_system_info()
-    print("SYSTEM_INFO " + (info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)).strip(), flush=True)
-    backend = LlamaCppBackend(model, n_ctx=256, native_check=False)
-    g = backend.generate(backend.tokenize("1 + 1 ="), SamplingParams(max_tokens=4, temperature=0.0), np.random.default_rng(0))
-    print(f"DECODED {g.completion_tokens}", flush=True)
-    backend.close()
-
-
-class LlamaCppBackend(Backend):
+class LlamaCppBackend(SlotCache, Backend):
     """A GGUF model run by llama.cpp, several sequences per decode step.
 
     Args:
@@ -251,38 +236,6 @@ class LlamaCppBackend(Backend):
         """Logits of batch item ``i``, a view valid until the next decode."""
         return np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx, i), shape=(self.n_vocab,))
 
-    def _forget(self, slot: int, keep: int) -> None:
-        self._lib.llama_memory_seq_rm(self._mem, slot, keep, -1)
-        del self._slots[slot][keep:]
-
-    def _copy_prefix(self, src: int, dst: int, keep: int) -> None:
-        """Make slot ``dst`` hold the first ``keep`` tokens of slot ``src``."""
-        self._forget(dst, 0)
-        if self.kv_layout == "shared":
-            self._lib.llama_memory_seq_cp(self._mem, src, dst, 0, keep)
-        else:  # llama.cpp copies only whole streams between streams (a partial copy aborts the process)
-            self._lib.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
-            self._lib.llama_memory_seq_rm(self._mem, dst, keep, -1)
-
-    def _stream_order(self, items: Sequence[tuple[int, int, int, bool]]) -> tuple[list[int], list[tuple[int, int, int, bool]]]:
-        """The order to put ``items`` in a batch, and padding items for idle slots.
-
-        Per-sequence streams: llama.cpp cuts a batch into sub-batches of consecutive sequence ids, in batch order,
-        with as many tokens from each, and each sub-batch is a pass over the weights: rows in slots 2, 3 and 5
-        run as two passes. So items go in slot order, and an idle slot between two live ones gets one padding
-        token (no logits; removed after the decode) when that is cheaper than a second pass: measured on the
-        embedded model, a pass costs about as much as one row more, so only one-slot gaps are padded.
-        Shared pool: as given, no padding.
-        """
-        if self.kv_layout == "shared":
-            return list(range(len(items))), []
-        order = sorted(range(len(items)), key=lambda i: (items[i][2], items[i][1]))
-        live = sorted({it[2] for it in items})
-        gaps = [a + 1 for a, b in zip(live, live[1:]) if b - a == 2]  # exactly one idle slot between two live ones
-        ends = {s: self._lib.llama_memory_seq_pos_max(self._mem, s) + 1 for s in gaps}
-        # A slot whose stream is full takes no padding (llama.cpp would find no cell): that gap costs a pass.
-        return order, [(0, ends[s], s, False) for s in gaps if ends[s] < self.context_length]
-
     def _prefill(self, work: Sequence[tuple[int, list[int], int, set[int]]],
                  steps: Sequence[tuple[int, int]] = ()) -> dict[tuple[Any, int], np.ndarray]:
         """Append tokens to slots, in as few ``llama_decode`` calls as ``n_batch`` allows.
@@ -334,23 +287,6 @@ class LlamaCppBackend(Backend):
             raise ConfigError(f"token ids out of range [0, {self.n_vocab}): {bad[:5]}")
         return out
 
-    # ------------------------------------------------------------ scheduling
-    def _pick_slot(self, ids: list[int], limit: int, busy: set[int]) -> tuple[int, int]:
-        """The slot not in ``busy`` whose cache shares the longest prefix with ``ids`` (least recently used on ties),
-        and how many of its tokens can be reused (at most ``limit``)."""
-        slot, reuse = pick_slot(self._slots, self._last_used, ids, limit, busy)
-        self._last_used[slot] = self._clock
-        return slot, reuse
-
-    def _make_room(self, live: set[int], need: int) -> None:
-        """Drop the caches of slots not in ``live`` when they and ``need`` live tokens would pass the fill limit."""
-        if self.kv_layout == "per-sequence":
-            return  # every slot has its own full context
-        idle = [s for s in range(len(self._slots)) if s not in live]
-        if need + sum(len(self._slots[s]) for s in idle) > self.kv_cells * _KV_FILL:
-            for s in idle:
-                self._forget(s, 0)
-
     # ------------------------------------------------------------- sampling
     def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator, *,
                  on_token: OnToken | None = None) -> Generation:
@@ -397,7 +333,7 @@ class LlamaCppBackend(Backend):
         rows copying a prefix from another new row get it copied here.
         """
         busy = {r.slot for r in active}
-        room = self.kv_cells * _KV_FILL - sum(len(self._slots[r.slot]) + r.budget - len(r.trace.tokens) for r in active)
+        room = self.kv_cells * KV_FILL - sum(len(self._slots[r.slot]) + r.budget - len(r.trace.tokens) for r in active)
         rows: list[ActiveRow] = []
         while waiting and len(active) + len(rows) < limit:
             key, req = waiting[0]

@@ -53,7 +53,11 @@ def row_index(rows: Sequence[int], device: Any) -> Any:
 
 def draw_rows(logits: Any, temperatures: Sequence[float], top_ks: Sequence[int | None], top_ps: Sequence[float],
               uniforms: Sequence[float], want_entropy: bool = False, base_top_ks: Sequence[int | None] | None = None) -> RowDraws:
-    """Sample one token per row of ``logits`` (n, V) with per-row settings; see the module docstring."""
+    """Sample one token per row of ``logits`` (n, V) with per-row settings; see the module docstring.
+
+    Long on purpose: one pass over the batch on the device, with the row groups (greedy, plain, truncated) as
+    slices of one tensor; split into helpers it would copy the groups or launch more kernels per step.
+    """
     import torch
 
     # On a GPU this runs once per decode step, and a small model's step is bound by the host launching kernels (an

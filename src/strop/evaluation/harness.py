@@ -92,6 +92,9 @@ def evaluate(
     finishes; its ``seconds`` is the wall time since the previous record, so
     the records' seconds add up to the run's wall time. Problem-level solvers
     (``strop.evaluation.solvers``, e.g. ttrl) run one attempt at a time.
+
+    Long (mostly this docstring) because resuming, writing and verifying share one file handle, one lock and
+    one count, which its short nested callbacks close over.
     """
     check_vote(vote)
     out.mkdir(parents=True, exist_ok=True)

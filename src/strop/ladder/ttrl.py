@@ -83,7 +83,11 @@ def _answer(backend: Any, prompt: list[int], params: SamplingParams, rngs: list[
 
 def test_time_rl(backend: Backend, task: Task, problem: Problem, rng: np.random.Generator, *, config: TTRLConfig,
                  system: str | None = None, progress: Progress | None = None) -> MethodResult:
-    """Variant tree -> GRPO on a LoRA adapter -> answer -> adapter removed. See the module docstring."""
+    """Variant tree -> GRPO on a LoRA adapter -> answer -> adapter removed. See the module docstring.
+
+    One procedure read top to bottom (the reference's steps in order); the adapter must be removed on every
+    way out, which a single ``try``/``finally`` here guarantees.
+    """
     if getattr(backend, "name", "") != "hf":
         raise CapabilityError(getattr(backend, "name", "?"), "training", "test-time variant RL trains the model: use --backend hf")
     import torch
@@ -91,7 +95,7 @@ def test_time_rl(backend: Backend, task: Task, problem: Problem, rng: np.random.
     from strop.ladder.tree import TreeSpec, build_tree
     from strop.ladder.variants import kind_for_task
     from strop.training.curriculum import curriculum_class
-    from strop.training.entry import grpo_args, lora_config, make_trainer
+    from strop.training.entry import grpo_args, lora_config, make_trainer, trl_deprecations_hidden
     from strop.training.recipe import LoraSpec
     from strop.training.rewards import RewardBook
 
@@ -162,7 +166,8 @@ def test_time_rl(backend: Backend, task: Task, problem: Problem, rng: np.random.
                                    book=book, system=system, peft_config=lora_config(LoraSpec(r=config.lora_r, alpha=config.lora_alpha)))
             trainer.add_callback(Probe())
             try:
-                trainer.train()
+                with trl_deprecations_hidden():
+                    trainer.train()
                 after = _answer(backend, prompt, greedy, [rng])[0]
                 passes("sample_after", steps_done)
             finally:

@@ -122,34 +122,38 @@ def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
     return add(_METHODS, "method", spec.name, spec, replace=replace)
 
 
-_plugins: list[str] | None = None  # the plugin modules, once they have loaded
+_entry_points: list[str] | None = None  # the ``strop.methods`` entry points, read once
+_loaded: set[str] = set()  # plugin modules imported (or being imported) in this process
 
 
 def load_plugins() -> list[str]:
-    """Import the modules that register more methods (once); returns their names.
+    """Import the modules that register more methods (each once); returns their names.
 
     Two ways to add a method without touching strop: a package declaring an
     entry point in the group ``strop.methods`` (value: the module to import),
-    or ``STROP_PLUGINS=module[,module...]`` in the environment. A plugin that
-    fails to import is an error naming it, not a silently missing method (and
-    the next look-up tries again). Method look-ups call this first, so a
-    program never sees the registry without its plugins.
+    or ``STROP_PLUGINS=module[,module...]`` in the environment, read at every
+    call (a program may set it late). A plugin that fails to import is an
+    error naming it, not a silently missing method (and the next look-up tries
+    again). Method look-ups call this first, so a program never sees the
+    registry without its plugins.
     """
-    global _plugins
-    if _plugins is not None:
-        return _plugins
+    global _entry_points
     import importlib
     import os
-    from importlib.metadata import entry_points
 
-    names = [ep.value for ep in entry_points(group="strop.methods")]
-    names += [m.strip() for m in os.environ.get("STROP_PLUGINS", "").split(",") if m.strip()]
-    _plugins = names  # before importing: a plugin that looks methods up while it loads must not load itself again
+    if _entry_points is None:
+        from importlib.metadata import entry_points
+
+        _entry_points = [ep.value for ep in entry_points(group="strop.methods")]
+    names = _entry_points + [m.strip() for m in os.environ.get("STROP_PLUGINS", "").split(",") if m.strip()]
     for name in names:
+        if name in _loaded:
+            continue
+        _loaded.add(name)  # before importing: a plugin that looks methods up while it loads must not load itself again
         try:
             importlib.import_module(name.split(":")[0])
         except Exception as e:
-            _plugins = None
+            _loaded.discard(name)
             raise ConfigError(f"could not load the strop plugin {name!r}: {type(e).__name__}: {e}") from e
     return names
 

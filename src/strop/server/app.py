@@ -80,7 +80,11 @@ class _TooLarge(BaseException):
 
 
 def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
-    """The FastAPI app serving ``backend``; ``uvicorn.run(create_app(...))`` or ``strop serve`` runs it."""
+    """The FastAPI app serving ``backend``; ``uvicorn.run(create_app(...))`` or ``strop serve`` runs it.
+
+    Long because FastAPI's routes and handlers are closures over this app's engine and limits; each is short, and
+    the request logic lives in ``plan``, ``bridge`` and ``wire``.
+    """
     config = config or ServeConfig()
     load_plugins()  # before the request bodies are built: plugins' methods bring their settings
     engine = ServerEngine(backend, config)

@@ -7,10 +7,12 @@ into TRL's and peft's. The trainer itself is ``training.grpo``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,19 @@ def _curriculum(recipe: TrainRecipe, arms: list[str], max_steps: int) -> Curricu
     return curriculum_class(c.kind).from_spec(arms, np.random.default_rng(c.seed), dataclasses.asdict(c), max_steps)
 
 
+@contextlib.contextmanager
+def trl_deprecations_hidden() -> Iterator[None]:
+    """Within the block, transformers' warnings that its gradient-checkpointing names were renamed are not shown.
+
+    TRL 1.16 and peft still use the old names (GRPOConfig, wrapping a model in an adapter, generating while
+    training); the warning is for their authors, not for whoever runs a recipe. Scoped to strop's calls into
+    them: the process's own warning filters are untouched.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*checkpointing.* is deprecated", category=FutureWarning)
+        yield
+
+
 def grpo_args(output: Path, grpo: dict[str, Any], reward_weights: list[float]):
     """TRL's GRPOConfig from strop's settings (CPU/GPU defaults filled), with TRL's complaints as ConfigError."""
     import torch
@@ -59,10 +74,7 @@ def grpo_args(output: Path, grpo: dict[str, Any], reward_weights: list[float]):
     grpo.setdefault("bf16", bool(torch.cuda.is_available()))
     grpo.setdefault("dataloader_pin_memory", bool(torch.cuda.is_available()))
     try:
-        with warnings.catch_warnings():
-            # TRL 1.16's GRPOConfig itself still sets transformers' renamed gradient-checkpointing field; the
-            # warning is for TRL's authors, not for whoever runs a recipe. Only this call's warning is dropped.
-            warnings.filterwarnings("ignore", message=r".*checkpointing.* is deprecated", category=FutureWarning)
+        with trl_deprecations_hidden():
             return GRPOConfig(output_dir=str(output), reward_weights=reward_weights, **grpo)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"grpo section rejected by TRL's GRPOConfig: {e}") from e
@@ -98,11 +110,12 @@ def make_trainer(args: Any, model: Any, tokenizer: Any, task: Task, problems: li
     if dynamic_rounds and source is None:
         raise ConfigError("dynamic sampling draws replacement groups from a curriculum or RC: it needs one")
     model.train()
-    trainer = _trainer_class()(
-        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-        reward_funcs=book.functions(), peft_config=peft_config, row_source=source, rewards=book,
-        rollout_backend=rollout_backend, system=system, template_kwargs=template_kwargs, dynamic_rounds=dynamic_rounds,
-    )
+    with trl_deprecations_hidden():  # peft reads the old name while wrapping the model in an adapter
+        trainer = _trainer_class()(
+            model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+            reward_funcs=book.functions(), peft_config=peft_config, row_source=source, rewards=book,
+            rollout_backend=rollout_backend, system=system, template_kwargs=template_kwargs, dynamic_rounds=dynamic_rounds,
+        )
     if trainer.accelerator.num_processes > 1:
         if dynamic_rounds:
             raise ConfigError("dynamic sampling runs in one process for now: which groups to keep would have to be chosen "
@@ -218,7 +231,8 @@ def train(recipe: TrainRecipe, *, quiet: bool = False, rollout_backend: Any = No
     else:
         if resume and trainer.accelerator.is_main_process:
             log.info("resuming from %s", resume)
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        with trl_deprecations_hidden():
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.perf_counter() - t0
 
     final = output / "final"

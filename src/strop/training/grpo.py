@@ -49,6 +49,10 @@ from strop.training.sources import CURRICULUM_STATE, RowSource, per_category  # 
 
 
 def _trainer_class():
+    """The ``StropGRPOTrainer`` class, defined when first asked for so that importing strop never imports TRL.
+
+    Long because it is a class body (the overridden hooks of TRL's trainer), not one procedure.
+    """
     from trl import GRPOTrainer
 
     class StropGRPOTrainer(GRPOTrainer):

@@ -50,7 +50,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from strop.verifiers import sandbox_guard  # imported here also so that its bytecode is cached for the guard
+from strop.verifiers import sandbox_guard, sandbox_seccomp  # noqa: F401  (imported also so their bytecode is cached for the guard)
 from strop.verifiers.base import Verdict, Verification
 
 DEFAULT_TIMEOUT_S = 10.0
