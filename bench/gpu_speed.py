@@ -121,7 +121,7 @@ def sync(backend) -> None:
 
 
 def kernel_check(device, vocab: int, rows: int = 32) -> dict:
-    """The torch kernel on ``device`` against the numpy reference, as tests/test_torch_kernel.py does on the CPU."""
+    """The torch kernel on ``device`` against the numpy reference, as tests/backends/test_torch_kernel.py does on the CPU."""
     import torch
 
     from strop.backends.logits import draw

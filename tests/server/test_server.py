@@ -17,13 +17,13 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import openai
 import pytest
 import requests
 
+from locations import TESTS
 from loopback import client, free_port, running, wait_until
 from strop.backends.toy import ToyBackend
 from strop.methods import get_method, method_settings
@@ -477,7 +477,7 @@ def test_strop_serve_on_the_embedded_model_and_sigterm(tmp_path):
     # A generous grace period: on a loaded CI machine the RC request below can take tens of seconds.
     marker, release = tmp_path / "in-flight", tmp_path / "release"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "STROP_PLUGINS": "blocking_plugin", "STROP_TEST_MARKER": str(marker),
-           "STROP_TEST_RELEASE": str(release), "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+           "STROP_TEST_RELEASE": str(release), "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "strop", "serve", "--port", str(port), "--graceful-timeout", "300"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)
     try:

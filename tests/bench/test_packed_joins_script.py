@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from locations import ROOT
 
 
 def test_the_packed_joins_bench_times_both_settings(tiny_model, tmp_path):

@@ -29,13 +29,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from locations import TESTS
 from strop.records import read_records
 from strop.training.run_folder import last_checkpoint, load_metrics
 from strop.training.sources import CURRICULUM_STATE
 
 pytestmark = pytest.mark.slow
 
-DRIVER = Path(__file__).with_name("accelerate_driver.py")
+DRIVER = TESTS / "accelerate_driver.py"
 PER_RANK = 16  # rows a rank trains on per step: 2 groups of 8; the global batch is 4 groups
 STEPS = 12
 

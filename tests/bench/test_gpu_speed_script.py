@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from locations import ROOT
 
 
 def test_the_gpu_speed_script_runs_on_the_cpu_and_checks_the_torch_kernel(tiny_model, tmp_path):

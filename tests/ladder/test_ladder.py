@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from locations import ROOT, TESTS
 from strop.backends.scripted import ScriptedBackend
 from strop.errors import CapabilityError, ConfigError, UnknownNameError
 from strop.ladder.arithmetic import symbolic_arithmetic_variants
@@ -21,9 +22,6 @@ from strop.ladder.tree import TreeSpec, build_tree
 from strop.ladder.variants import KINDS, PERSONAS, TEMPERATURES, request_plan
 from strop.tasks import get_task
 from strop.verifiers import verify_integral
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 # ------------------------------------------------------------- generators
@@ -171,7 +169,7 @@ def test_a_killed_tree_build_resumes_to_the_same_tree(tmp_path):
     # The same tree through a test plugin whose 10th variant validation blocks for ever (tests/blocking_plugin.py):
     # the kill lands mid-expansion at a known point, whatever the machine's speed; the resumed build never blocks.
     env = {**os.environ, "STROP_PLUGINS": "blocking_plugin", "STROP_TEST_MARKER": str(marker),
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     cmd = [a if a != "integrals" else "integrals-blocking" for a in _build_cmd(killed)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 600

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from locations import ROOT
 from strop.errors import ConfigError
 from strop.training.advantages import arm_signal, group_advantages
 from strop.training.curriculum import (
@@ -166,14 +167,13 @@ def test_recipe_validation_names_the_bad_key(tmp_path):
 
 
 def test_shipped_recipes_load():
-    from pathlib import Path
 
     import trl  # noqa: F401 - part of the test install; missing, it must fail, not skip
     import yaml
 
     from strop.training.recipe import load_recipe
 
-    folder = Path(__file__).resolve().parents[1] / "recipes"
+    folder = ROOT / "recipes"
     recipes = sorted(folder.glob("*.yaml"))
     assert recipes
     for path in recipes:

@@ -8,17 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from locations import SHARED, TESTS
 from strop.backends.scripted import ScriptedBackend
 from strop.errors import StropError
 from strop.evaluation.harness import EvalSpec, compute_metrics, evaluate
 from strop.evaluation.metrics import majority_correct, pass_at_k
 from strop.tasks import get_task, jsonl_task
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def answer_sums(prompt: str) -> str:
@@ -69,7 +67,7 @@ def test_resume_after_a_real_kill_counts_every_attempt_once(tmp_path):
     # The task's 5th check blocks for ever (tests/blocking_plugin.py): the kill lands mid-run at a known point,
     # whatever the machine's speed; the resumed run sees the marker and never blocks.
     env = {**os.environ, "STROP_PLUGINS": "blocking_plugin", "STROP_TEST_MARKER": str(marker),
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "strop", "eval", "--task", "arithmetic-blocking", "--method", "sample", "--max-tokens", "12",
            "--limit", "10", "--samples", "2", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)

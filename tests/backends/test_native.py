@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from locations import ROOT, TESTS
 from strop.backends import native
 from strop.backends.llamacpp import smoke_argv
 
@@ -62,9 +63,8 @@ def test_strop_solve_on_a_crashing_build_says_what_to_do(tmp_path):
 
 def test_the_suite_stops_with_one_clear_message_before_any_test(tmp_path):
     _crash_record(tmp_path)
-    tests = Path(__file__).resolve().parent
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests / "test_logits.py")],
-                          capture_output=True, text=True, timeout=300, cwd=tests.parent, env={**os.environ, "STROP_CACHE": str(tmp_path)})
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(TESTS / "backends" / "test_logits.py")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "STROP_CACHE": str(tmp_path)})
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "llama.cpp smoke check failed, no test was run" in out and "crashed (SIGSEGV)" in out
