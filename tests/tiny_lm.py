@@ -40,12 +40,10 @@ def build_tiny_lm(folder: Path, *, seed: int = 0, hidden: int = 64, layers: int 
 
 
 def script_reward(trainer, score) -> None:
-    """Replace the trainer's correctness reward by ``score(i, category)`` for row i of a batch, keeping the reward
-    book's (category, reward) record the trainer's per-category metrics and sources read."""
+    """Replace the trainer's correctness reward by ``score(i, category)`` for row i of a batch (the trainer's
+    per-category metrics and sources read what it returns)."""
 
     def correct(completions, category, **_):
-        scores = [float(score(i, c)) for i, c in enumerate(category)]
-        trainer.rewards.last = list(zip(category, scores))
-        return scores
+        return [float(score(i, c)) for i, c in enumerate(category)]
 
     trainer.reward_funcs[0] = correct

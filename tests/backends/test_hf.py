@@ -9,6 +9,7 @@ import pytest
 import torch  # noqa: F401 - the hf extra is part of the test install; missing, it must fail, not skip
 
 from strop.backends import SamplingParams
+from strop.backends.base import GenRequest
 
 pytestmark = pytest.mark.slow
 
@@ -120,3 +121,25 @@ def test_training_prompts_are_the_eval_prompt_ids(hf):
     for p in task.load(seed=0)[::60]:
         text = render_prompt(hf.tokenizer, task, p, None)
         assert hf.tokenizer(text=[text])["input_ids"][0] == hf.chat_prompt(task.prompt(p))
+
+
+def test_close_releases_the_model_and_later_calls_say_so(tiny_model):
+    from strop.backends.hf import HFBackend
+    from strop.errors import BackendError
+
+    be = HFBackend(str(tiny_model), device="cpu")
+    prompt = be.tokenize("hi")
+    assert be.generate(prompt, SamplingParams(max_tokens=2), np.random.default_rng(0)).completion_tokens > 0
+    be.close()
+    be.close()  # idempotent
+    assert be.model is None
+    for call in (lambda: be.generate(prompt, SamplingParams(max_tokens=2), np.random.default_rng(0)),
+                 lambda: be.score(prompt, prompt),
+                 lambda: be.generate_many([GenRequest(prompt, SamplingParams(max_tokens=2), np.random.default_rng(i)) for i in range(2)])):
+        with pytest.raises(BackendError, match="closed"):
+            call()
+    # A wrapped model belongs to its caller: closing the backend leaves it usable.
+    owner = HFBackend(str(tiny_model), device="cpu")
+    wrapped = HFBackend.wrap(owner.model, owner.tokenizer)
+    wrapped.close()
+    assert owner.generate(prompt, SamplingParams(max_tokens=2), np.random.default_rng(0)).completion_tokens > 0

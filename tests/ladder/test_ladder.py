@@ -264,7 +264,7 @@ def test_the_arithmetic_ladder_recipe_trains_depths_in_order_and_never_on_an_eva
     original = trainer._after_generation
 
     def spy(out):
-        seen.append([c for c, _ in trainer.rewards.last])  # the category of every rollout the step trained on
+        seen.append([c for c, _ in trainer.round_book])  # the category of every rollout the step trained on
         original(out)
 
     trainer._after_generation = spy

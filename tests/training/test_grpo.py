@@ -69,7 +69,7 @@ def test_trl_advantages_are_group_advantages_and_batches_follow_the_curriculum(t
     original = trainer._after_generation
 
     def spy(out):
-        seen.append((out["advantages"].detach().cpu().numpy().copy(), list(trainer.rewards.last), list(trainer.row_source.drawn_arms)))
+        seen.append((out["advantages"].detach().cpu().numpy().copy(), list(trainer.round_book), list(trainer.row_source.drawn_arms)))
         original(out)
 
     trainer._after_generation = spy

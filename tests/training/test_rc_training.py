@@ -271,7 +271,7 @@ def test_trl_trains_each_drawn_state_as_one_group_of_k(tiny_model, questions, tm
         out = original(inputs)
         if trainer.model.training:
             prompts = trainer.processing_class.batch_decode(out["prompt_ids"], skip_special_tokens=True)
-            seen.append((prompts, out["advantages"].detach().cpu().numpy().copy(), list(trainer.rewards.last),
+            seen.append((prompts, out["advantages"].detach().cpu().numpy().copy(), list(trainer.round_book),
                          list(trainer.row_source.last_states)))
         return out
 

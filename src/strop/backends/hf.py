@@ -223,6 +223,7 @@ class HFBackend(Backend):
 
     def generate(self, prompt_ids: Sequence[int], params: SamplingParams, rng: np.random.Generator, *,
                  on_token: OnToken | None = None) -> Generation:
+        self._require_open()
         started = time.perf_counter()
         ids = [int(t) for t in prompt_ids]
         self.check_fits(len(ids))
@@ -231,6 +232,7 @@ class HFBackend(Backend):
         return self._result(trace, finish, text, len(ids), cached, started, params)
 
     def score(self, prompt_ids: Sequence[int], continuation_ids: Sequence[int], *, entropies: bool = False) -> Scored:
+        self._require_open()
         ids = [int(t) for t in prompt_ids] + [int(t) for t in continuation_ids]
         self.check_fits(len(ids), 0)
         if not continuation_ids:
@@ -261,6 +263,7 @@ class HFBackend(Backend):
         is, so only the tokens after the cut are computed). With one row at a
         time, or a model with sliding-window layers, it runs the one-sequence path.
         """
+        self._require_open()
         limit = max(1, min(max_rows or self.max_batch, self.max_batch))
         if limit == 1 or not self._slot_batching:
             super().generate_stream(first, more, done, max_rows=limit)
@@ -402,5 +405,12 @@ class HFBackend(Backend):
         self._slot_kv = None
 
     def close(self) -> None:
+        """Release the model and its caches, as the contract says: later calls are a ``BackendError``. A wrapped
+        model (``wrap``) belongs to its caller, who keeps it; only this backend's reference goes. Idempotent."""
         self.reset_cache()
+        self.model = None
+
+    def _require_open(self) -> None:
+        if self.model is None:
+            raise BackendError("this hf backend is closed (close() released its model): load the model again")
 

@@ -78,6 +78,7 @@ def _trainer_class():
             self.dynamic_rounds = dynamic_rounds
             self._step_adv: list[np.ndarray] = []  # the step's gathered advantages, one array per generation round
             self._step_book: list[tuple[str, float]] = []  # the step's gathered (category, reward), in row order
+            self.round_book: list[tuple[str, float]] = []  # the last generation round's (see _calculate_rewards)
 
         @contextlib.contextmanager
         def _policy_backend(self) -> Iterator[Any]:
@@ -153,15 +154,22 @@ def _trainer_class():
             logged["dynamic/extra_rounds"].append(float(rounds))
             return _merge_groups((with_signal + flat)[:local_groups], k, self.processing_class.pad_token_id or 0)
 
-        def _after_generation(self, out: dict) -> None:
-            """Keep one round's advantages and rewards, gathered over ranks, for the step's learning."""
-            self._step_adv.append(self.accelerator.gather(out["advantages"]).float().cpu().numpy())
-            book = list(self.rewards.last) if self.rewards is not None else []
+        def _calculate_rewards(self, inputs: list[dict], prompts: Any, completions: Any, completion_ids_list: Any) -> Any:
+            """TRL's rewards (every rank's rows, rank-major), and ``round_book``: (category, correctness) per row of
+            this generation round, all ranks, read from those returned rewards (the correctness reward is the first)."""
+            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            categories = [row["category"] for row in inputs]
             if self.accelerator.num_processes > 1:
                 from accelerate.utils import gather_object
 
-                book = gather_object(book)
-            self._step_book += book
+                categories = gather_object(categories)  # rank-major, as TRL gathers the rewards
+            self.round_book = list(zip(categories, rewards[:, 0].tolist()))
+            return rewards
+
+        def _after_generation(self, out: dict) -> None:
+            """Keep one round's advantages and rewards, gathered over ranks, for the step's learning."""
+            self._step_adv.append(self.accelerator.gather(out["advantages"]).float().cpu().numpy())
+            self._step_book += self.round_book
 
         def _learn_from_step(self, adv: np.ndarray, book: list) -> None:
             """Per-category metrics, and the source's update and metrics, from the step's gathered advantages and rewards."""

@@ -29,13 +29,13 @@ def completion_text(completion: Any) -> str:
 
 
 class RewardBook:
-    """Verifier-backed reward functions, plus the last batch's (category, correctness) for per-category stats."""
+    """Verifier-backed reward functions (what each row's category scored is read by the trainer from the rewards
+    TRL returns, ``StropGRPOTrainer.round_book``, not kept here)."""
 
     def __init__(self, task: Task, problems: Sequence[Problem], format_weight: float = 0.0) -> None:
         self.task = task
         self.by_id = {p.id: p for p in problems}
         self.format_weight = format_weight
-        self.last: list[tuple[str, float]] = []
         # The last batch's verdicts by (problem id, completion text): the format reward reuses the
         # correctness reward's work when TRL calls it second, and verifies itself otherwise, so
         # neither function depends on the order TRL calls them in.
@@ -61,11 +61,8 @@ class RewardBook:
         """The reward functions to hand TRL, in the order of :meth:`weights`."""
         book = self
 
-        def correct(completions: list[Any], problem_id: list[str], category: list[str], **_: Any) -> list[float]:
-            verdicts = book.verdicts(completions, problem_id)
-            scores = [1.0 if v.correct else 0.0 for v in verdicts]
-            book.last = list(zip(category, scores))
-            return scores
+        def correct(completions: list[Any], problem_id: list[str], **_: Any) -> list[float]:
+            return [1.0 if v.correct else 0.0 for v in book.verdicts(completions, problem_id)]
 
         def answer_format(completions: list[Any], problem_id: list[str], **_: Any) -> list[float]:
             return [float(v.extracted is not None) for v in book.verdicts(completions, problem_id)]
