@@ -32,6 +32,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from strop.evaluation.metrics import majority_correct_at_k, mcnemar_exact, wilson_interval
+from strop.records import read_records
+from strop.verifiers.voting import vote_relation
+
 ROOT = Path(__file__).resolve().parent.parent
 # Relative to the repository root, where the eval commands run: a run folder records its data path, and a clone
 # elsewhere (with shared/ beside it) must still resume it.
@@ -136,8 +140,6 @@ def run(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- report
 
 def _records(folder: Path) -> list[dict]:
-    from strop.records import read_records
-
     return read_records(folder / "records.jsonl")
 
 
@@ -146,8 +148,6 @@ def _by_id(recs: list[dict], sample: int = 0) -> dict[str, dict]:
 
 
 def _row(label: str, rs: list[dict]) -> dict:
-    from strop.evaluation.metrics import wilson_interval
-
     n, c = len(rs), sum(r["correct"] for r in rs)
     lo, hi = wilson_interval(c, n)
     cap = sum(r.get("finish_reason") == "length" for r in rs)
@@ -157,8 +157,6 @@ def _row(label: str, rs: list[dict]) -> dict:
 
 
 def _paired(a: dict[str, dict], b: dict[str, dict]) -> tuple[int, int, int, float]:
-    from strop.evaluation.metrics import mcnemar_exact
-
     ids = set(a) & set(b)
     only_a = sum(a[i]["correct"] and not b[i]["correct"] for i in ids)
     only_b = sum(b[i]["correct"] and not a[i]["correct"] for i in ids)
@@ -167,17 +165,14 @@ def _paired(a: dict[str, dict], b: dict[str, dict]) -> tuple[int, int, int, floa
 
 def _majority(recs: list[dict], k_max: int) -> list[dict]:
     """maj@k over problems with at least k samples: accuracy, interval, decoded tokens per problem (the first k samples')."""
-    from strop.evaluation.metrics import majority_correct_at_k, wilson_interval
-    from strop.verifiers.voting import vote_relation
-
     same = vote_relation("equivalence")
     per: dict[str, list[dict]] = {}
     for r in recs:
         per.setdefault(r["id"], []).append(r)
     rows = []
-    votes = {i: majority_correct_at_k([r["answer"] for r in sorted(rs, key=lambda r: r["sample"])],
-                                      [r["correct"] for r in sorted(rs, key=lambda r: r["sample"])], same)
-             for i, rs in per.items()}
+    for rs in per.values():
+        rs.sort(key=lambda r: r["sample"])
+    votes = {i: majority_correct_at_k([r["answer"] for r in rs], [r["correct"] for r in rs], same) for i, rs in per.items()}
     for k in range(1, k_max + 1):
         full = [i for i, rs in per.items() if {r["sample"] for r in rs} >= set(range(k))]
         if not full:
@@ -217,8 +212,6 @@ def report(args: argparse.Namespace) -> None:
                 for t in range(max(len(r["turns"]) for r in per_turn)):
                     ts = [r["turns"][t] for r in per_turn if len(r["turns"]) > t]
                     c = sum(x["correct"] for x in ts)
-                    from strop.evaluation.metrics import wilson_interval
-
                     ci = list(wilson_interval(c, len(ts)))
                     tok = sum(x["cumulative_tokens"] for x in ts) / len(ts)
                     lines.append(f"| {arm.label}, after turn {t + 1} | {len(ts)} | {c} | {c / len(ts):.3f} | {_fmt_ci(ci)} | {tok:.0f} | | | |")
@@ -233,10 +226,11 @@ def report(args: argparse.Namespace) -> None:
                                  f"{_fmt_ci(m['ci95'])} | {m['tokens']:.0f} | | | |")
                 plot_data[suite.name].append(("maj@k", [m["tokens"] for m in maj], [m["accuracy"] for m in maj],
                                               [m["ci95"] for m in maj]))
-        lines += ["", "| A | B | paired problems | only A right | only B right | exact McNemar p |", "|---|---|---|---|---|---|"]
         names = [a.name for a, _ in present]
         labels = {a.name: a.label for a, _ in present}
         pairs = [(x, y) for i, x in enumerate(names) for y in names[i + 1:]]
+        if pairs or (maj and "power" in first):  # a table of paired tests only when something is paired
+            lines += ["", "| A | B | paired problems | only A right | only B right | exact McNemar p |", "|---|---|---|---|---|---|"]
         tests = []
         for x, y in pairs:
             n, oa, ob, p = _paired(first[x], first[y])

@@ -8,16 +8,21 @@ says the override is meant.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from strop.errors import ConfigError
 
 T = TypeVar("T")
 
 
-def add(table: dict[str, T], kind: str, name: str, value: T, *, replace: bool = False) -> T:
-    """Put ``value`` under ``name`` in ``table`` (a registry of ``kind``s); refuse a taken name unless ``replace``."""
+def check_free(table: dict[str, Any], kind: str, name: str, *, replace: bool = False) -> None:
+    """Refuse ``name`` if ``table`` (a registry of ``kind``s) has it already, unless ``replace``."""
     if name in table and not replace:
         raise ConfigError(f"{kind} '{name}' is already registered; choose another name (or pass replace=True to override it on purpose)")
+
+
+def add(table: dict[str, T], kind: str, name: str, value: T, *, replace: bool = False) -> T:
+    """Put ``value`` under ``name`` in ``table`` (a registry of ``kind``s); refuse a taken name unless ``replace``."""
+    check_free(table, kind, name, replace=replace)
     table[name] = value
     return value

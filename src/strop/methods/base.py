@@ -24,7 +24,7 @@ from strop.backends.chat import user_turn
 from strop.backends.thinking import THINK, hidden_token_count, strip_thinking
 from strop.errors import ConfigError, UnknownNameError
 from strop.methods.options import Option, Settings, register_options
-from strop.registry import add
+from strop.registry import check_free
 from strop.verifiers.extract import extract_answer
 
 
@@ -116,10 +116,10 @@ def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
     """Make a method usable by name from ``strop solve``, ``strop eval`` and ``strop serve`` (a taken name is refused)."""
     if not spec.name or "/" in spec.name:
         raise ConfigError(f"a method name must be non-empty and without '/', got {spec.name!r}")
-    if spec.name in _METHODS and not replace:
-        add(_METHODS, "method", spec.name, spec)  # refused, with the registry's message
+    check_free(_METHODS, "method", spec.name, replace=replace)  # before its options are: a refused method adds none
     register_options(tuple(spec.options), spec.name)
-    return add(_METHODS, "method", spec.name, spec, replace=replace)
+    _METHODS[spec.name] = spec
+    return spec
 
 
 _entry_points: list[str] | None = None  # the ``strop.methods`` entry points, read once

@@ -174,9 +174,8 @@ class _Checker:
         if got is None:
             return Outcome(False, error="timeout", failure="timeout"), False
         flags, body = got
-        ok, value, err = pickle.loads(body)
-        # The worker's message for its memory limit is exactly "memory" (worker.py); any other failure is the function's.
-        return Outcome(ok, value, err, "" if ok else "memory" if err == "memory" else "error"), not flags & _wire.RETIRE
+        ok, value, err, failure = pickle.loads(body)  # the worker says which failure: "memory" (it then retires) or "error"
+        return Outcome(ok, value, err, failure), not flags & _wire.RETIRE
 
     def stop(self) -> None:
         """Kill and reap (idempotent)."""

@@ -93,7 +93,7 @@ def serve(resp_fd: int, preload: list[str]) -> int:
         try:
             fn = resolve(module, qualname)
         except BaseException as e:  # noqa: BLE001 - an unknown function is the caller's error, reported as such
-            send(resp_fd, pickle.dumps((False, None, f"cannot import {module}.{qualname}: {type(e).__name__}: {e}")))
+            send(resp_fd, pickle.dumps((False, None, f"cannot import {module}.{qualname}: {type(e).__name__}: {e}", "error")))
             continue
         if memory_mb:
             limit = memory_mb * 2**20
@@ -103,17 +103,17 @@ def serve(resp_fd: int, preload: list[str]) -> int:
         resource.setrlimit(resource.RLIMIT_CPU, (soft if cpu_hard == resource.RLIM_INFINITY else min(soft, cpu_hard), cpu_hard))
         try:
             try:
-                out = (True, fn(*args), "")
+                out = (True, fn(*args), "", "")
             except MemoryError:
-                out, flags = (False, None, "memory"), RETIRE
+                out, flags = (False, None, "memory", "memory"), RETIRE
             except BaseException as e:  # noqa: BLE001 - anything the checked input provokes is a verdict, not a crash
-                out = (False, None, f"{type(e).__name__}: {str(e)[:300]}")
+                out = (False, None, f"{type(e).__name__}: {str(e)[:300]}", "error")
             try:
                 reply = pickle.dumps(out)  # still under the limits: a hostile value costs the task, not the pool
             except MemoryError:
-                reply, flags = pickle.dumps((False, None, "memory")), RETIRE
+                reply, flags = pickle.dumps((False, None, "memory", "memory")), RETIRE
             except BaseException as e:  # noqa: BLE001 - an unpicklable result is reported, not fatal
-                reply = pickle.dumps((False, None, f"unpicklable result: {type(e).__name__}"))
+                reply = pickle.dumps((False, None, f"unpicklable result: {type(e).__name__}", "error"))
         finally:
             resource.setrlimit(resource.RLIMIT_CPU, (cpu_hard, cpu_hard))
             resource.setrlimit(resource.RLIMIT_AS, (as_hard, as_hard))
