@@ -8,7 +8,8 @@
 
 Suites (problems fixed before any arm ran; settings chosen on development problems outside them, see DEV below):
 - gsm8k: the first 200 GSM8K test problems; greedy, temperature 1, temperature 1/alpha, power sampling by MH
-  (alpha 4), each at most 512 tokens with the task's own prompt. The temperature-1 arm runs several samples per
+  (alpha 4) and by SMC (alpha 4, 4 particles: about MH's decoded tokens),
+  each at most 512 tokens with the task's own prompt. The temperature-1 arm runs several samples per
   problem: its sample 0 is the temperature-1 arm, and its first k samples give majority@k (votes grouped by answer
   equivalence), with k read off where its decoded tokens reach the power arm's.
 - humaneval: all 164 problems, the same four arms (pass@1, code run in strop's sandbox).
@@ -46,6 +47,8 @@ ALPHA = 4.0
 MAX_TOKENS = 512        # GSM8K and HumanEval, every arm
 POWER_BLOCK = 128       # B: 4 blocks in 512 tokens (the paper: B = 192 in T = 3072, 16 blocks)
 POWER_STEPS = 2         # N: MH steps per block (the paper: 10; its gains "mostly arrive by N = 2")
+SMC_PARTICLES = 4       # SMC arm: 4 particles of at most 512 tokens, about the MH arm's decoded tokens per problem
+SMC_BLOCK, SMC_RAMP = 64, 128  # the paper's block; its ramp (400 of 2048 tokens) scaled to a quarter of the cap
 MAJ_SAMPLES = 4         # temperature-1 samples per GSM8K problem: maj@k for k <= 4 (power costs about 2 samples)
 RC_TURNS, RC_HR, RC_HS = 4, 512, 128
 # Development problems (settings and prompts were looked at on these, never on the evaluated ones): GSM8K test
@@ -78,10 +81,17 @@ def _power(suite: str) -> Arm:
                 "--cut", "uniform", "--max-tokens", str(MAX_TOKENS)))
 
 
+def _smc(suite: str) -> Arm:
+    return Arm(suite, "smc", f"power (SMC, alpha {ALPHA:g}, N {SMC_PARTICLES}, block {SMC_BLOCK}, ramp {SMC_RAMP})",
+               ("--method", "power", "--sampler", "smc", "--alpha", f"{ALPHA:g}", "--particles", str(SMC_PARTICLES), "--smc-block",
+                str(SMC_BLOCK), "--ramp", str(SMC_RAMP), "--max-tokens", str(MAX_TOKENS)))
+
+
 def _plain(suite: str, maj: int = 1) -> tuple[Arm, ...]:
     tok = ("--max-tokens", str(MAX_TOKENS))
     return (Arm(suite, "greedy", "greedy", ("--method", "greedy", *tok)),
             _power(suite),
+            _smc(suite),
             Arm(suite, "temp-low", f"temperature 1/alpha ({1 / ALPHA:g})", ("--method", "sample", "--temperature", f"{1 / ALPHA:g}", *tok)),
             Arm(suite, "temp1", "temperature 1", ("--method", "sample", "--temperature", "1", *tok), samples=maj))
 
@@ -289,7 +299,7 @@ def main() -> None:
         if name in ("run", "commands"):
             p.add_argument("--model", required=True, help="the GGUF (../shared/models/qwen2.5-coder-1.5b.sh prints its path)")
             p.add_argument("--suite", action="append", choices=["gsm8k", "humaneval", "rc"], help="only this suite (repeatable)")
-            p.add_argument("--arm", action="append", help="only this arm (repeatable): greedy, power, temp-low, temp1, rc, long")
+            p.add_argument("--arm", action="append", help="only this arm (repeatable): greedy, power, smc, temp-low, temp1, rc, long")
             p.add_argument("--samples", type=int, default=None,
                            help=f"temperature-1 arm of gsm8k: samples per problem (default {MAJ_SAMPLES}; a run can grow)")
             p.add_argument("--limit", type=int, help="smoke runs only: fewer problems (use another --out)")

@@ -44,7 +44,8 @@ class CharToy(ToyBackend):
         return super().generate_many(requests)
 
 
-SMALL = {"max_tokens": 6, "n": 3, "block_size": 3, "mcmc_steps": 2, "turns": 2, "reasoning_tokens": 5, "summary_tokens": 4}
+SMALL = {"max_tokens": 6, "n": 3, "block_size": 3, "mcmc_steps": 2, "particles": 4, "smc_block": 2, "kappa": 0.9,
+         "turns": 2, "reasoning_tokens": 5, "summary_tokens": 4}
 QUESTIONS = ["What is 2+3?", "Name a color.", "7*6=?", "Hello"]
 
 

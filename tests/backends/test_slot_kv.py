@@ -162,3 +162,28 @@ def test_aligned_span_masks_the_extra_columns():
     assert kv.width == 2 and kv.cols == [[0, 1], [1]]
     inp = kv.step({1: [8]}, pad_id=0)  # 2 past + 1 new = 3 columns, rounded up to 4
     assert (inp["attention_mask"][:, 0] == 0).tolist() == [[[False, True, True, False]]]
+
+
+def test_a_prompt_another_slot_holds_is_copied_not_recomputed(tiny, monkeypatch):
+    """Rows with one prompt (SMC's particles, best-of-n's samples) compute it once: the first row's pass, then a
+    copy into each other slot; and a row continuing another's tokens (a resampled particle) copies them.
+    The results are those of each row alone, and of the same rows with copying turned off."""
+    prompt = tiny.tokenize("particles share this prompt: 1 2 3 4 5 6 7 8 9 10 11 12")
+    params = SamplingParams(max_tokens=14)
+    reqs = lambda ids, seed: [GenRequest(list(ids), params, np.random.default_rng(seed + i)) for i in range(4)]  # noqa: E731
+    tiny.reset_cache()
+    first = tiny.generate_many(reqs(prompt, 30))
+    assert sorted(g.cached_prompt_tokens for g in first) == [0] + [len(prompt) - 1] * 3
+    # every particle continues from the first one's tokens (all resampled to one ancestor): copied from its slot
+    assert first[0].completion_tokens > 12
+    cont = list(prompt) + list(first[0].token_ids[:12])  # more than _MIN_COPY tokens past what the other slots share
+    second = tiny.generate_many(reqs(cont, 40))
+    assert [g.cached_prompt_tokens for g in second] == [len(cont) - 1] * 4, (len(cont), first[0].completion_tokens)
+    monkeypatch.setattr(tiny, "copy_prefixes", False)
+    tiny.reset_cache()
+    plain = tiny.generate_many(reqs(prompt, 30))
+    assert sorted(g.cached_prompt_tokens for g in plain) == [0, 0, 0, 0]
+    for got, want in zip(first, plain):
+        _same(got, want)
+    for i, (req, got) in enumerate(zip(reqs(cont, 40), second)):
+        _same(got, _alone(tiny, req, 40 + i))

@@ -327,6 +327,18 @@ def pick_slot(held: Sequence[Sequence[int]], last_used: Sequence[int], ids: Sequ
     return slot, reuse[slot]
 
 
+def longest_holder(held: Sequence[Sequence[int]], ids: Sequence[int], limit: int, skip: int) -> tuple[int, int]:
+    """The slot other than ``skip`` whose tokens ``held`` share the longest prefix with ``ids``, and that length
+    (at most ``limit``); (-1, 0) when there is no other slot. Busy slots count: their cached prefix can be copied."""
+    best, length = -1, 0
+    for s, toks in enumerate(held):
+        if s != skip:
+            c = min(common_prefix_len(toks, ids), limit)
+            if c > length:
+                best, length = s, c
+    return best, length
+
+
 @dataclass
 class ActiveRow:
     """One request being decoded in a cache slot (the backends' ``generate_stream``)."""

@@ -41,6 +41,7 @@ from strop.backends.base import (
     Scored,
     common_prefix_len,
     draw_params,
+    longest_holder,
     pick_slot,
 )
 from strop.backends.logits import Draw, score_rows
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
     from strop.backends.slot_kv import SlotKV
 
 log = logging.getLogger(__name__)
+# Copy a prefix another slot holds (or wait one step for a joining row to compute it) only when that saves at least
+# this many tokens: a copy is one indexed copy per layer, but a deferred row starts a step later.
+_MIN_COPY = 8
 
 
 def _gguf_key(path: Path) -> str:
@@ -111,6 +115,9 @@ class HFBackend(Backend):
     # Rows joining with several prompt tokens go in one packed pass with the live rows (False: a pass of their own).
     # None: packed on the CPU, where it was timed (bench/packed_joins.py); a pass of their own on other devices.
     packed_joins: bool | None = None
+    # A row whose prompt another slot holds copies those keys and values (``SlotKV.copy_prefix``); False recomputes
+    # them (to measure the difference: bench/power_samplers.py prefix-copy).
+    copy_prefixes: bool = True
 
     def __init__(self, model: str, *, device: str | None = None, dtype: str | None = None, context_length: int | None = None,
                  max_batch: int = 32, device_sampling: bool | None = None) -> None:
@@ -363,6 +370,7 @@ class HFBackend(Backend):
         """Start rows from ``waiting`` (removed from it) in free slots, each keeping its slot's shared prefix."""
         busy = {r.slot for r in active}
         rows: list[ActiveRow] = []
+        deferred: list[tuple[Any, GenRequest]] = []
         self._slot_clock += 1
         while waiting and len(busy) < limit:
             key, req = waiting.pop(0)
@@ -370,11 +378,21 @@ class HFBackend(Backend):
             self.check_fits(len(ids))
             # Never reuse the prompt's last token: its logits are needed.
             slot, keep = pick_slot(kv.tokens, self._slot_used, ids, len(ids) - 1, busy)
+            if self.copy_prefixes:
+                src, held = longest_holder(kv.tokens, ids, len(ids) - 1, skip=slot)
+                if held >= keep + _MIN_COPY:  # another slot (live or idle) holds more of it: copy, do not recompute
+                    kv.copy_prefix(src, slot, held)
+                    keep = held
+                elif any(common_prefix_len(r.ids, ids) >= keep + _MIN_COPY for r in rows):
+                    # A row joining in this step computes this prompt's prefix: start next step, copying it then.
+                    deferred.append((key, req))
+                    continue
             self._slot_used[slot] = self._slot_clock
             busy.add(slot)
             kv.keep(slot, keep)
             budget = min(req.params.max_tokens, self.context_length - len(ids))
             rows.append(ActiveRow(req, ids, slot, keep, budget, key=key, started=time.perf_counter()))
+        waiting[:0] = deferred  # first in line next step
         return rows
 
     def _draw_rows(self, logits: Any, rows: Sequence[ActiveRow], lo: int = 0) -> dict[int, Draw]:

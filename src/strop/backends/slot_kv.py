@@ -80,6 +80,28 @@ class SlotKV:
         del self.cols[slot][n:]
         del self.tokens[slot][n:]
 
+    def copy_prefix(self, src: int, dst: int, n: int) -> None:
+        """Make slot ``dst`` hold the first ``n`` tokens of slot ``src``: their keys and values copied, not recomputed.
+
+        The copy sits in ``dst``'s row at the same buffer columns as in ``src``'s
+        (each row has every column; which ones are live is per row), so it is one
+        indexed copy per layer and buffer. A resampled SMC particle, or a
+        request whose prompt another row has already computed, starts this way.
+        """
+        if not 0 <= n <= len(self.tokens[src]):
+            raise ValueError(f"slot {src} holds {len(self.tokens[src])} tokens, cannot copy {n}")
+        self.keep(dst, 0)
+        cols = self.cols[src][:n]
+        if cols and self._keys:
+            index = torch.as_tensor(cols, device=self.device)
+            with torch.inference_mode():
+                for bufs in (self._keys, self._values):
+                    for t in bufs:
+                        t[dst, :, index] = t[src, :, index]
+        self.live[dst, cols] = True
+        self.cols[dst] = list(cols)
+        self.tokens[dst] = self.tokens[src][:n]
+
     def pack(self, *groups: Sequence[int]) -> dict[int, int]:
         """Move the slots of ``groups`` to the front: each group to a contiguous block of indices, after the previous
         group's, in any order within its block and with as few moves as possible (a slot already inside its block

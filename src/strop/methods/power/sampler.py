@@ -27,12 +27,14 @@ import numpy as np
 from strop.backends.base import ENTROPY, EXACT_LOGPROBS, LOGPROBS, TOPK_BASE, Backend, Generation, GenRequest, SamplingParams, TokenTrace
 from strop.errors import ConfigError
 from strop.methods.base import Events, MethodResult, MethodSpec, Progress, register_method
-from strop.methods.basic import MAX_TOKENS, TOP_K
+from strop.methods.basic import MAX_TOKENS, TOP_K, VOTE
 from strop.methods.options import PANEL_P, Option, Settings
 from strop.methods.power.kernels import CutRule, Target, cut_log_probs, log_acceptance, max_swap_accepts, mh_accepts
+from strop.methods.power.smc import SMC_OPTIONS, SMCConfig, smc
 from strop.verifiers.extract import extract_answer
 
 CUT_RULES: tuple[str, ...] = ("uniform", "entropy", "max-swap")
+SAMPLERS: tuple[str, ...] = ("mh", "smc")
 TARGETS: tuple[str, ...] = ("full", "topk")
 
 
@@ -230,17 +232,20 @@ def power(
     rng: np.random.Generator,
     *,
     progress: Progress | None = None,
-    config: PowerConfig | None = None,
+    config: PowerConfig | SMCConfig | None = None,
     extract: Callable[[str], str | None] = extract_answer,
     events: Events | None = None,
 ):
-    """Power sampling by Metropolis-Hastings (see ``PowerConfig``), as a step machine.
+    """Power sampling towards p^alpha, as a step machine: by Metropolis-Hastings (a ``PowerConfig``, the default)
+    or by Sequential Monte Carlo (an ``SMCConfig``: ``strop.methods.power.smc``).
 
-    ``events("block", {"block": k, "text": ...})`` sees the chain's text after
-    block k. It is a snapshot, not a prefix of the answer: a later block's MH
-    steps may cut and redraw any earlier token.
+    MH: ``events("block", {"block": k, "text": ...})`` sees the chain's text
+    after block k. It is a snapshot, not a prefix of the answer: a later
+    block's MH steps may cut and redraw any earlier token.
     """
     config = config or PowerConfig()
+    if isinstance(config, SMCConfig):
+        return (yield from smc(model, prompt_ids, config, rng, progress=progress, extract=extract, events=events))
 
     def block_text(k: int, chain: Chain) -> None:
         assert events is not None
@@ -284,20 +289,40 @@ CUT = Option("cut", str, "uniform", "power: cut rule, uniform | entropy | max-sw
 BETA = Option("beta", float, 4.0, "power: exponent of the entropy-jump cut weights.", gt=0.0, panel=PANEL_P)
 PROPOSAL_TEMPERATURE = Option("proposal_temperature", float, None, "power: proposal temperature (default 1/alpha).", nullable=True,
                               gt=0.0, panel=PANEL_P)
+SAMPLER = Option("sampler", str, "mh", "power: the sampler, mh (Metropolis-Hastings) | smc (Sequential Monte Carlo:"
+                                       " --particles, --smc-block, --ramp, --kappa, --smc-select).", choices=SAMPLERS, panel=PANEL_P)
 TARGET = Option("target", str, "full", "power: target p^alpha over the full vocabulary (full) or over the --top-k tokens"
                                        " renormalised (topk, the entropy-cut reference's; needs --top-k).", choices=TARGETS, panel=PANEL_P)
 
 
+def _smc_config(f: Settings) -> SMCConfig:
+    return SMCConfig(alpha=f.alpha, particles=f.particles, block=f.smc_block, ramp=f.ramp, kappa=f.kappa, max_tokens=f.max_tokens,
+                     select=f.smc_select, vote=f.vote, proposal_temperature=f.proposal_temperature, top_k=f.top_k, target=f.target,
+                     ramp_correction=f.ramp_correction)
+
+
 def _settings(f: Settings) -> dict:
+    if f.sampler not in SAMPLERS:
+        raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {f.sampler!r}")
+    if f.sampler == "smc":
+        return {"config": _smc_config(f)}
     return {"config": PowerConfig(alpha=f.alpha, block_size=f.block_size, mcmc_steps=f.mcmc_steps, max_tokens=f.max_tokens, cut=f.cut,
                                   beta=f.beta, proposal_temperature=f.proposal_temperature, top_k=f.top_k, target=f.target)}
 
 
 def _budget(kw: dict) -> int:
     cfg = kw["config"]
+    if isinstance(cfg, SMCConfig):
+        return cfg.max_tokens * cfg.particles
     return cfg.max_tokens * (1 + cfg.mcmc_steps)
 
 
-register_method(MethodSpec("power", power, _settings, _budget, events=("block",), unit="MH steps",
-                           options=(ALPHA, BLOCK_SIZE, MCMC_STEPS, CUT, BETA, PROPOSAL_TEMPERATURE, TARGET, MAX_TOKENS, TOP_K),
-                           help="power sampling: Metropolis-Hastings towards p^alpha (--alpha, --block-size, --mcmc-steps, --cut, --target)"))
+register_method(MethodSpec("power", power, _settings, _budget, events=("block",), unit="steps",
+                           options=(ALPHA, SAMPLER, BLOCK_SIZE, MCMC_STEPS, CUT, BETA, PROPOSAL_TEMPERATURE, TARGET, MAX_TOKENS, TOP_K,
+                                    *SMC_OPTIONS, VOTE),
+                           help="power sampling towards p^alpha: Metropolis-Hastings (--block-size, --mcmc-steps, --cut) or"
+                                " --sampler smc (--particles, --smc-block, --ramp, --kappa)"))
+# The same method with SMC as its default sampler: a model prefix for the server (``power-smc/<model>``).
+register_method(MethodSpec("power-smc", power, lambda f: {"config": _smc_config(f)}, _budget, events=("block",), unit="blocks",
+                           options=(ALPHA, PROPOSAL_TEMPERATURE, TARGET, MAX_TOKENS, TOP_K, *SMC_OPTIONS, VOTE),
+                           help="power sampling towards p^alpha by Sequential Monte Carlo (power --sampler smc)"))
