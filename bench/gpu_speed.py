@@ -2,7 +2,7 @@
 
     python bench/gpu_speed.py [--model PATH_OR_GGUF] [--random-weights] [--tokens 128] [--batch 32] [--repeats 3]
                               [--warmup 1] [--no-power] [--power-repeats N] [--profile DIR]
-                              [--compare-align] [--device cuda] [--out FILE]
+                              [--compare-align] [--smc N] [--device cuda] [--out FILE]
 
 For a device machine (the `device` tool); on a CPU it runs too (``--device cpu``, small
 settings) so the script is tested where it is written. Nothing is downloaded:
@@ -27,6 +27,8 @@ CUDA is 16, extra columns masked), to time that rounding on the GPU at hand.
 The paths' order turns by one place each repeat (on an H100 VM the path run last in a
 repeat read ~20% faster whichever it was), so use a multiple of the path count for
 ``--repeats``.
+With ``--smc N``, each repeat also times one problem alone: plain sampling at temperature 1/alpha and SMC power
+sampling with N particles (their latency ratio; the target on a GPU: at most 2x for N = 16).
 4. the torch sampling kernel on the device against the numpy kernel on the host
    for the same logits and uniforms (largest log-prob difference, token agreement).
 Writes the figures and the ratios strop / ``generate`` as JSON, after every repeat.
@@ -84,6 +86,16 @@ def power_chains(backend, question: str, chains: int, seed: int, tokens: int) ->
     t = time.perf_counter()
     results = Engine(backend).run([make_steps("power", backend, question, np.random.default_rng([seed, i]), **kwargs) for i in range(chains)])
     return sum(r.decoded_tokens for r in results) / (time.perf_counter() - t)
+
+
+def one_problem_seconds(backend, question: str, seed: int, tokens: int, method: str, **settings) -> tuple[float, int]:
+    """Wall seconds and decoded tokens of one attempt of ``method`` alone (its latency)."""
+    kwargs = method_settings(method, max_tokens=tokens, **settings)
+    sync(backend)
+    t = time.perf_counter()
+    (r,) = Engine(backend).run([make_steps(method, backend, question, np.random.default_rng(seed), **kwargs)])
+    sync(backend)
+    return time.perf_counter() - t, r.decoded_tokens
 
 
 def profile_round(backend, on_dev, prompt, batch: int, n: int, folder: Path) -> dict:
@@ -179,6 +191,8 @@ def main() -> None:
     ap.add_argument("--random-weights", action="store_true", help="build --model (a folder with config.json and a tokenizer) "
                     "with seeded random weights instead of loading weights")
     ap.add_argument("--compare-align", action="store_true", help="also time the torch-kernel path with attention_align 1")
+    ap.add_argument("--smc", type=int, default=0, metavar="N", help="also time one problem alone: plain sampling at temperature 1/alpha "
+                    "against SMC power sampling with N particles (alpha 4, blocks of --tokens/4, ramp --tokens/4), the latency ratio")
     ap.add_argument("--out", default="bench/results/gpu_speed.json")
     a = ap.parse_args()
     import torch
@@ -231,7 +245,17 @@ def main() -> None:
         if not a.no_power and (a.power_repeats is None or r < a.power_repeats):
             runs.setdefault("power_1_chain", []).append(power_chains(on_dev, QUESTION, 1, r, a.tokens))
             runs.setdefault(f"power_{a.batch}_chains", []).append(power_chains(on_dev, QUESTION, a.batch, r, a.tokens))
+        if a.smc:
+            s, n = one_problem_seconds(on_dev, QUESTION, r, a.tokens, "sample", temperature=0.25)
+            runs.setdefault("latency_sample_s", []).append(s)
+            s, n = one_problem_seconds(on_dev, QUESTION, r, a.tokens, "power", sampler="smc", particles=a.smc,
+                                       smc_block=max(1, a.tokens // 4), ramp=max(1, a.tokens // 4))
+            runs.setdefault(f"latency_smc{a.smc}_s", []).append(s)
+            runs.setdefault(f"smc{a.smc}_decoded_tokens", []).append(n)
         med = {k: round(statistics.median(v), 1) for k, v in runs.items()}
+        if a.smc:
+            result["smc_latency_over_sampling"] = round(statistics.median(runs[f"latency_smc{a.smc}_s"])
+                                                        / statistics.median(runs["latency_sample_s"]), 3)
         result.update(repeats_done=r + 1, tokens_per_s=med, runs=runs, strop_over_generate={
             f"b{b}_{w}": round(med[f"strop_{w}_b{b}"] / med[f"generate_b{b}"], 3) for b in (1, a.batch) for w in ["host"] + [n for n, _ in paths]})
         print(json.dumps({"repeat": r + 1, "tokens_per_s": med, "strop_over_generate": result["strop_over_generate"]}), flush=True)

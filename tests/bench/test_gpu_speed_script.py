@@ -40,3 +40,16 @@ def test_compare_align_adds_a_path_with_the_attention_width_unrounded(tiny_model
     got = json.loads(out.read_text())
     assert {"strop_device_align1_b1", "strop_device_align1_b2"} <= set(got["tokens_per_s"])
     assert {"b1_device_align1", "b2_device_align1"} <= set(got["strop_over_generate"])
+
+
+def test_smc_mode_times_one_problem_alone_against_plain_sampling(tiny_model, tmp_path):
+    out = tmp_path / "gpu_speed.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_speed.py"), "--model", str(tiny_model), "--random-weights",
+                           "--device", "cpu", "--tokens", "8", "--batch", "2", "--repeats", "1", "--no-power", "--warmup", "0",
+                           "--smc", "4", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert got["runs"]["latency_sample_s"][0] > 0 and got["runs"]["latency_smc4_s"][0] > 0
+    assert got["runs"]["smc4_decoded_tokens"][0] >= 4  # four particles, each at least one token
+    assert got["smc_latency_over_sampling"] > 0

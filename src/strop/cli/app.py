@@ -171,11 +171,21 @@ def eval_cmd(
 def report(
     runs: Annotated[list[str], typer.Argument(help="Run folders written by `strop eval`, or by `strop train` (not mixed).")],
     plot: Annotated[str | None, typer.Option(help="Also draw a PNG: accuracy vs tokens of eval runs, or reward, arm mix and Q of training runs.")] = None,
+    audit: Annotated[bool, typer.Option(help="Eval runs: re-grade every record and list where strop's verdict differs from "
+                                             "Math-Verify's default parse/verify (integrals: the numeric check), and the "
+                                             "answers not found by finish reason; writes RUN/audit.jsonl and metrics.json's audit.")] = False,
 ) -> None:
-    """Compare finished eval runs, or training runs, side by side."""
+    """Compare finished eval runs, or training runs, side by side (--audit: where graders disagree)."""
     from pathlib import Path
 
     from strop.training.report import is_training_run
+
+    if audit:
+        from strop.evaluation.audit import audit_run, audit_table
+
+        for row in audit_table([audit_run(r) for r in runs]):
+            typer.echo(row)
+        return
 
     kinds = {is_training_run(r) for r in runs}
     if len(kinds) > 1:

@@ -41,6 +41,12 @@ def extract_boxed(text: str) -> str | None:
 # two boxes makes the earlier one a draft that the later one corrects.
 _SEP_NOISE = re.compile(r"\$|\\[\[\]()]|\\q?quad(?![a-zA-Z])|\\[,;:! ]|\\\\|~|\\(?:text|textrm|textbf|textit|mathrm)\s*\{([^{}]*)\}")
 _JOINER = re.compile(r"\s*(?:[,;]|\\?&)?\s*(?:(?:and|or)\s*)?", re.IGNORECASE)
+# A hedge: alternatives offered together ("\boxed{4} or maybe \boxed{5}", "\boxed{4}, possibly \boxed{5}",
+# "\boxed{4}. Or perhaps it is \boxed{5}"). Its boxes are one answer, a list of candidates, not a draft and its
+# correction: a list is right only where the gold answer is one, so a hedge never wins a single-answer question.
+# Drafting keeps other words between the boxes ("First guess \boxed{4}. Checking again, the answer is \boxed{5}").
+_HEDGE = re.compile(r"\s*[,;.]?\s*(?:or\s*)?(?:else\s+)?(?:maybe|possibly|perhaps|probably|or)\s*(?:even\s+)?"
+                    r"(?:(?:it|that|the\s+answer)\s*(?:is|'s|could\s+be|might\s+be|may\s+be)\s*)?:?\s*", re.IGNORECASE)
 # A variable name written outside its box ("$x = \boxed{1}$ and $y = \boxed{2}$"): kept, so the answer reads "x = 1, y = 2".
 _LABEL = re.compile(r"(?:^|(?<=[\s,;:(]))([A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?|\\[A-Za-z]+(?:_\{?[A-Za-z0-9]+\}?)?)\s*=\s*$")
 # Longest stretch of raw text between two boxes of one answer; more is never a list separator, and the bound keeps
@@ -86,7 +92,8 @@ def final_boxes(text: str) -> list[str]:
     r"""The final answer's boxes: the last ``\boxed{}`` and the boxes joined to it as one list, in order.
 
     Boxes form one answer when only list punctuation (``,`` ``;`` ``&``), the
-    words *and* / *or*, math delimiters, spacing and ``\text{}`` wrappers stand
+    words *and* / *or*, a hedge (*or maybe*, *possibly*, *perhaps*, *or it
+    could be*), math delimiters, spacing and ``\text{}`` wrappers stand
     between them, each optionally preceded by a variable name and ``=`` written
     outside the box, which is kept (``$x = \boxed{1}$, $y = \boxed{2}$`` gives
     ``["x = 1", "y = 2"]``). Other text between two boxes ends the run: the
@@ -96,6 +103,8 @@ def final_boxes(text: str) -> list[str]:
     ['(2, 2)', '(6, 2)']
     >>> final_boxes(r"first \boxed{2}; wait, recomputing gives \boxed{3}")
     ['3']
+    >>> final_boxes(r"It is \boxed{4} or maybe \boxed{5}.")
+    ['4', '5']
     """
     text = strip_thinking(text)[-MAX_SCAN_CHARS:]
     boxes: list[str] = []
@@ -108,7 +117,7 @@ def final_boxes(text: str) -> list[str]:
         joined = prev is not None and start - prev[2] - 1 <= MAX_JOIN_CHARS
         head, name = _label(text[prev[2] + 1 : start] if joined else text[max(0, start - MAX_JOIN_CHARS) : start])
         labels.append(name)
-        if not (joined and _JOINER.fullmatch(head)):
+        if not (joined and (_JOINER.fullmatch(head) or _HEDGE.fullmatch(head))):
             break
         box = prev
     boxes.reverse()

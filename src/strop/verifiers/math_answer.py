@@ -16,10 +16,18 @@ majority vote, ``strop.verifiers.voting``).
 
 from __future__ import annotations
 
+import re
+
 from strop.backends.thinking import strip_thinking
+from strop.verifiers.answer_shape import choice_letter, chosen_letter, shape_mismatch
 from strop.verifiers.base import Verdict, Verification
 from strop.verifiers.extract import MAX_SCAN_CHARS, final_boxes
 from strop.verifiers.isolation import run_isolated
+
+# What math-verify reads off an unboxed output that only restates the question ("What's 81 + 10?"): it evaluates the
+# expression, so the question's own numbers would be graded as the answer. Plain integers joined by + - * / are not
+# a final answer (found by the audit on the embedded model's outputs, docs/evaluation.md).
+_RESTATED = re.compile(r"\s*-?\d+(?:\s*[-+*/]\s*-?\d+)+\s*\.?\s*")
 
 # A final answer longer than this is not an answer; refusing it keeps SymPy
 # away from megabyte expressions.
@@ -63,7 +71,7 @@ def equivalent_answers(a: str, b: str, *, timeout_s: float = 5.0) -> bool:
     """
     if a == b:
         return True
-    if len(a) > MAX_ANSWER_CHARS or len(b) > MAX_ANSWER_CHARS:
+    if len(a) > MAX_ANSWER_CHARS or len(b) > MAX_ANSWER_CHARS or shape_mismatch(a, b):
         return False
     out = run_isolated(_same, (a, b), timeout_s=timeout_s, memory_mb=2048)
     return bool(out.ok and out.value)
@@ -82,15 +90,30 @@ def verify_math(gold: str, completion: str, *, timeout_s: float = 5.0) -> Verifi
     which math-verify compares as a set (tuples, ``x = 1, y = 2``, ``1, 3``).
     So a list is right only where the gold answer is one: hedging, one box per
     candidate for a single answer (``\boxed{4} or \boxed{5}`` for 5), is wrong
-    whichever candidate is right. A box, then other text, then another box is
-    a draft and its correction: only the last run counts.
+    whichever candidate is right, and so is a hedge (``\boxed{4} or maybe
+    \boxed{5}``). A box, then other text, then another box is a draft and its
+    correction: only the last run counts.
+
+    Before values are compared (``answer_shape``): a gold answer that is one
+    option letter is matched by the letter the completion chooses (``Answer: (B)``,
+    ``B) 42``, ``\boxed{B}``); and an answer bracketed differently from the gold
+    one (a set for a pair, ``[0, 1]`` for ``(0, 1)``) is incorrect whatever its elements.
     """
     text = strip_thinking(completion)[-MAX_SCAN_CHARS:]
+    letter = choice_letter(gold) if len(gold) <= MAX_ANSWER_CHARS else None
+    if letter is not None:
+        chosen = chosen_letter(text)
+        if chosen is None:
+            return Verification(Verdict.INCORRECT, "no option chosen", None)
+        return Verification(Verdict.CORRECT if chosen == letter else Verdict.INCORRECT, "multiple choice", chosen)
     boxes = final_boxes(text)
     boxed = ", ".join(boxes) if boxes else None
     answer = f"$\\boxed{{{boxed}}}$" if boxed is not None else text[-MAX_ANSWER_CHARS:]
     if boxed is not None and len(boxed) > MAX_ANSWER_CHARS:
         return Verification(Verdict.UNVERIFIABLE, f"answer longer than {MAX_ANSWER_CHARS} characters")
+    mismatch = shape_mismatch(gold, boxed) if boxed is not None and len(gold) <= MAX_ANSWER_CHARS else None
+    if mismatch:
+        return Verification(Verdict.INCORRECT, mismatch, boxed)
     out = run_isolated(_compare, (gold, answer), timeout_s=timeout_s, memory_mb=2048)
     if out.timed_out:
         return Verification(Verdict.TIMEOUT, f"no verdict within {timeout_s} CPU seconds", boxed)
@@ -99,4 +122,6 @@ def verify_math(gold: str, completion: str, *, timeout_s: float = 5.0) -> Verifi
     same, parsed = out.value
     if parsed == "unparsable":
         return Verification(Verdict.INCORRECT, "no answer found", boxed)
+    if boxed is None and _RESTATED.fullmatch(parsed):
+        return Verification(Verdict.INCORRECT, "an unevaluated expression of plain numbers is not an answer", parsed)
     return Verification(Verdict.CORRECT if same else Verdict.INCORRECT, "", parsed)

@@ -1,0 +1,59 @@
+"""strop report --audit: every record re-graded, compared with Math-Verify's default grading, extraction failures by finish."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from strop.evaluation.audit import audit_run
+
+
+def _run(folder, task: str, rows: list[tuple[str, str, str, bool]]) -> None:
+    """A run folder as ``strop eval`` writes it: run.json, records (id, gold, output, finish), metrics.json."""
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"task": task, "method": "greedy", "backend": "llamacpp", "model": None, "samples": 1,
+                                                 "limit": None, "seed": 0, "data": None, "method_config": {}}))
+    recs = [{"id": i, "sample": 0, "category": None, "prompt": "q", "output": out, "answer": None, "gold": gold,
+             "verdict": "correct" if ok else "incorrect", "correct": ok, "finish_reason": fin, "tokens": 5}
+            for i, gold, out, fin, ok in rows]
+    (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (folder / "metrics.json").write_text(json.dumps({"overall": {}}))
+
+
+def test_audit_lists_where_graders_differ_and_counts_missing_answers(tmp_path):
+    run = tmp_path / "run"
+    _run(run, "math500", [
+        ("agree", "18", "so she earns \\boxed{18} dollars.", "eos", True),
+        # the output only restates the question (seen from the embedded model): Math-Verify evaluates the expression
+        # "81 + 10" to the gold; strop does not take an unevaluated sum of numbers for an answer
+        ("restated", "91", "What's 81 + 10 little brother!", "eos", False),
+        # a set for a pair: both graders say incorrect now; an older strop recorded it correct
+        ("brackets", "(1, 2)", "The point is $\\boxed{\\{1, 2\\}}$.", "eos", True),
+        ("cut", "7", "Let me think step by step about the", "length", False),
+        ("silent", "7", "I do not know.", "eos", False),
+    ])
+    a = audit_run(run)
+    c = a.counts
+    assert c["records"] == 5 and c["no_answer"] == 2 and c["no_answer_by_finish"] == {"length": 1, "eos": 1}
+    assert [d["id"] for d in a.disagreements] == ["restated"]
+    assert c["other_correct_strop_not"] == 1 and c["strop_correct_other_not"] == 0 and c["agree"] == 4
+    assert c["recorded_differs"] == 1  # "brackets" is graded incorrect now
+    lines = (run / "audit.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["other"] == {"verdict": "correct", "answer": "81 + 10", "detail": ""}
+    assert json.loads((run / "metrics.json").read_text())["audit"]["disagreements"] == 1
+    cli = subprocess.run([sys.executable, "-m", "strop", "report", "--audit", str(run)], capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    assert "1 differ" in cli.stdout and "| restated | 0 | 91 | incorrect, 81 + 10 | correct, 81 + 10 |" in cli.stdout
+
+
+def test_audit_of_a_code_task_counts_only_extraction(tmp_path):
+    run = tmp_path / "code"
+    _run(run, "humaneval", [("HumanEval/0", "x", "def f(): pass", "eos", False)])
+    a = audit_run(run)
+    assert a.other is None and a.disagreements == [] and a.counts["disagreements"] is None
+
+
+def test_audit_refuses_a_folder_that_is_not_a_run(tmp_path):
+    cli = subprocess.run([sys.executable, "-m", "strop", "report", "--audit", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert cli.returncode != 0 and "not an eval run" in cli.stderr and "Traceback" not in cli.stderr
