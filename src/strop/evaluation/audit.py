@@ -25,7 +25,7 @@ from strop.backends.thinking import THINK, strip_thinking
 from strop.errors import StropError
 from strop.records import read_records
 from strop.tasks import Problem, Task, resolve_task
-from strop.verifiers.base import Verification, Verdict
+from strop.verifiers.base import Verdict, Verification
 from strop.verifiers.isolation import parallel_map, run_isolated
 
 AUDIT_FILE = "audit.jsonl"
