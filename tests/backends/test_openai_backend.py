@@ -133,6 +133,20 @@ def test_garbage_answers_are_clear_errors():
         srv.shutdown()
 
 
+def test_smc_power_sampling_runs_on_the_server_with_its_approximations_named(remote):
+    # The proposal at temperature 1/alpha is not the base model: the server's top log-probs stand in for its
+    # proposal log-probs, and the result says so.
+    from strop.methods import method_settings, run_method
+
+    r = run_method("power", remote, "What is 3 + 4?", np.random.default_rng(0),
+                   **method_settings("power", sampler="smc", particles=3, smc_block=6, max_tokens=12, kappa=1.0))
+    assert len(r.candidates) == 3 and r.config["sampler"] == "smc"
+    assert "proposal_logprobs_topk" in r.stats["approximations"]
+    assert all("proposal_logprobs_topk" in g.approximations for g in r.candidates)
+    assert r.stats["decoded_tokens"] >= max(g.completion_tokens for g in r.candidates) >= 1
+    assert r.stats["blocks"] == len(r.stats["ess_per_block"]) >= 1
+
+
 def test_strop_serve_in_front_of_an_upstream_server(remote):
     """strop serve over the openai backend: RC runs on the upstream server, answers in OpenAI shape; upstream down is a 503."""
     import openai
@@ -254,16 +268,3 @@ def test_llama_server_log_probs_in_the_chat_shape_are_read_by_token_id():
     assert tokens == ["token_id:216", "token_id:40000"] and lps == [-0.1, -2.0]
     assert tops == [{"token_id:216": -0.1, "token_id:1792": -4.3}, None]
 
-
-def test_smc_power_sampling_runs_on_the_server_with_its_approximations_named(remote):
-    # The proposal at temperature 1/alpha is not the base model: the server's top log-probs stand in for its
-    # proposal log-probs, and the result says so.
-    from strop.methods import method_settings, run_method
-
-    r = run_method("power", remote, "What is 3 + 4?", np.random.default_rng(0),
-                   **method_settings("power", sampler="smc", particles=3, smc_block=6, max_tokens=12, kappa=1.0))
-    assert len(r.candidates) == 3 and r.config["sampler"] == "smc"
-    assert "proposal_logprobs_topk" in r.stats["approximations"]
-    assert all("proposal_logprobs_topk" in g.approximations for g in r.candidates)
-    assert r.stats["decoded_tokens"] >= max(g.completion_tokens for g in r.candidates) >= 1
-    assert r.stats["blocks"] == len(r.stats["ess_per_block"]) >= 1
