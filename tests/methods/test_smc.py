@@ -111,14 +111,14 @@ def test_smc_samples_approach_p_alpha_as_particles_grow(ramp):
     toy = branching_toy()
     target = power_target(toy, toy.tokenize("q"), 4, 3.0)
     tv = {}
-    for n in (1, 64):
+    for n in (1, 4, 64):
         config = SMCConfig(alpha=3.0, particles=n, block=2, ramp=ramp, max_tokens=4)
         samples = smc_samples(toy, config, RUNS)
         tv[n] = tv_distance(empirical(samples), target)
         if n == 64:
             assert any(len(s) < 4 for s in samples) and any(len(s) == 4 for s in samples)  # early EOS and the cap both occur
     assert tv[1] > 0.25  # one particle is a plain proposal draw: far from p^alpha
-    assert tv[64] < 0.09, tv
+    assert tv[1] > tv[4] > tv[64] and tv[64] < 0.09, tv  # measured: 0.39-0.41, 0.08, 0.03-0.04
 
 
 def test_without_the_ramp_correction_the_reference_weights_target_another_law():
