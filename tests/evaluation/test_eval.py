@@ -235,3 +235,19 @@ def test_majority_at_k_votes_over_the_first_k_samples_whatever_order_the_records
     m = compute_metrics([rec(2, "5", True), rec(0, "4", False), rec(1, "5", True)], 3, vote="string")
     # k = 1: sample 0 alone (wrong); k = 2: a tie, won by sample 0's answer; k = 3: "5" twice.
     assert m["overall"]["majority_at_k"] == {"1": 0.0, "2": 0.0, "3": 1.0}
+
+
+def test_rc_records_keep_each_turns_summary_and_the_end_of_its_reasoning(tmp_path):
+    # What was carried between turns is the evidence for why accuracy moves over turns (docs/evaluation.md).
+    from strop.methods import method_settings
+
+    task = get_task("arithmetic")
+    problems = task.load(seed=3)[:2]
+    kwargs = method_settings("rc", turns=2, reasoning_tokens=64, summary_tokens=64)
+    spec = EvalSpec(task="arithmetic", method="rc", backend="scripted", model=None)
+    reply = lambda p: "I found the sum is 5." if "first-person summary" in p else "Adding the two numbers: \\boxed{5}"  # noqa: E731
+    evaluate(spec, task, problems, ScriptedBackend(reply), tmp_path, method_kwargs=kwargs)
+    rows = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    for r in rows:
+        assert [t["turn"] for t in r["turns"]] == [1, 2]
+        assert all(t["summary"] == "I found the sum is 5." and t["reasoning_tail"].endswith("\\boxed{5}") for t in r["turns"])
