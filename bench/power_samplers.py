@@ -5,6 +5,7 @@
     python bench/power_samplers.py run --suite gsm8k --model "$MODEL"     # 100 GSM8K problems, 512 tokens
     python bench/power_samplers.py report --plot docs/power_samplers.png  # tables, paired tests, targets, the PNG
     python bench/power_samplers.py prefix-copy                            # hf: shared prefixes copied vs recomputed
+    python bench/power_samplers.py rows [--model M]                       # batching gain per row count (llamacpp)
 
 Every (suite, arm, mode) is one ``strop eval`` run folder under ``--out`` (resumable: run again after a kill),
 all on the llamacpp backend, seed 0, one sample per problem. Two modes:
@@ -256,12 +257,47 @@ def prefix_copy(args: argparse.Namespace) -> None:
     print(f"  recompute / copy: {med[False] / med[True]:.2f}x  ({platform.machine()}, {platform.processor() or 'cpu'})")
 
 
+def rows(args: argparse.Namespace) -> None:
+    """The batching gain per row count on this machine: ``--tokens`` tokens sampled for 1, 2, 4, 8, 16 rows of one
+    prompt at once (llamacpp, ``--model`` or the embedded one); a batch's wall time over one row's is the latency
+    multiplier of decoding N particles together, the floor under SMC's latency."""
+    import numpy as np
+
+    from strop.backends import SamplingParams, load_backend
+    from strop.backends.base import GenRequest
+
+    be = load_backend("llamacpp", args.model)
+    prompt = be.chat_prompt("Write a long story about a robot who learns to count, with many details.")
+    out = {}
+    for n in (1, 2, 4, 8, 16):
+        times = []
+        for rep in range(args.repeats):
+            be.reset_cache()
+            started = time.perf_counter()
+            gens = be.generate_many([GenRequest(prompt, SamplingParams(max_tokens=args.tokens), np.random.default_rng([rep, i]))
+                                     for i in range(n)])
+            times.append((time.perf_counter() - started, sum(g.completion_tokens for g in gens)))
+        wall, toks = sorted(times)[len(times) // 2]
+        out[n] = (wall, toks)
+    be.close()
+    one = out[1][0] / max(out[1][1], 1)
+    print(f"llamacpp, {be.model_id}, up to {args.tokens} tokens per row, median of {args.repeats} "
+          f"({platform.machine()}, {platform.processor() or 'cpu'}):")
+    print("| rows | wall s | tokens | tokens/s | s per token of one row, over 1 row's |\n|---|---|---|---|---|")
+    for n, (wall, toks) in out.items():
+        print(f"| {n} | {wall:.2f} | {toks} | {toks / wall:.1f} | {(wall / max(toks / n, 1)) / one:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     pc = sub.add_parser("prefix-copy", help="hf: a prompt shared by all rows copied between slots vs recomputed")
     pc.add_argument("--rows", type=int, default=16)
     pc.add_argument("--repeats", type=int, default=3)
+    rw = sub.add_parser("rows", help="batching gain per row count (llamacpp)")
+    rw.add_argument("--model", default=None)
+    rw.add_argument("--tokens", type=int, default=48)
+    rw.add_argument("--repeats", type=int, default=3)
     for name in ("run", "commands", "report"):
         p = sub.add_parser(name)
         p.add_argument("--out", default=OUT, help="folder of the run folders (relative: to the repository root)")
@@ -276,6 +312,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.cmd == "prefix-copy":
         prefix_copy(args)
+    elif args.cmd == "rows":
+        rows(args)
     elif args.cmd == "report":
         report(args)
     else:
