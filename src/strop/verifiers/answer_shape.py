@@ -15,7 +15,7 @@ Pure functions on short strings (the callers cap answer length); linear time.
 
 >>> choice_letter(r"\text{(C)}"), choice_letter("42")
 ('C', None)
->>> chosen_letter("Comparing the options, the correct one is (B).")
+>>> chosen_letter("Comparing the options, the correct option is (B).")
 'B'
 >>> bracket_kind(r"\left( 1, 2 \right)"), bracket_kind(r"\{1, 2\}"), bracket_kind("(0, 1]"), bracket_kind("(x + 1)")
 ('()', 'set', '(]', None)

@@ -84,7 +84,7 @@ def systematic_resample(log_w: np.ndarray, u: float) -> np.ndarray:
 
     >>> systematic_resample(np.log(np.array([0.5, 0.25, 0.25])), 0.5).tolist()
     [0, 1, 2]
-    >>> systematic_resample(np.log(np.array([0.75, 0.25, 0.0])), 0.1).tolist()
+    >>> systematic_resample(np.array([np.log(0.75), np.log(0.25), -np.inf]), 0.5).tolist()
     [0, 0, 1]
     """
     if not 0.0 <= u < 1.0:
