@@ -28,7 +28,7 @@ def test_audit_lists_where_graders_differ_and_counts_missing_answers(tmp_path):
         # the output only restates the question (seen from the embedded model): Math-Verify evaluates the expression
         # "81 + 10" to the gold; strop does not take an unevaluated sum of numbers for an answer
         ("restated", "91", "What's 81 + 10 little brother!", "eos", False),
-        # a set for a pair: both graders say incorrect now; an older strop recorded it correct
+        # a set for a pair: Math-Verify compares the elements; strop reads the brackets (an older strop recorded it correct)
         ("brackets", "(1, 2)", "The point is $\\boxed{\\{1, 2\\}}$.", "eos", True),
         ("cut", "7", "Let me think step by step about the", "length", False),
         ("silent", "7", "I do not know.", "eos", False),
@@ -36,15 +36,15 @@ def test_audit_lists_where_graders_differ_and_counts_missing_answers(tmp_path):
     a = audit_run(run)
     c = a.counts
     assert c["records"] == 5 and c["no_answer"] == 2 and c["no_answer_by_finish"] == {"length": 1, "eos": 1}
-    assert [d["id"] for d in a.disagreements] == ["restated"]
-    assert c["other_correct_strop_not"] == 1 and c["strop_correct_other_not"] == 0 and c["agree"] == 4
+    assert [d["id"] for d in a.disagreements] == ["restated", "brackets"]
+    assert c["other_correct_strop_not"] == 2 and c["strop_correct_other_not"] == 0 and c["agree"] == 3
     assert c["recorded_differs"] == 1  # "brackets" is graded incorrect now
     lines = (run / "audit.jsonl").read_text().splitlines()
-    assert len(lines) == 1 and json.loads(lines[0])["other"] == {"verdict": "correct", "answer": "81 + 10", "detail": ""}
-    assert json.loads((run / "metrics.json").read_text())["audit"]["disagreements"] == 1
+    assert len(lines) == 2 and json.loads(lines[0])["other"] == {"verdict": "correct", "answer": "81 + 10", "detail": ""}
+    assert json.loads((run / "metrics.json").read_text())["audit"]["disagreements"] == 2
     cli = subprocess.run([sys.executable, "-m", "strop", "report", "--audit", str(run)], capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stderr
-    assert "1 differ" in cli.stdout and "| restated | 0 | 91 | incorrect, 81 + 10 | correct, 81 + 10 |" in cli.stdout
+    assert "2 differ" in cli.stdout and "| restated | 0 | 91 | incorrect, 81 + 10 | correct, 81 + 10 |" in cli.stdout
 
 
 def test_audit_of_a_code_task_counts_only_extraction(tmp_path):

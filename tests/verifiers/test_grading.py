@@ -110,3 +110,16 @@ RESTATED = [
 def test_an_unboxed_restated_question_is_not_an_answer(gold, completion, expected):
     v = verify_math(gold, completion)
     assert v.verdict is expected, v
+
+
+def test_math_verify_is_a_verifier_choice_that_grades_as_the_papers_do():
+    # --verifier math-verify reproduces the reference grader, including where strop deliberately differs.
+    from strop.tasks import Problem, resolve_task
+
+    restated = "What's 81 + 10 little brother!"
+    for name in ("gsm8k", "math500"):
+        assert resolve_task(name).check(Problem("a", "q", "91"), restated).verdict is W
+        theirs = resolve_task(name, None, "math-verify")
+        assert theirs.verifier == "math-verify" and theirs.check(Problem("a", "q", "91"), restated).verdict is C
+    jsonl = resolve_task("jsonl", {"question": "q", "answer": "a"}, "math-verify", "f.jsonl")
+    assert jsonl.check(Problem("a", "q", "(1, 2)"), "so $\\boxed{(1, 2)}$").verdict is C

@@ -104,8 +104,10 @@ def eval_cmd(
     out: Annotated[str, typer.Option(help="Run folder: records.jsonl (as it goes), metrics.json, plots. Re-running resumes.")],
     data: Annotated[str | None, typer.Option(help="JSON/JSONL/parquet file, or hub:DATASET[:SPLIT] (online). Default: the task's own source.")] = None,
     field: Annotated[list[str] | None, typer.Option(help="jsonl task: NAME=COLUMN for question, answer, id, category (repeatable).")] = None,
-    verifier: Annotated[str | None, typer.Option(help="The check, for tasks with several: jsonl math (default) | exact | number;"
-                                                      " integrals and mit-integration-bee-2025: strop (default) | ladder | ttrl"
+    verifier: Annotated[str | None, typer.Option(help="The check, for tasks with several: jsonl math (default) |"
+                                                      " math-verify | exact | number; gsm8k, math500: strop (default) |"
+                                                      " math-verify (Math-Verify's default parse/verify); integrals and"
+                                                      " mit-integration-bee-2025: strop (default) | ladder | ttrl"
                                                       " (the reference code's numerical checkers; docs/evaluation.md).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N problems.")] = None,
     category: CategoryOpt = None,

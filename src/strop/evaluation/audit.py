@@ -25,38 +25,13 @@ from strop.backends.thinking import THINK, strip_thinking
 from strop.errors import StropError
 from strop.records import read_records
 from strop.tasks import Problem, Task, resolve_task
-from strop.verifiers.base import Verdict, Verification
-from strop.verifiers.isolation import parallel_map, run_isolated
+from strop.verifiers.base import Verification
+from strop.verifiers.isolation import parallel_map
+from strop.verifiers.math_answer import math_verify_default
 
 AUDIT_FILE = "audit.jsonl"
 INTEGRAL_TASKS = ("integrals", "mit-integration-bee-2025")
 NO_OTHER_GRADER = ("humaneval", "countdown")
-
-
-def _math_verify_default(gold: str, output: str) -> tuple[bool, str | None]:  # runs in a checker process
-    import logging
-
-    from math_verify import parse, verify
-
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
-    g = parse(gold, parsing_timeout=None) or parse(f"${gold}$", parsing_timeout=None)
-    p = parse(output, parsing_timeout=None)
-    if not p:
-        return False, None
-    return bool(g and verify(g, p, timeout_seconds=None)), str(p[-1])[:200]
-
-
-def math_verify_default(gold: str, output: str, *, timeout_s: float = 5.0) -> Verification:
-    """Math-Verify's verdict with its default parse and verify (no strop extraction), in a killable checker process."""
-    out = run_isolated(_math_verify_default, (gold, output[-100_000:]), timeout_s=timeout_s, memory_mb=2048)
-    if out.timed_out:
-        return Verification(Verdict.TIMEOUT, f"no verdict within {timeout_s} CPU seconds")
-    if not out.ok:
-        return Verification(Verdict.UNVERIFIABLE, out.error)
-    same, parsed = out.value
-    if parsed is None:
-        return Verification(Verdict.INCORRECT, "no answer found")
-    return Verification(Verdict.CORRECT if same else Verdict.INCORRECT, "", parsed)
 
 
 @dataclass(frozen=True)

@@ -158,10 +158,12 @@ def get_task(name: str) -> Task:
 def jsonl_task(name: str, fields: Mapping[str, str], verifier: str, template: str = "{question}") -> Task:
     """A task from any JSONL file: ``fields`` maps question/answer/id/category to the file's field names.
 
-    ``verifier``: "math" (math-verify), "exact" (normalised string match) or "number".
+    ``verifier``: "math" (strop's math check), "math-verify" (Math-Verify's default parse/verify on the whole
+    output), "exact" (normalised string match) or "number".
     """
     from strop.verifiers import extract_answer, normalize_answer, verify_math
     from strop.verifiers.base import Verdict
+    from strop.verifiers.math_answer import math_verify_default
 
     for key in ("question", "answer"):
         if key not in fields:
@@ -175,6 +177,8 @@ def jsonl_task(name: str, fields: Mapping[str, str], verifier: str, template: st
     def check(p: Problem, completion: str) -> Verification:
         if verifier == "math":
             return verify_math(p.gold, completion)
+        if verifier == "math-verify":
+            return math_verify_default(p.gold, completion)
         got = extract_answer(completion)
         same = got is not None and normalize_answer(got) == normalize_answer(str(p.gold))
         if verifier == "number":
@@ -184,8 +188,8 @@ def jsonl_task(name: str, fields: Mapping[str, str], verifier: str, template: st
                 same = False
         return Verification(Verdict.CORRECT if same else Verdict.INCORRECT, "", got)
 
-    if verifier not in ("math", "exact", "number"):
-        raise ConfigError(f"verifier must be math, exact or number, got {verifier!r}")
+    if verifier not in ("math", "math-verify", "exact", "number"):
+        raise ConfigError(f"verifier must be math, math-verify, exact or number, got {verifier!r}")
     return Task(name, template, parse, check, description=f"custom JSONL task ({verifier} check)", verifier=verifier,
                 verifiers=lambda other: jsonl_task(name, fields, other, template))
 

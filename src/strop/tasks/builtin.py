@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from strop.backends.thinking import strip_thinking
+from strop.errors import ConfigError
 from strop.tasks.arithmetic import arithmetic_problems
 from strop.tasks.base import Problem, Task, field_of, register_task
 from strop.tasks.integrals import LEVELS, integral_problems, pretty
@@ -15,6 +16,7 @@ from strop.verifiers import verify_code, verify_countdown, verify_integral, veri
 from strop.verifiers.base import Verdict, Verification
 from strop.verifiers.extract import extract_answer
 from strop.verifiers.integral import DEFAULT_CHECK, IntegralCheck, integral_check, verify_definite_integral
+from strop.verifiers.math_answer import math_verify_default
 
 BOXED = "{question}\n\nPut your final answer in \\boxed{}."
 # One worked example shows the answer format (without one the embedded model
@@ -27,23 +29,40 @@ def _math_check(p: Problem, completion: str) -> Verification:
     return verify_math(str(p.gold), completion)
 
 
-register_task(Task(
+def _math_verify_check(p: Problem, completion: str) -> Verification:
+    return math_verify_default(str(p.gold), completion)
+
+
+# The checks a math-answer task offers (``strop eval --verifier``): strop's (boxed answers, multiple choice,
+# brackets, hedges: docs/evaluation.md), or Math-Verify's default parse/verify on the whole output, as the papers'
+# graders call it (what ``strop report --audit`` compares with).
+MATH_CHECKS = {"strop": _math_check, "math-verify": _math_verify_check}
+
+
+def math_task(name: str, template: str, parse: Callable[[Mapping[str, Any], int], Problem], hub: tuple[str, str | None, str],
+              description: str, check: str = "strop") -> Task:
+    """A task whose answers are checked as maths, with ``check`` one of ``MATH_CHECKS``."""
+    if check not in MATH_CHECKS:
+        raise ConfigError(f"task {name!r}: verifier must be one of {', '.join(MATH_CHECKS)}, got {check!r}")
+    return Task(name, template, parse, MATH_CHECKS[check], hub=hub, description=description, verifier=check,
+                verifiers=lambda v: math_task(name, template, parse, hub, description, v))
+
+
+register_task(math_task(
     "gsm8k",
     "{question}\n\nSolve it step by step, then give the final number in \\boxed{}.",
     lambda r, i: Problem(str(r.get("id", i)), field_of(r, "question", "gsm8k"), str(field_of(r, "answer", "gsm8k")).split("####")[-1].strip().replace(",", "")),
-    _math_check,
-    hub=("openai/gsm8k", "main", "test"),
-    description="grade-school word problems; numeric answer (math-verify)",
+    ("openai/gsm8k", "main", "test"),
+    "grade-school word problems; numeric answer (math-verify)",
 ))
 
-register_task(Task(
+register_task(math_task(
     "math500",
     BOXED,
     lambda r, i: Problem(str(r.get("id", r.get("unique_id", i))), field_of(r, "problem", "math500"), str(field_of(r, "answer", "math500")),
                          f"level{r['level']}" if "level" in r else None, {"subject": r.get("subject")}),
-    _math_check,
-    hub=("HuggingFaceH4/MATH-500", None, "test"),
-    description="competition maths, levels 1-5 (math-verify)",
+    ("HuggingFaceH4/MATH-500", None, "test"),
+    "competition maths, levels 1-5 (math-verify)",
 ))
 
 

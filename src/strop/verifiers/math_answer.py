@@ -77,6 +77,33 @@ def equivalent_answers(a: str, b: str, *, timeout_s: float = 5.0) -> bool:
     return bool(out.ok and out.value)
 
 
+def _math_verify_default(gold: str, output: str) -> tuple[bool, str | None]:  # runs in a checker process
+    import logging
+
+    from math_verify import parse, verify
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    # The gold answer is LaTeX maths (as datasets store it): parsed in $...$, as Math-Verify's README calls it.
+    g = parse(gold if "$" in gold or "\\boxed" in gold else f"${gold}$", parsing_timeout=None) or parse(gold, parsing_timeout=None)
+    p = parse(output, parsing_timeout=None)
+    if not p:
+        return False, None
+    return bool(g and verify(g, p, timeout_seconds=None)), str(p[-1])[:200]
+
+
+def math_verify_default(gold: str, output: str, *, timeout_s: float = 5.0) -> Verification:
+    """Math-Verify's verdict with its default parse and verify (no strop extraction), in a killable checker process."""
+    out = run_isolated(_math_verify_default, (gold, output[-MAX_SCAN_CHARS:]), timeout_s=timeout_s, memory_mb=2048)
+    if out.timed_out:
+        return Verification(Verdict.TIMEOUT, f"no verdict within {timeout_s} CPU seconds")
+    if not out.ok:
+        return Verification(Verdict.UNVERIFIABLE, out.error)
+    same, parsed = out.value
+    if parsed is None:
+        return Verification(Verdict.INCORRECT, "no answer found")
+    return Verification(Verdict.CORRECT if same else Verdict.INCORRECT, "", parsed)
+
+
 def warm_up() -> None:  # runs in a checker process when it starts (isolation.DEFAULT_PRELOAD)
     """Import math-verify and build its LaTeX parser once, so the first answer checked is not the slow one."""
     _compare("\\frac{1}{2}", "$\\boxed{0.5}$")
