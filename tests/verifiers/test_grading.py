@@ -103,7 +103,26 @@ RESTATED = [
     ("91", "81 + 10 = 91", C),
     ("2 + 3\\sqrt{2}", "so the length is $2 + 3\\sqrt{2}$", C),
     ("91", "The answer is \\boxed{81 + 10}", C),  # boxed: the model chose to answer with the expression
+    ("\\frac{1}{2}", "Therefore the final answer is 1/2.", C),  # a quotient is an answer
 ]
+
+# Math-Verify bug classes users report, which strop grades right: kept as regression rows.
+MATH_VERIFY_REPORTS = [
+    ("\\frac{1}{2}", "Therefore the final answer is 1/2.", C),  # an answer outside $...$ and outside a box
+    ("42", "**Final answer: 42**", C),  # bold answers
+    ("42", "The answer is **42**.", C),
+    ("1, 3", "The roots are \\boxed{1}.", W),  # a partial answer to a "find all" question
+    ("-3, 2", "x = -3 or x = 2, so \\boxed{2}", W),
+    ("12", "So she pays $\\boxed{\\$12.00}$", C),  # numbers inside LaTeX that Math-Verify failed to parse
+    ("18", "The answer is \\boxed{18 \\text{ dollars}}", C),
+    ("5", "\\boxed{5\\text{ cm}}", C),
+]
+
+
+@pytest.mark.parametrize("gold,completion,expected", MATH_VERIFY_REPORTS)
+def test_reported_math_verify_bug_classes_stay_graded_right(gold, completion, expected):
+    v = verify_math(gold, completion)
+    assert v.verdict is expected, v
 
 
 @pytest.mark.parametrize("gold,completion,expected", RESTATED)

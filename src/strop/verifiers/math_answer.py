@@ -25,9 +25,9 @@ from strop.verifiers.extract import MAX_SCAN_CHARS, final_boxes
 from strop.verifiers.isolation import run_isolated
 
 # What math-verify reads off an unboxed output that only restates the question ("What's 81 + 10?"): it evaluates the
-# expression, so the question's own numbers would be graded as the answer. Plain integers joined by + - * / are not
-# a final answer (found by the audit on the embedded model's outputs, docs/evaluation.md).
-_RESTATED = re.compile(r"\s*-?\d+(?:\s*[-+*/]\s*-?\d+)+\s*\.?\s*")
+# expression, so the question's own numbers would be graded as the answer. Plain integers joined by + - * are not a
+# final answer (found by the audit on the embedded model's outputs, docs/evaluation.md); a quotient is: 1/2.
+_RESTATED = re.compile(r"\s*-?\d+(?:\s*[-+*]\s*-?\d+)+\s*\.?\s*")
 
 # A final answer longer than this is not an answer; refusing it keeps SymPy
 # away from megabyte expressions.
