@@ -24,6 +24,25 @@ import numpy as np
 
 CutRule = Literal["uniform", "entropy", "max-swap"]
 Target = Literal["full", "topk"]
+TARGETS: tuple[str, ...] = ("full", "topk")
+
+
+def check_target(alpha: float, proposal_temperature: float | None, top_k: int | None, target: str) -> None:
+    """The settings every power sampler shares (MH's ``PowerConfig``, SMC's ``SMCConfig``), validated: ConfigError naming the field."""
+    from strop.errors import ConfigError
+
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+        raise ConfigError(f"alpha must be a finite number > 0, got {alpha!r}")
+    t = proposal_temperature
+    if t is not None and not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+        raise ConfigError(f"proposal_temperature must be a number > 0 or None (1/alpha), got {t!r}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ConfigError(f"top_k must be an integer >= 1 or None, got {top_k!r}")
+    if target not in TARGETS:
+        raise ConfigError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if target == "topk" and top_k is None:
+        raise ConfigError("target 'topk' renormalises the base model over the proposal's top_k tokens: set top_k"
+                          " (the entropy-cut reference uses 50), got top_k=None")
 
 
 def entropy_cut_weights(entropies: np.ndarray, beta: float) -> np.ndarray:

@@ -29,13 +29,12 @@ from strop.errors import ConfigError
 from strop.methods.base import Events, MethodResult, MethodSpec, Progress, register_method
 from strop.methods.basic import MAX_TOKENS, TOP_K, VOTE
 from strop.methods.options import PANEL_P, Option, Settings
-from strop.methods.power.kernels import CutRule, Target, cut_log_probs, log_acceptance, max_swap_accepts, mh_accepts
+from strop.methods.power.kernels import TARGETS, CutRule, Target, check_target, cut_log_probs, log_acceptance, max_swap_accepts, mh_accepts
 from strop.methods.power.smc import SMC_OPTIONS, SMCConfig, smc
 from strop.verifiers.extract import extract_answer
 
 CUT_RULES: tuple[str, ...] = ("uniform", "entropy", "max-swap")
 SAMPLERS: tuple[str, ...] = ("mh", "smc")
-TARGETS: tuple[str, ...] = ("full", "topk")
 
 
 @dataclass(frozen=True)
@@ -70,8 +69,7 @@ class PowerConfig:
     target: Target = "full"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > 0):
-            raise ConfigError(f"alpha must be a finite number > 0, got {self.alpha!r}")
+        check_target(self.alpha, self.proposal_temperature, self.top_k, self.target)
         for name in ("block_size", "max_tokens"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -82,16 +80,6 @@ class PowerConfig:
             raise ConfigError(f"cut must be one of {', '.join(CUT_RULES)}, got {self.cut!r}")
         if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta > 0):
             raise ConfigError(f"beta must be a finite number > 0, got {self.beta!r}")
-        t = self.proposal_temperature
-        if t is not None and not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
-            raise ConfigError(f"proposal_temperature must be a number > 0 or None (1/alpha), got {t!r}")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
-            raise ConfigError(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
-        if self.target not in TARGETS:
-            raise ConfigError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
-        if self.target == "topk" and self.top_k is None:
-            raise ConfigError("target 'topk' renormalises the base model over the proposal's top_k tokens: set top_k"
-                              " (the entropy-cut reference uses 50), got top_k=None")
 
     @property
     def temperature(self) -> float:

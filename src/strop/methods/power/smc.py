@@ -37,7 +37,7 @@ from strop.backends.base import LOGPROBS, TOPK_BASE, Backend, Generation, GenReq
 from strop.errors import ConfigError
 from strop.methods.base import Events, MethodResult, Progress
 from strop.methods.options import PANEL_P, Option
-from strop.methods.power.kernels import Target
+from strop.methods.power.kernels import Target, check_target
 from strop.methods.power.smc_kernels import ess, log_mean_weight, normalized_weights, ramp_exponent, systematic_resample
 from strop.verifiers.extract import extract_answer
 from strop.verifiers.voting import Same, check_vote, group_answers, vote_relation
@@ -86,8 +86,7 @@ class SMCConfig:
     sampler: str = field(default="smc", init=False)  # in the record's config, beside MH's
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > 0):
-            raise ConfigError(f"alpha must be a finite number > 0, got {self.alpha!r}")
+        check_target(self.alpha, self.proposal_temperature, self.top_k, self.target)
         for name in ("particles", "block", "max_tokens"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -99,15 +98,6 @@ class SMCConfig:
         if self.select not in SELECTS:
             raise ConfigError(f"select must be one of {', '.join(SELECTS)}, got {self.select!r}")
         check_vote(self.vote)
-        t = self.proposal_temperature
-        if t is not None and not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
-            raise ConfigError(f"proposal_temperature must be a number > 0 or None (1/alpha), got {t!r}")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
-            raise ConfigError(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
-        if self.target not in ("full", "topk"):
-            raise ConfigError(f"target must be one of full, topk, got {self.target!r}")
-        if self.target == "topk" and self.top_k is None:
-            raise ConfigError("target 'topk' renormalises the base model over the proposal's top_k tokens: set top_k")
 
     def proposal(self, max_tokens: int, exponent: float) -> SamplingParams:
         """The proposal of a block whose target exponent is ``exponent``, for at most ``max_tokens`` tokens."""
