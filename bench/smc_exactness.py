@@ -15,26 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from conftest import branching_toy
+from conftest import branching_toy, empirical, tv_distance
 from strop.engine import run_steps
 from strop.methods.power.exact import power_target
 from strop.methods.power.smc import SMCConfig, choose, smc_steps
 
 ALPHA, CAP = 3.0, 4
-
-
-def tv(p: dict, q: dict) -> float:
-    return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in set(p) | set(q))
-
-
-def law(samples: list) -> dict:
-    return {k: v / len(samples) for k, v in Counter(samples).items()}
 
 
 def main() -> None:
@@ -47,7 +38,7 @@ def main() -> None:
     target = power_target(toy, prompt, CAP, ALPHA)
     keys = list(target)
     floor_rng = np.random.default_rng(1)
-    floor = np.mean([tv(law([keys[i] for i in floor_rng.choice(len(keys), args.runs, p=[target[k] for k in keys])]), target)
+    floor = np.mean([tv_distance(empirical([keys[i] for i in floor_rng.choice(len(keys), args.runs, p=[target[k] for k in keys])]), target)
                      for _ in range(20)])
     rows = []
     for label, ramp, corr in (("no ramp", 0, True), ("ramp 3, corrected (strop)", 3, True), ("ramp 3, per-token exponent (Power-SMC code)", 3, False)):
@@ -58,7 +49,7 @@ def main() -> None:
             for rng in np.random.default_rng(0).spawn(args.runs):
                 parts, log_w, _ = run_steps(toy, smc_steps(toy, prompt, config, rng))
                 samples.append(tuple(parts[choose(log_w, [None] * n, "sample", None, rng)].tokens))
-            row["tv"][n] = tv(law(samples), target)
+            row["tv"][n] = tv_distance(empirical(samples), target)
             print(label, n, f"{row['tv'][n]:.3f}", flush=True)
         rows.append(row)
     print("\n| setting | N = 1 | N = 4 | N = 16 | N = 64 |\n|---|---|---|---|---|")

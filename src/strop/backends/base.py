@@ -318,24 +318,32 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+def shared_prefixes(held: Sequence[Sequence[int]], ids: Sequence[int], limit: int) -> list[int]:
+    """How many leading tokens of ``ids`` each slot's tokens ``held`` share (at most ``limit``): one pass, read by
+    ``pick_slot`` and ``longest_holder``."""
+    return [min(common_prefix_len(toks, ids), limit) for toks in held]
+
+
 def pick_slot(held: Sequence[Sequence[int]], last_used: Sequence[int], ids: Sequence[int], limit: int,
-              busy: set[int]) -> tuple[int, int]:
+              busy: set[int], shared: Sequence[int] | None = None) -> tuple[int, int]:
     """The cache slot for a new sequence ``ids``: the slot not in ``busy`` whose tokens ``held`` share the longest
-    prefix with ``ids`` (least recently used on ties), and how many of its tokens to reuse (at most ``limit``)."""
-    reuse = {s: min(common_prefix_len(held[s], ids), limit) for s in range(len(held)) if s not in busy}
+    prefix with ``ids`` (least recently used on ties), and how many of its tokens to reuse (at most ``limit``).
+    ``shared``: ``shared_prefixes(held, ids, limit)`` when the caller has it already."""
+    if shared is None:
+        reuse = {s: min(common_prefix_len(held[s], ids), limit) for s in range(len(held)) if s not in busy}
+    else:
+        reuse = {s: shared[s] for s in range(len(held)) if s not in busy}
     slot = max(reuse, key=lambda s: (reuse[s], -last_used[s]))
     return slot, reuse[slot]
 
 
-def longest_holder(held: Sequence[Sequence[int]], ids: Sequence[int], limit: int, skip: int) -> tuple[int, int]:
-    """The slot other than ``skip`` whose tokens ``held`` share the longest prefix with ``ids``, and that length
-    (at most ``limit``); (-1, 0) when there is no other slot. Busy slots count: their cached prefix can be copied."""
+def longest_holder(shared: Sequence[int], skip: int) -> tuple[int, int]:
+    """The slot other than ``skip`` sharing the longest prefix (``shared``: ``shared_prefixes``), and that length;
+    (-1, 0) when no other slot shares any. Busy slots count: their cached prefix can be copied."""
     best, length = -1, 0
-    for s, toks in enumerate(held):
-        if s != skip:
-            c = min(common_prefix_len(toks, ids), limit)
-            if c > length:
-                best, length = s, c
+    for s, c in enumerate(shared):
+        if s != skip and c > length:
+            best, length = s, c
     return best, length
 
 

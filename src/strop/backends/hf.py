@@ -43,6 +43,7 @@ from strop.backends.base import (
     draw_params,
     longest_holder,
     pick_slot,
+    shared_prefixes,
 )
 from strop.backends.logits import Draw, score_rows
 from strop.backends.text import hf_control_texts, hf_tokenize, hf_tokenize_text
@@ -377,9 +378,10 @@ class HFBackend(Backend):
             ids = [int(t) for t in req.prompt_ids]
             self.check_fits(len(ids))
             # Never reuse the prompt's last token: its logits are needed.
-            slot, keep = pick_slot(kv.tokens, self._slot_used, ids, len(ids) - 1, busy)
+            shared = shared_prefixes(kv.tokens, ids, len(ids) - 1)  # one pass over the slots for both look-ups
+            slot, keep = pick_slot(kv.tokens, self._slot_used, ids, len(ids) - 1, busy, shared)
             if self.copy_prefixes:
-                src, held = longest_holder(kv.tokens, ids, len(ids) - 1, skip=slot)
+                src, held = longest_holder(shared, skip=slot)
                 if held >= keep + _MIN_COPY:  # another slot (live or idle) holds more of it: copy, do not recompute
                     kv.copy_prefix(src, slot, held)
                     keep = held

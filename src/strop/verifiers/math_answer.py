@@ -34,6 +34,11 @@ _RESTATED = re.compile(r"\s*-?\d+(?:\s*[-+*]\s*-?\d+)+\s*\.?\s*")
 MAX_ANSWER_CHARS = 1000
 
 
+def _as_math(s: str) -> str:
+    """A bare answer as LaTeX maths for math-verify's parser (``$...$``); text already delimited or boxed as it is."""
+    return s if "$" in s or "\\boxed" in s else f"${s}$"
+
+
 def _compare(gold: str, answer: str) -> tuple[bool, str]:  # runs in the child
     import logging
 
@@ -42,7 +47,7 @@ def _compare(gold: str, answer: str) -> tuple[bool, str]:  # runs in the child
     # math-verify warns that its own timeout is off; the killable child process is the timeout.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
 
-    g = parse(gold if "$" in gold or "\\boxed" in gold else f"${gold}$", parsing_timeout=None)
+    g = parse(_as_math(gold), parsing_timeout=None)
     p = parse(answer, parsing_timeout=None)
     if not p:
         return False, "unparsable"
@@ -55,7 +60,7 @@ def _same(a: str, b: str) -> bool:  # runs in the child
     from math_verify import parse, verify
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    pa, pb = (parse(x if "$" in x or "\\boxed" in x else f"${x}$", parsing_timeout=None) for x in (a, b))
+    pa, pb = (parse(_as_math(x), parsing_timeout=None) for x in (a, b))
     # verify is asymmetric (its first argument is the reference); a vote is shared only when each answer accepts the other.
     return bool(pa and pb and verify(pa, pb, timeout_seconds=None) and verify(pb, pa, timeout_seconds=None))
 
@@ -83,8 +88,8 @@ def _math_verify_default(gold: str, output: str) -> tuple[bool, str | None]:  # 
     from math_verify import parse, verify
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    # The gold answer is LaTeX maths (as datasets store it): parsed in $...$, as Math-Verify's README calls it.
-    g = parse(gold if "$" in gold or "\\boxed" in gold else f"${gold}$", parsing_timeout=None) or parse(gold, parsing_timeout=None)
+    # The gold answer is LaTeX maths, as datasets store it: parsed in $...$, as Math-Verify's README calls it.
+    g = parse(_as_math(gold), parsing_timeout=None) or parse(gold, parsing_timeout=None)
     p = parse(output, parsing_timeout=None)
     if not p:
         return False, None

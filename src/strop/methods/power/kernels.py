@@ -94,6 +94,17 @@ def log_acceptance(
     return alpha * (base_new - base_cur) + (prop_cur - prop_new) + (log_cut_new - log_cut_cur)
 
 
+def draw_index(weights: np.ndarray, rng: np.random.Generator) -> int:
+    """An index drawn in proportion to ``weights`` (>= 0, not all 0) with one uniform from ``rng``: the cut point of an
+    MH step, the particle SMC answers with.
+
+    >>> draw_index(np.array([0.0, 1.0, 0.0]), np.random.default_rng(0))
+    1
+    """
+    cdf = np.cumsum(weights)
+    return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(cdf) - 1)
+
+
 def max_swap_accepts(base_cur: float, base_new: float) -> bool:
     """alpha -> infinity: move only to a strictly more likely sequence (never a worse one)."""
     return base_new > base_cur

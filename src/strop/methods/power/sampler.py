@@ -29,7 +29,7 @@ from strop.errors import ConfigError
 from strop.methods.base import Events, MethodResult, MethodSpec, Progress, register_method
 from strop.methods.basic import MAX_TOKENS, TOP_K, VOTE
 from strop.methods.options import PANEL_P, Option, Settings
-from strop.methods.power.kernels import TARGETS, CutRule, Target, check_target, cut_log_probs, log_acceptance, max_swap_accepts, mh_accepts
+from strop.methods.power.kernels import TARGETS, CutRule, Target, check_target, cut_log_probs, draw_index, log_acceptance, max_swap_accepts, mh_accepts
 from strop.methods.power.smc import SMC_OPTIONS, SMCConfig, smc
 from strop.verifiers.extract import extract_answer
 
@@ -138,8 +138,7 @@ def mh_step(
     length = len(chain)
     ent = np.asarray(chain.entropy) if config.cut == "entropy" else None
     log_c = cut_log_probs(length, ent, config.cut, config.beta)
-    cdf = np.cumsum(np.exp(log_c))
-    m = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), length - 1)
+    m = draw_index(np.exp(log_c), rng)
     (g,) = yield [GenRequest(list(prompt) + chain.tokens[:m], config.proposal(cap - m), rng)]
     stats.count(g)
     new = chain.cut_then_extend(m, g)

@@ -37,8 +37,8 @@ from strop.backends.base import LOGPROBS, TOPK_BASE, Backend, Generation, GenReq
 from strop.errors import ConfigError
 from strop.methods.base import Events, MethodResult, Progress
 from strop.methods.options import PANEL_P, Option
-from strop.methods.power.kernels import Target, check_target
-from strop.methods.power.smc_kernels import ess, log_mean_weight, normalized_weights, ramp_exponent, systematic_resample
+from strop.methods.power.kernels import Target, check_target, draw_index
+from strop.methods.power.smc_kernels import block_log_weight, ess, log_mean_weight, normalized_weights, ramp_exponent, systematic_resample
 from strop.verifiers.extract import extract_answer
 from strop.verifiers.voting import Same, check_vote, group_answers, vote_relation
 
@@ -114,32 +114,33 @@ class Particle:
     proposal: list[float] = field(default_factory=list)
     ended: bool = False  # the last token is EOS
     done: bool = False
+    log_p: float = 0.0  # sum of ``base``, kept as tokens are added (the weights read it every block)
 
     def extend(self, g: Generation) -> None:
         self.tokens += g.token_ids
         self.base += g.base_logprobs.tolist()
         self.proposal += g.proposal_logprobs.tolist()
+        self.log_p += math.fsum(g.base_logprobs)
         self.ended = g.finish_reason == "eos"
 
     def copy(self) -> Particle:
-        return Particle(list(self.tokens), list(self.base), list(self.proposal), self.ended, self.done)
+        return Particle(list(self.tokens), list(self.base), list(self.proposal), self.ended, self.done, self.log_p)
 
 
-def _increment(config: SMCConfig, p: Particle, start: int, t_prev: int, t_now: int) -> float:
-    """Log-weight increment of particle ``p`` for the block from step ``t_prev`` to ``t_now`` (its tokens from ``start`` on are new).
+def _increment(config: SMCConfig, p: Particle, start: int, prefix: float, t_prev: int, t_now: int) -> float:
+    """Log-weight increment of particle ``p`` for the block from step ``t_prev`` to ``t_now``: its tokens from ``start``
+    on are new, ``prefix`` is the log-probability of those before.
 
-    With the correction, the target after step t is p(y)^{a(t)} for every particle (an ended one included),
-    so the increment is a(t_now) log p(y_now) - a(t_prev) log p(y_prev) - log q(new tokens). Without it
-    (the reference), token i counts with exponent a(i) when drawn and never again.
+    With the correction, the target after step t is p(y)^{a(t)} for every particle (an ended one included):
+    ``block_log_weight``. Without it (the reference), token i counts with exponent a(i) when drawn and never again.
     """
-    base, prop = np.asarray(p.base), np.asarray(p.proposal)
+    new_prop = math.fsum(p.proposal[start:])
     if config.ramp_correction:
-        a_prev, a_now = ramp_exponent(t_prev, config.alpha, config.ramp), ramp_exponent(t_now, config.alpha, config.ramp)
-        inc = a_now * math.fsum(base) - a_prev * math.fsum(base[:start]) - math.fsum(prop[start:])
+        inc = block_log_weight(ramp_exponent(t_prev, config.alpha, config.ramp), ramp_exponent(t_now, config.alpha, config.ramp),
+                               prefix, math.fsum(p.base[start:]), new_prop)
     else:
-        positions = np.arange(start + 1, len(base) + 1)
-        exps = np.array([ramp_exponent(int(i), config.alpha, config.ramp) for i in positions])
-        inc = math.fsum(exps * base[start:]) - math.fsum(prop[start:])
+        exps = [ramp_exponent(i, config.alpha, config.ramp) for i in range(start + 1, len(p.base) + 1)]
+        inc = math.fsum(e * b for e, b in zip(exps, p.base[start:])) - new_prop
     return inc if not math.isnan(inc) else -math.inf
 
 
@@ -179,7 +180,8 @@ def smc_steps(
             ramp_exponent((t_prev + t_now) // 2, config.alpha, config.ramp)
         gens = yield [GenRequest(prompt + parts[i].tokens, config.proposal(t_now - len(parts[i].tokens), exponent), r)
                       for i, r in zip(live, rng.spawn(len(live)))]
-        starts = {i: len(parts[i].tokens) for i in range(n)}
+        starts = [len(p.tokens) for p in parts]
+        prefixes = [p.log_p for p in parts]
         for i, g in zip(live, gens):
             parts[i].extend(g)
             parts[i].done = g.finish_reason != "length" or len(parts[i].tokens) >= max_tokens
@@ -188,7 +190,7 @@ def smc_steps(
             stats["generate_calls"] += 1
             approximations.update(g.approximations)
         for i in range(n):  # ended particles too: their weight follows the exponent on to alpha
-            log_w[i] += _increment(config, parts[i], starts[i], t_prev, t_now)
+            log_w[i] += _increment(config, parts[i], starts[i], prefixes[i], t_prev, t_now)
         t_prev = t_now
         e = ess(log_w)
         resample = e < config.kappa * n and any(not p.done for p in parts)
@@ -211,7 +213,7 @@ def smc_steps(
             progress(k, n_blocks)
     if config.ramp_correction:  # every particle ended before the ramp did: temper the rest of the way to alpha
         a_end = ramp_exponent(t_prev, config.alpha, config.ramp)
-        log_w += np.array([(config.alpha - a_end) * math.fsum(p.base) for p in parts])
+        log_w += np.array([block_log_weight(a_end, config.alpha, p.log_p, 0.0, 0.0) for p in parts])
         log_w[np.isnan(log_w)] = -math.inf
     stats["blocks"] = len(stats["ess_per_block"])
     stats["approximations"] = sorted(approximations)
@@ -233,8 +235,7 @@ def choose(log_w: np.ndarray, answers: Sequence[str | None], select: str, same: 
             best = max(totals, key=lambda g: (totals[g], -groups.index(g)))
             members = [i for i, g in enumerate(groups) if g == best]
             return max(members, key=lambda i: (w[i], -i))
-    cdf = np.cumsum(w)
-    return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(w) - 1)
+    return draw_index(w, rng)
 
 
 def smc(
