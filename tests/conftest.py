@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+# TRL's trainers report usage to the Hugging Face hub from a background thread; tests run offline and
+# must not reach the network (huggingface_hub reads this when first imported, after this file).
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import numpy as np
 import pytest

@@ -143,6 +143,7 @@ def test_smc_power_sampling_runs_on_the_server_with_its_approximations_named(rem
     assert len(r.candidates) == 3 and r.config["sampler"] == "smc"
     assert "proposal_logprobs_topk" in r.stats["approximations"]
     assert all("proposal_logprobs_topk" in g.approximations for g in r.candidates)
+    assert all(np.all(np.isfinite(g.proposal_logprobs)) for g in r.candidates)  # an EOS's too (fetched by an echo request)
     assert r.stats["decoded_tokens"] >= max(g.completion_tokens for g in r.candidates) >= 1
     assert r.stats["blocks"] == len(r.stats["ess_per_block"]) >= 1
 

@@ -317,11 +317,13 @@ class OpenAIBackend(Backend):
         approx: list[str] = []
         reason: FinishReason = "length" if finish == "length" else ("stop" if params.stop else "eos")
         if reason == "eos":
+            # The EOS's top entries too when its proposal log-prob or entropy is rebuilt from them (else NaN
+            # there would make every weight of a particle that ended NaN).
             eos = min(self.eos_token_ids)
-            sc = self.score(ids + tok_ids, [eos], entropies=params.return_entropy)
+            eos_lp, eos_top = self._echo(ids + tok_ids, [eos], top=need_top)
             tok_ids.append(eos)
-            base.append(float(sc.logprobs[0]))
-            tops.append(None)
+            base.append(float(eos_lp[0]))
+            tops.append(eos_top[0])
         if on_token is not None:  # the server answered whole; report its tokens in order
             for t in tok_ids:
                 on_token(t)
@@ -336,8 +338,6 @@ class OpenAIBackend(Backend):
         if params.return_entropy:
             approx.append("entropy_topk")
             ent = np.array([_topk_entropy(t, self.vocab.n_vocab) if t else float("nan") for t in tops])
-            if reason == "eos":
-                ent[-1] = float(sc.entropies[-1])  # type: ignore[index]
         return Generation(
             token_ids=tuple(tok_ids),
             text=text,
@@ -364,13 +364,20 @@ class OpenAIBackend(Backend):
         """Log-probs of a continuation via ``echo=True``: the server scores the prompt it is given."""
         if not prompt_ids:
             raise ConfigError("score needs a non-empty prompt (the first token has no prediction)")
+        if not continuation_ids:
+            return Scored(np.zeros(0), np.zeros(0) if entropies else None)
+        got, tops = self._echo(prompt_ids, continuation_ids, top=entropies)
+        ent = np.array([_topk_entropy(t, self.vocab.n_vocab) if t else float("nan") for t in tops]) if entropies else None
+        return Scored(got, ent, approximations=("entropy_topk",) if entropies else ())
+
+    def _echo(self, prompt_ids: Sequence[int], continuation_ids: Sequence[int], *,
+              top: bool) -> tuple[np.ndarray, list[dict[str, float] | None]]:
+        """The server's raw log-probs of the continuation's tokens and, with ``top``, each position's top entries."""
         ids = [int(t) for t in prompt_ids] + [int(t) for t in continuation_ids]
         self.check_fits(len(ids), 1)
         n = len(continuation_ids)
-        if n == 0:
-            return Scored(np.zeros(0), np.zeros(0) if entropies else None)
         _, _, pieces, lps, tops = self._complete(
-            self._prompt_of(ids), max_tokens=1, echo=True, temperature=0.0, logprobs=self.top_logprobs if entropies else 1
+            self._prompt_of(ids), max_tokens=1, echo=True, temperature=0.0, logprobs=self.top_logprobs if top else 1
         )
         # The echoed prompt comes first, then the one generated token.
         echoed = pieces[: len(pieces) - 1]
@@ -379,10 +386,7 @@ class OpenAIBackend(Backend):
         got = lps[len(echoed) - n : len(echoed)]
         if any(v is None for v in got):
             raise BackendError(f"the server at {self.base_url} returned no log-prob for a scored token")
-        ent = None
-        if entropies:
-            ent = np.array([_topk_entropy(t, self.vocab.n_vocab) if t else float("nan") for t in tops[len(echoed) - n : len(echoed)]])
-        return Scored(np.asarray(got, dtype=np.float64), ent, approximations=("entropy_topk",) if entropies else ())
+        return np.asarray(got, dtype=np.float64), tops[len(echoed) - n : len(echoed)]
 
     def close(self) -> None:
         if self._pool is not None:

@@ -38,6 +38,10 @@ class ServerEngine:
         """Queue a request's machines; returns (future of their results, cancel). The future fails with the first error."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
+        # A request that timed out or lost its client no longer awaits the future, which then ends with Cancelled:
+        # reading the error here keeps asyncio from logging it as "never retrieved" (with a traceback formatted
+        # on the server's thread) when the future is collected. Whoever still awaits it gets the error as before.
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         results: list[Any] = [None] * len(machines)
         left = [len(machines)]
         jobs: list[Job] = []
