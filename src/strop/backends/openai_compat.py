@@ -14,7 +14,8 @@ What a server gives and what strop estimates (named in ``approximations``):
 - entropies: from the top entries, the rest of the mass spread evenly over
   the rest of the vocabulary (``entropy_topk``).
 - the EOS token's log-prob, which servers leave out of the completion, is
-  fetched with one scoring request (servers cache the prefix).
+  fetched with one scoring request (servers cache the prefix), with its top
+  log-probs when its proposal log-prob or entropy is rebuilt from them.
 
 Reproducibility: the rng picks the server's ``seed``, so the same rng state
 should give the same tokens; how faithfully depends on the server. With
