@@ -194,6 +194,22 @@ def _majority(recs: list[dict], k_max: int) -> list[dict]:
     return rows
 
 
+def _turn_dynamics(recs: list[dict]) -> list[dict]:
+    """Per RC turn: verdicts lost and gained against the previous turn, turns with no answer, and how many of the
+    turn's answers its summary (what the next turn sees) still holds: whether the partial result is carried."""
+    out = []
+    for t in range(max(len(r["turns"]) for r in recs)):
+        here = [r["turns"] for r in recs if len(r["turns"]) > t]
+        answered = [ts[t] for ts in here if ts[t]["answer"]]
+        squash = lambda x: "".join(str(x).split())  # noqa: E731
+        out.append({"turn": t + 1, "n": len(here),
+                    "lost": sum(t > 0 and ts[t - 1]["correct"] and not ts[t]["correct"] for ts in here),
+                    "gained": sum(t > 0 and not ts[t - 1]["correct"] and ts[t]["correct"] for ts in here),
+                    "no_answer": len(here) - len(answered), "answered": len(answered),
+                    "summary_has_answer": sum(squash(x["answer"]) in squash(x.get("summary", "")) for x in answered)})
+    return out
+
+
 def _fmt_ci(ci: list[float]) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
@@ -227,6 +243,7 @@ def report(args: argparse.Namespace) -> None:
                     lines.append(f"| {arm.label}, after turn {t + 1} | {len(ts)} | {c} | {c / len(ts):.3f} | {_fmt_ci(ci)} | {tok:.0f} | | | |")
                     plot_data[suite.name].append((f"RC turn {t + 1}", tok, c / len(ts), ci))
                     row.setdefault("per_turn", []).append({"turn": t + 1, "n": len(ts), "correct": c, "ci95": ci, "tokens": tok})
+                row["turn_dynamics"] = _turn_dynamics(per_turn)
         maj = []
         for arm, recs in present:
             if arm.samples > 1 and any(r["sample"] > 0 for r in recs):
@@ -261,6 +278,13 @@ def report(args: argparse.Namespace) -> None:
         lines.append("")
         summary["suites"][suite.name] = {"rows": rows, "paired": tests,
                                          "majority": [{k: v for k, v in m.items() if k != "by_id"} for m in maj]}
+        for row in rows:
+            if row.get("turn_dynamics"):
+                lines += ["", f"Turn to turn, {row['arm']}:", "",
+                          "| turn | problems | right -> wrong | wrong -> right | no answer | summary holds the turn's answer |",
+                          "|---|---|---|---|---|---|"]
+                lines += [f"| {d['turn']} | {d['n']} | {d['lost']} | {d['gained']} | {d['no_answer']} | {d['summary_has_answer']} of {d['answered']} |"
+                          for d in row["turn_dynamics"]]
     text = "\n".join(lines)
     print(text)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -52,3 +52,20 @@ def test_smoke_run_resumes_and_reports_paired_tests(tmp_path):
     assert {(t["a"], t["b"]) for t in paired} >= {("greedy", "power"), ("greedy", "temp1"), ("power", "temp1")}
     assert all(t["n"] == 3 and t["only_a"] + t["only_b"] <= 3 and 0 < t["p"] <= 1 for t in paired)
     assert [t["b"][:4] for t in paired if t.get("token_matched")] == ["maj@"]
+
+
+def test_turn_dynamics_count_lost_and_gained_verdicts_and_carried_answers(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("replication", ROOT / "bench" / "replication.py")
+    rep = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "replication", rep)  # its dataclasses look their module up
+    spec.loader.exec_module(rep)
+    turn = lambda answer, correct, summary: {"answer": answer, "correct": correct, "summary": summary}  # noqa: E731
+    recs = [
+        {"turns": [turn("12", True, "so far: x = 12"), turn("13", False, "x is 13"), turn("12", True, "no number")]},
+        {"turns": [turn(None, False, "partial"), turn("\\frac{1}{2}", True, "got \\frac{1}{ 2}")]},
+    ]
+    d = rep._turn_dynamics(recs)
+    assert [(x["turn"], x["n"], x["lost"], x["gained"], x["no_answer"]) for x in d] == [(1, 2, 0, 0, 1), (2, 2, 1, 1, 0), (3, 1, 0, 1, 0)]
+    assert [(x["summary_has_answer"], x["answered"]) for x in d] == [(1, 1), (2, 2), (0, 1)]
