@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -191,6 +192,15 @@ def _majority(recs: list[dict], k_max: int) -> list[dict]:
         tok = sum(sum(r["tokens"] for r in per[i] if r["sample"] < k) for i in full) / len(full)
         rows.append({"k": k, "n": len(full), "correct": c, "accuracy": c / len(full), "ci95": list(wilson_interval(c, len(full))),
                      "tokens": tok, "by_id": {i: votes[i][k - 1] for i in full}})
+        # best-of-k by mean log-likelihood (the method best-of-n's default score), from the same samples; and whether
+        # any of the k is right (the oracle pick: an upper bound on any selection, not a method).
+        firsts = {i: [r for r in per[i] if r["sample"] < k] for i in full}
+        if all("mean_logprob" in r for rs in firsts.values() for r in rs):  # records written before it was kept have none
+            best = {i: max(rs, key=lambda r: -math.inf if r["mean_logprob"] is None else r["mean_logprob"])["correct"]
+                    for i, rs in firsts.items()}
+            rows[-1]["best_of"] = sum(best.values())
+            rows[-1]["best_of_by_id"] = best
+        rows[-1]["any_right"] = sum(any(r["correct"] for r in rs) for rs in firsts.values())
     return rows
 
 
@@ -251,6 +261,15 @@ def report(args: argparse.Namespace) -> None:
                 for m in maj:
                     lines.append(f"| maj@{m['k']} (temperature 1, equivalence) | {m['n']} | {m['correct']} | {m['accuracy']:.3f} | "
                                  f"{_fmt_ci(m['ci95'])} | {m['tokens']:.0f} | | | |")
+                for m in maj:
+                    if "best_of" in m:
+                        ci = list(wilson_interval(m["best_of"], m["n"]))
+                        lines.append(f"| best-of-{m['k']} (temperature 1, mean log-likelihood) | {m['n']} | {m['best_of']} | "
+                                     f"{m['best_of'] / m['n']:.3f} | {_fmt_ci(ci)} | {m['tokens']:.0f} | | | |")
+                for m in maj:
+                    ci = list(wilson_interval(m["any_right"], m["n"]))
+                    lines.append(f"| any of {m['k']} right (temperature 1; oracle, not a method) | {m['n']} | {m['any_right']} | "
+                                 f"{m['any_right'] / m['n']:.3f} | {_fmt_ci(ci)} | {m['tokens']:.0f} | | | |")
                 plot_data[suite.name].append(("maj@k", [m["tokens"] for m in maj], [m["accuracy"] for m in maj],
                                               [m["ci95"] for m in maj]))
         names = [a.name for a, _ in present]
@@ -270,6 +289,10 @@ def report(args: argparse.Namespace) -> None:
             n, oa, ob, p = _paired(first["power"], votes)
             tests.append({"a": "power", "b": f"maj@{match['k']}", "n": n, "only_a": oa, "only_b": ob, "p": p, "token_matched": True})
             lines.append(f"| {labels['power']} | maj@{match['k']} (tokens matched: {match['tokens']:.0f} vs {power_tok:.0f}) | {n} | {oa} | {ob} | {p:.3g} |")
+            if "best_of_by_id" in match:
+                n, oa, ob, p = _paired(first["power"], {i: {"correct": v} for i, v in match["best_of_by_id"].items()})
+                tests.append({"a": "power", "b": f"best-of-{match['k']}", "n": n, "only_a": oa, "only_b": ob, "p": p, "token_matched": True})
+                lines.append(f"| {labels['power']} | best-of-{match['k']} (tokens matched) | {n} | {oa} | {ob} | {p:.3g} |")
         order = {r["arm"]: r["accuracy"] for r in rows}
         if all(a in first for a in ("temp1", "temp-low", "power")):
             t1, tl, pw = (order[labels[a]] for a in ("temp1", "temp-low", "power"))
@@ -277,7 +300,7 @@ def report(args: argparse.Namespace) -> None:
                           f"{'holds' if t1 < tl < pw else 'does not hold'}."]
         lines.append("")
         summary["suites"][suite.name] = {"rows": rows, "paired": tests,
-                                         "majority": [{k: v for k, v in m.items() if k != "by_id"} for m in maj]}
+                                         "majority": [{k: v for k, v in m.items() if not k.endswith("by_id")} for m in maj]}
         for row in rows:
             if row.get("turn_dynamics"):
                 lines += ["", f"Turn to turn, {row['arm']}:", "",

@@ -51,7 +51,10 @@ def test_smoke_run_resumes_and_reports_paired_tests(tmp_path):
     paired = summary["suites"]["gsm8k"]["paired"]
     assert {(t["a"], t["b"]) for t in paired} >= {("greedy", "power"), ("greedy", "temp1"), ("power", "temp1")}
     assert all(t["n"] == 3 and t["only_a"] + t["only_b"] <= 3 and 0 < t["p"] <= 1 for t in paired)
-    assert [t["b"][:4] for t in paired if t.get("token_matched")] == ["maj@"]
+    assert [t["b"][:4] for t in paired if t.get("token_matched")] == ["maj@", "best"]
+    assert "| best-of-2 (temperature 1, mean log-likelihood) | 3 |" in text and "| any of 2 right (temperature 1; oracle" in text
+    by_k = {m["k"]: m for m in summary["suites"]["gsm8k"]["majority"]}
+    assert by_k[2]["correct"] <= by_k[2]["any_right"] and by_k[2]["best_of"] <= by_k[2]["any_right"]
 
 
 def test_turn_dynamics_count_lost_and_gained_verdicts_and_carried_answers(monkeypatch):

@@ -172,6 +172,7 @@ def test_a_run_can_grow_with_more_samples_without_redoing_work(tmp_path):
     recs = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert sorted((r["id"], r["sample"]) for r in recs) == sorted((p.id, s) for p in problems for s in range(4))
     assert {r["finish_reason"] for r in recs} == {"eos"}  # the scripted "0" ends by itself, not at the cap
+    assert {r["mean_logprob"] for r in recs} == {0.0}  # best-of-n's score of each sample: scripted tokens are certain
 
 
 def test_plots_survive_zero_and_perfect_accuracy(tmp_path):

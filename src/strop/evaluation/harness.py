@@ -12,6 +12,7 @@ time; up to float rounding when attempts are batched, see ``evaluate``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -32,6 +33,7 @@ from strop.evaluation.metrics import majority_correct_at_k, pass_at_k, wilson_in
 from strop.evaluation.solvers import is_solver, solver
 from strop.methods import make_steps
 from strop.methods.base import MethodResult
+from strop.methods.basic import mean_logprob
 from strop.records import read_records
 from strop.tasks.base import Problem, Task
 from strop.verifiers.isolation import default_size, parallel_map
@@ -173,6 +175,10 @@ def evaluate(
     return metrics
 
 
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None  # JSON has no -inf: an empty generation has no score
+
+
 def _attempt_rng(spec: EvalSpec, index: int, sample: int) -> np.random.Generator:
     return np.random.default_rng([spec.seed, index, sample])
 
@@ -192,6 +198,9 @@ def _record(spec: EvalSpec, task: Task, prob: Problem, sample: int, result: Meth
         # Why the answer's generation stopped ("eos", "length" = the token cap, "stop"): an answer cut by the cap is
         # a budget problem, not a reasoning one.
         "finish_reason": result.candidates[result.chosen].finish_reason, "seconds": None, "pid": os.getpid(),
+        # best-of-n's default score of the answer's generation: samples of one problem can be ranked afterwards
+        # (best-of-k from a sampling run's k samples, at no extra decoding).
+        "mean_logprob": _finite(mean_logprob(result.candidates[result.chosen])),
     }
     turns = result.stats.get("turns")
     if turns:
