@@ -11,10 +11,12 @@ Suites (problems fixed before any arm ran; settings chosen on development proble
   (alpha 4) and by SMC (alpha 4, 4 particles: about MH's decoded tokens),
   each at most 512 tokens with the task's own prompt. The temperature-1 arm runs several samples per
   problem: its sample 0 is the temperature-1 arm, and its first k samples give majority@k (votes grouped by answer
-  equivalence), with k read off where its decoded tokens reach the power arm's.
+  equivalence) and best-of-k (the highest mean log-likelihood, best-of-n's default score), with k read off where
+  its decoded tokens reach the power arm's; "any of k right" is reported beside them as the oracle bound.
 - humaneval: all 164 problems, the same four arms (pass@1, code run in strop's sandbox).
 - rc: MATH500 levels 1-3, the first 100 in file order; RC with 4 turns against one long generation with the
-  same total tokens and against greedy with one turn's budget.
+  same total tokens and against greedy with one turn's budget. Per turn: accuracy, verdicts lost and gained, and
+  how many summaries still hold the turn's answer.
 
 Each arm is one ``strop eval`` invocation (printed before it runs) writing its own folder under ``--out``:
 killing the script loses at most the attempts in flight, and running it again resumes every folder where it
