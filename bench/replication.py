@@ -38,6 +38,7 @@ from pathlib import Path
 
 from strop.evaluation.metrics import majority_correct_at_k, mcnemar_exact, wilson_interval
 from strop.records import read_records
+from strop.tasks.builtin import code_body
 from strop.verifiers.voting import vote_relation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,13 +161,19 @@ def _by_id(recs: list[dict], sample: int = 0) -> dict[str, dict]:
     return {r["id"]: r for r in recs if r["sample"] == sample}
 
 
-def _row(label: str, rs: list[dict]) -> dict:
+def _answered(suite: str, r: dict) -> bool:
+    # A code answer is the program that ran; records written before strop kept it there hold a number or None
+    # in "answer", so for code the output is read again.
+    return bool(code_body(r["output"]).strip()) if suite == "humaneval" else r["answer"] is not None
+
+
+def _row(label: str, rs: list[dict], suite: str) -> dict:
     n, c = len(rs), sum(r["correct"] for r in rs)
     lo, hi = wilson_interval(c, n)
     cap = sum(r.get("finish_reason") == "length" for r in rs)
     return {"arm": label, "n": n, "correct": c, "accuracy": c / n if n else None, "ci95": [lo, hi],
             "tokens": sum(r["tokens"] for r in rs) / n if n else None, "seconds": sum(r["seconds"] for r in rs) / n if n else None,
-            "no_answer": sum(r["answer"] is None for r in rs), "at_cap": cap}
+            "no_answer": sum(not _answered(suite, r) for r in rs), "at_cap": cap}
 
 
 def _paired(a: dict[str, dict], b: dict[str, dict]) -> tuple[int, int, int, float]:
@@ -240,7 +247,7 @@ def report(args: argparse.Namespace) -> None:
         rows, first = [], {}
         for arm, recs in present:
             first[arm.name] = _by_id(recs)
-            row = _row(arm.label, list(first[arm.name].values()))
+            row = _row(arm.label, list(first[arm.name].values()), suite.name)
             rows.append(row)
             lines.append(f"| {row['arm']} | {row['n']} | {row['correct']} | {row['accuracy']:.3f} | {_fmt_ci(row['ci95'])} | {row['tokens']:.0f} | "
                          f"{row['seconds']:.1f} | {row['no_answer']} | {row['at_cap']} |")

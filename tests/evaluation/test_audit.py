@@ -49,9 +49,10 @@ def test_audit_lists_where_graders_differ_and_counts_missing_answers(tmp_path):
 
 def test_audit_of_a_code_task_counts_only_extraction(tmp_path):
     run = tmp_path / "code"
-    _run(run, "humaneval", [("HumanEval/0", "x", "def f(): pass", "eos", False)])
+    _run(run, "humaneval", [("HumanEval/0", "x", "```python\ndef f(): pass\n```", "eos", False), ("HumanEval/1", "x", "", "length", False)])
     a = audit_run(run)
     assert a.other is None and a.disagreements == [] and a.counts["disagreements"] is None
+    assert a.counts["no_answer"] == 1 and a.counts["no_answer_by_finish"] == {"length": 1}  # a program is an answer
 
 
 def test_audit_refuses_a_folder_that_is_not_a_run(tmp_path):

@@ -134,6 +134,10 @@ def test_humaneval_canonical_solution_passes_and_a_wrong_one_fails():
     p = task.load()[0]
     assert task.check(p, p.gold).correct
     assert not task.check(p, "    return True\n").correct
+    # The answer read is the program that ran: a fenced block's code, else the text; none without code.
+    fenced = task.check(p, f"Here it is:\n```python\n{p.question}{p.gold}```\nIt loops over pairs.")
+    assert fenced.correct and fenced.extracted == f"{p.question}{p.gold}".strip()
+    assert task.check(p, "   \n").extracted is None
 
 
 def test_custom_jsonl_task_with_a_field_mapping(tmp_path):

@@ -6,7 +6,7 @@ For every record of the run:
 - the other grader's verdict on the same output and gold: Math-Verify's default ``parse`` / ``verify`` (the
   whole output parsed with its default extraction, the gold parsed as math), or, for the integral tasks, the
   numeric check (``--verifier ladder``). Code and countdown tasks have no other grader: only their extraction
-  failures are counted.
+  failures are counted (a code answer is the program that ran: none when the output holds no code).
 
 Outputs: ``audit.jsonl`` in the run folder (one line per disagreement), an ``audit`` entry in its
 ``metrics.json`` (the counts), and a table. Extraction failures (no answer found) are split by why the

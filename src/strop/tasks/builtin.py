@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from strop.backends.thinking import strip_thinking
@@ -147,8 +148,9 @@ def _humaneval_parse(r: Mapping[str, Any], i: int) -> Problem:
     return Problem(str(r["task_id"]), r["prompt"], r["canonical_solution"], data={"test": r["test"], "entry_point": r["entry_point"]})
 
 
-def _code_body(completion: str) -> str:
-    """A chat model often answers with a fenced block holding the whole function; otherwise the text is the body.
+def code_body(completion: str) -> str:
+    """The program a code answer gives: a chat model often answers with a fenced block holding the whole function;
+    otherwise the text is the body.
 
     A thinking model's reasoning blocks are dropped first: code drafted while thinking is not the answer.
     """
@@ -162,10 +164,12 @@ def _code_body(completion: str) -> str:
 
 
 def _humaneval_check(p: Problem, completion: str) -> Verification:
-    body = _code_body(completion)
+    body = code_body(completion)
     # A full function definition replaces the prompt; a bare body continues it.
     prompt = "" if f"def {p.data['entry_point']}" in body else p.question
-    return verify_code(prompt, body, p.data["test"], p.data["entry_point"])
+    # The answer is the program that ran (none when the output holds no code), as a maths answer is the value
+    # read: records, the audit's "no answer" count and votes between samples (identical programs) read it.
+    return replace(verify_code(prompt, body, p.data["test"], p.data["entry_point"]), extracted=body.strip() or None)
 
 
 register_task(Task(
