@@ -140,6 +140,18 @@ def test_humaneval_canonical_solution_passes_and_a_wrong_one_fails():
     assert task.check(p, "   \n").extracted is None
 
 
+def test_humaneval_majority_counts_identical_programs_as_one_vote(tmp_path):
+    task = get_task("humaneval")
+    p = task.load()[0]
+    # Two programs math-verify finds equal (it reads x + 1 and 1 + x), which are two votes.
+    answers = iter(["```python\ndef f(x):\n    return x + 1\n```", "```python\ndef f(x):\n    return 1 + x\n```"])
+    m = evaluate(EvalSpec("humaneval", "sample", "scripted", None, samples=2, limit=1), task, [p],
+                 ScriptedBackend(lambda prompt: next(answers)), tmp_path, vote="equivalence")
+    assert m["vote"] == "string"  # the task decides: maths equivalence would compare the numbers in the code
+    recs = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert sorted(r["answer"] for r in recs) == ["def f(x):\n    return 1 + x", "def f(x):\n    return x + 1"]
+
+
 def test_custom_jsonl_task_with_a_field_mapping(tmp_path):
     f = tmp_path / "mine.jsonl"
     f.write_text("\n".join(json.dumps({"q": f"{i} + 1 = ?", "a": str(i + 1), "key": f"k{i}"}) for i in range(3)))

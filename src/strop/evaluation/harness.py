@@ -81,8 +81,9 @@ def evaluate(
     """Run (or finish) the evaluation in ``out``; returns the metrics (also saved as metrics.json).
 
     ``vote`` decides which answers are one vote in majority@k
-    (``compute_metrics``); it is not part of the run's spec, since the records
-    do not depend on it.
+    (``compute_metrics``), unless the task decides (``Task.vote``: HumanEval's
+    programs are one vote when identical); it is not part of the run's spec,
+    since the records do not depend on it.
 
     Every method runs through the engine (``strop.engine``): ``batch_size``
     attempts (default: the backend's ``max_batch``) are in flight at once, and
@@ -169,7 +170,8 @@ def evaluate(
             if failures:
                 raise failures[0]
     ids = {p.id for p in problems}
-    metrics = compute_metrics([r for r in records if r["id"] in ids and r["sample"] < spec.samples], spec.samples, vote=vote)
+    metrics = compute_metrics([r for r in records if r["id"] in ids and r["sample"] < spec.samples], spec.samples,
+                              vote=task.vote or vote)
     metrics["spec"] = mine
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

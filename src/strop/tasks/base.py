@@ -43,6 +43,9 @@ class Task:
         verifier: the name of the check in use, for a task that offers several (``strop eval --verifier``):
             recorded in every eval record. None: the task has one check.
         verifiers: this task with the check called NAME instead (ConfigError for an unknown one).
+        vote: which of its answers are one vote in an eval's majority@k when the task must decide (``strop.verifiers.voting``);
+            None: the run's ``--vote``. HumanEval's answers are programs, one vote when identical ("string"):
+            maths equivalence would compare the numbers in their code.
     """
 
     name: str
@@ -54,6 +57,7 @@ class Task:
     description: str = ""
     verifier: str | None = None
     verifiers: Callable[[str], Task] | None = None
+    vote: str | None = None
 
     def prompt(self, problem: Problem) -> str:
         return self.template.replace("{question}", problem.question)

