@@ -306,7 +306,7 @@ def report(args: argparse.Namespace) -> None:
         if all(a in first for a in ("temp1", "temp-low", "power")):
             t1, tl, pw = (order[labels[a]] for a in ("temp1", "temp-low", "power"))
             lines += ["", f"Paper's ordering base < low temperature < power: temperature 1 {t1:.3f}, 1/alpha {tl:.3f}, power {pw:.3f}: "
-                          f"{'holds' if t1 < tl < pw else 'does not hold'}."]
+                          f"{'holds' if t1 < tl < pw else 'does not hold'} in the point estimates (the paired tests above say which steps are significant)."]
         lines.append("")
         summary["suites"][suite.name] = {"rows": rows, "paired": tests,
                                          "majority": [{k: v for k, v in m.items() if not k.endswith("by_id")} for m in maj]}
@@ -331,6 +331,8 @@ def _plot(data: dict[str, list], path: Path) -> None:
     from strop.evaluation.report import _plt, _yerr
 
     plt = _plt()
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4.4), squeeze=False)
     for ax, (suite, points) in zip(axes[0], data.items()):
         for label, x, y, ci in points:
@@ -338,6 +340,13 @@ def _plot(data: dict[str, list], path: Path) -> None:
             ax.errorbar(xs, ys, yerr=_yerr(ys, cis), marker="o", capsize=3, label=label, linestyle="-" if len(xs) > 1 else "none")
         ax.set(xscale="log", xlabel="decoded tokens per problem (rejected proposals included)", ylabel="accuracy (95% CI)",
                title=suite, ylim=(-0.02, 1.02))
+        # Arms within one decade of tokens: round-number ticks, not matplotlib's labelled minor ticks.
+        xs_all = [v for _, x, _, _ in points for v in (x if isinstance(x, list) else [x])]
+        lo, hi = min(xs_all) / 1.6, max(xs_all) * 1.6
+        ax.set_xlim(lo, hi)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks([t for t in (50, 100, 200, 300, 500, 1000, 2000, 3000, 5000, 10000) if lo <= t <= hi])
+        ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
