@@ -216,11 +216,13 @@ def _majority(recs: list[dict], k_max: int) -> list[dict]:
 def _turn_dynamics(recs: list[dict]) -> list[dict]:
     """Per RC turn: verdicts lost and gained against the previous turn, turns with no answer, and how many of the
     turn's answers its summary (what the next turn sees) still holds: whether the partial result is carried."""
+    def squash(x: object) -> str:  # "1, 2" in a summary holds "1,2": spacing is not content
+        return "".join(str(x).split())
+
     out = []
     for t in range(max(len(r["turns"]) for r in recs)):
         here = [r["turns"] for r in recs if len(r["turns"]) > t]
         answered = [ts[t] for ts in here if ts[t]["answer"]]
-        squash = lambda x: "".join(str(x).split())  # noqa: E731
         out.append({"turn": t + 1, "n": len(here),
                     "lost": sum(t > 0 and ts[t - 1]["correct"] and not ts[t]["correct"] for ts in here),
                     "gained": sum(t > 0 and not ts[t - 1]["correct"] and ts[t]["correct"] for ts in here),

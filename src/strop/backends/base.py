@@ -329,10 +329,8 @@ def pick_slot(held: Sequence[Sequence[int]], last_used: Sequence[int], ids: Sequ
     """The cache slot for a new sequence ``ids``: the slot not in ``busy`` whose tokens ``held`` share the longest
     prefix with ``ids`` (least recently used on ties), and how many of its tokens to reuse (at most ``limit``).
     ``shared``: ``shared_prefixes(held, ids, limit)`` when the caller has it already."""
-    if shared is None:
-        reuse = {s: min(common_prefix_len(held[s], ids), limit) for s in range(len(held)) if s not in busy}
-    else:
-        reuse = {s: shared[s] for s in range(len(held)) if s not in busy}
+    shared = shared_prefixes(held, ids, limit) if shared is None else shared
+    reuse = {s: shared[s] for s in range(len(held)) if s not in busy}
     slot = max(reuse, key=lambda s: (reuse[s], -last_used[s]))
     return slot, reuse[slot]
 

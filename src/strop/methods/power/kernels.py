@@ -22,6 +22,8 @@ from typing import Literal
 
 import numpy as np
 
+from strop.errors import ConfigError
+
 CutRule = Literal["uniform", "entropy", "max-swap"]
 Target = Literal["full", "topk"]
 TARGETS: tuple[str, ...] = ("full", "topk")
@@ -29,8 +31,6 @@ TARGETS: tuple[str, ...] = ("full", "topk")
 
 def check_target(alpha: float, proposal_temperature: float | None, top_k: int | None, target: str) -> None:
     """The settings every power sampler shares (MH's ``PowerConfig``, SMC's ``SMCConfig``), validated: ConfigError naming the field."""
-    from strop.errors import ConfigError
-
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise ConfigError(f"alpha must be a finite number > 0, got {alpha!r}")
     t = proposal_temperature
