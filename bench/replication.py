@@ -213,9 +213,10 @@ def _majority(recs: list[dict], k_max: int) -> list[dict]:
     return rows
 
 
-def _turn_dynamics(recs: list[dict]) -> list[dict]:
-    """Per RC turn: verdicts lost and gained against the previous turn, turns with no answer, and how many of the
-    turn's answers its summary (what the next turn sees) still holds: whether the partial result is carried."""
+def _turn_dynamics(recs: list[dict], hr: int = RC_HR, hs: int = RC_HS) -> list[dict]:
+    """Per RC turn: verdicts lost and gained against the previous turn, turns with no answer, how many of the
+    turn's answers its summary (what the next turn sees) still holds: whether the partial result is carried, and
+    how many reasonings and summaries were cut by their caps (``hr``, ``hs``; counted where the record has them)."""
     def squash(x: object) -> str:  # "1, 2" in a summary holds "1,2": spacing is not content
         return "".join(str(x).split())
 
@@ -227,7 +228,10 @@ def _turn_dynamics(recs: list[dict]) -> list[dict]:
                     "lost": sum(t > 0 and ts[t - 1]["correct"] and not ts[t]["correct"] for ts in here),
                     "gained": sum(t > 0 and not ts[t - 1]["correct"] and ts[t]["correct"] for ts in here),
                     "no_answer": len(here) - len(answered), "answered": len(answered),
-                    "summary_has_answer": sum(squash(x["answer"]) in squash(x.get("summary", "")) for x in answered)})
+                    "summary_has_answer": sum(squash(x["answer"]) in squash(x.get("summary", "")) for x in answered),
+                    "counted": sum("summary_tokens" in ts[t] for ts in here),
+                    "reasoning_cut": sum(ts[t].get("reasoning_tokens", 0) >= hr for ts in here),
+                    "summary_cut": sum(ts[t].get("summary_tokens", 0) >= hs for ts in here)})
     return out
 
 
@@ -315,10 +319,11 @@ def report(args: argparse.Namespace) -> None:
         for row in rows:
             if row.get("turn_dynamics"):
                 lines += ["", f"Turn to turn, {row['arm']}:", "",
-                          "| turn | problems | right -> wrong | wrong -> right | no answer | summary holds the turn's answer |",
-                          "|---|---|---|---|---|---|"]
-                lines += [f"| {d['turn']} | {d['n']} | {d['lost']} | {d['gained']} | {d['no_answer']} | {d['summary_has_answer']} of {d['answered']} |"
-                          for d in row["turn_dynamics"]]
+                          "| turn | problems | right -> wrong | wrong -> right | no answer | summary holds the turn's answer "
+                          f"| reasoning cut at {RC_HR} | summary cut at {RC_HS} |",
+                          "|---|---|---|---|---|---|---|---|"]
+                lines += [f"| {d['turn']} | {d['n']} | {d['lost']} | {d['gained']} | {d['no_answer']} | {d['summary_has_answer']} of {d['answered']} "
+                          f"| {d['reasoning_cut']} of {d['counted']} | {d['summary_cut']} of {d['counted']} |" for d in row["turn_dynamics"]]
     text = "\n".join(lines)
     print(text)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -72,3 +72,9 @@ def test_turn_dynamics_count_lost_and_gained_verdicts_and_carried_answers(monkey
     d = rep._turn_dynamics(recs)
     assert [(x["turn"], x["n"], x["lost"], x["gained"], x["no_answer"]) for x in d] == [(1, 2, 0, 0, 1), (2, 2, 1, 1, 0), (3, 1, 0, 1, 0)]
     assert [(x["summary_has_answer"], x["answered"]) for x in d] == [(1, 1), (2, 2), (0, 1)]
+    # Cut parts are counted where the record holds the part's tokens (records before they were kept do not).
+    recs[0]["turns"][0] |= {"reasoning_tokens": 512, "summary_tokens": 40}
+    recs[1]["turns"][0] |= {"reasoning_tokens": 300, "summary_tokens": 128}
+    recs[1]["turns"][1] |= {"reasoning_tokens": 511, "summary_tokens": 127}
+    d = rep._turn_dynamics(recs, hr=512, hs=128)
+    assert [(x["counted"], x["reasoning_cut"], x["summary_cut"]) for x in d] == [(2, 1, 1), (1, 0, 0), (0, 0, 0)]

@@ -268,3 +268,6 @@ def test_rc_records_keep_each_turns_summary_and_the_end_of_its_reasoning(tmp_pat
     for r in rows:
         assert [t["turn"] for t in r["turns"]] == [1, 2]
         assert all(t["summary"] == "I found the sum is 5." and t["reasoning_tail"].endswith("\\boxed{5}") for t in r["turns"])
+        # Each part's tokens (one per character here, plus the EOS): a part at its cap was cut, one below it ended.
+        assert [(t["reasoning_tokens"], t["summary_tokens"]) for t in r["turns"]] == [(34, 22), (34, 22)]
+        assert [t["cumulative_tokens"] for t in r["turns"]] == [56, 112]

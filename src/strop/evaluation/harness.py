@@ -212,9 +212,11 @@ def _record(spec: EvalSpec, task: Task, prob: Problem, sample: int, result: Meth
         for t, tv in zip(turns, parallel_map(lambda t: task.check(prob, strip_thinking(t["reasoning"], tags)), turns)):
             cum += t.get("reasoning_tokens", 0) + t.get("summary_tokens", 0)
             # The transcript's gist, to read why accuracy moves over turns: what the summary carried to the next turn
-            # (at most the summary budget) and how the turn's reasoning ended.
+            # (at most the summary budget) and how the turn's reasoning ended; each part's tokens, so a reasoning or a
+            # summary cut by its cap (H_R, H_S) can be told from one that ended.
             rec["turns"].append({"turn": t["turn"], "answer": tv.extracted, "correct": tv.correct, "cumulative_tokens": cum,
-                                 **({"summary": t["summary"]} if "summary" in t else {}), "reasoning_tail": t["reasoning"][-600:]})
+                                 **{k: t[k] for k in ("reasoning_tokens", "summary_tokens", "summary") if k in t},
+                                 "reasoning_tail": t["reasoning"][-600:]})
     stats = {k: v for k, v in result.stats.items() if k not in ("turns", "scores")}
     rec["stats"] = stats
     return rec
