@@ -243,7 +243,7 @@ def report(args: argparse.Namespace) -> None:
     out = ROOT / args.out
     lines: list[str] = []
     summary: dict = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}", "suites": {}}
-    plot_data: dict[str, list[tuple[str, float, float, list[float]]]] = {}
+    plot_data: dict[str, list[tuple[str, float, float, list[float], int]]] = {}  # label, tokens, accuracy, CI, problems
     for suite in suites(Path(args.data)).values():
         present = [(a, recs) for a in suite.arms if (recs := _records(a.folder(out)))]
         if not present:
@@ -257,7 +257,7 @@ def report(args: argparse.Namespace) -> None:
             rows.append(row)
             lines.append(f"| {row['arm']} | {row['n']} | {row['correct']} | {row['accuracy']:.3f} | {_fmt_ci(row['ci95'])} | {row['tokens']:.0f} | "
                          f"{row['seconds']:.1f} | {row['no_answer']} | {row['at_cap']} |")
-            plot_data.setdefault(suite.name, []).append((arm.label, row["tokens"], row["accuracy"], row["ci95"]))
+            plot_data.setdefault(suite.name, []).append((arm.label, row["tokens"], row["accuracy"], row["ci95"], row["n"]))
             per_turn = [r for r in first[arm.name].values() if r.get("turns")]
             if per_turn:
                 for t in range(max(len(r["turns"]) for r in per_turn)):
@@ -266,7 +266,7 @@ def report(args: argparse.Namespace) -> None:
                     ci = list(wilson_interval(c, len(ts)))
                     tok = sum(x["cumulative_tokens"] for x in ts) / len(ts)
                     lines.append(f"| {arm.label}, after turn {t + 1} | {len(ts)} | {c} | {c / len(ts):.3f} | {_fmt_ci(ci)} | {tok:.0f} | | | |")
-                    plot_data[suite.name].append((f"RC turn {t + 1}", tok, c / len(ts), ci))
+                    plot_data[suite.name].append((f"RC turn {t + 1}", tok, c / len(ts), ci, len(ts)))
                     row.setdefault("per_turn", []).append({"turn": t + 1, "n": len(ts), "correct": c, "ci95": ci, "tokens": tok})
                 row["turn_dynamics"] = _turn_dynamics(per_turn)
         maj = []
@@ -286,7 +286,7 @@ def report(args: argparse.Namespace) -> None:
                     lines.append(f"| any of {m['k']} right (temperature 1; oracle, not a method) | {m['n']} | {m['any_right']} | "
                                  f"{m['any_right'] / m['n']:.3f} | {_fmt_ci(ci)} | {m['tokens']:.0f} | | | |")
                 plot_data[suite.name].append(("maj@k", [m["tokens"] for m in maj], [m["accuracy"] for m in maj],
-                                              [m["ci95"] for m in maj]))
+                                              [m["ci95"] for m in maj], min(m["n"] for m in maj)))
         names = [a.name for a, _ in present]
         labels = {a.name: a.label for a, _ in present}
         pairs = [(x, y) for i, x in enumerate(names) for y in names[i + 1:]]
@@ -342,13 +342,15 @@ def _plot(data: dict[str, list], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4.4), squeeze=False)
     for ax, (suite, points) in zip(axes[0], data.items()):
-        for label, x, y, ci in points:
+        full = max(n for *_, n in points)
+        for label, x, y, ci, n in points:
+            label = label if n == full else f"{label}, {n} of {full} so far"  # a partial arm says so
             xs, ys, cis = (x, y, ci) if isinstance(x, list) else ([x], [y], [ci])
             ax.errorbar(xs, ys, yerr=_yerr(ys, cis), marker="o", capsize=3, label=label, linestyle="-" if len(xs) > 1 else "none")
         ax.set(xscale="log", xlabel="decoded tokens per problem (rejected proposals included)", ylabel="accuracy (95% CI)",
                title=suite, ylim=(-0.02, 1.02))
         # Arms within one decade of tokens: round-number ticks, not matplotlib's labelled minor ticks.
-        xs_all = [v for _, x, _, _ in points for v in (x if isinstance(x, list) else [x])]
+        xs_all = [v for _, x, *_ in points for v in (x if isinstance(x, list) else [x])]
         lo, hi = min(xs_all) / 1.6, max(xs_all) * 1.6
         ax.set_xlim(lo, hi)
         ax.xaxis.set_minor_formatter(NullFormatter())
