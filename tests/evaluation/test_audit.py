@@ -15,10 +15,10 @@ def _run(folder, task: str, rows: list[tuple[str, str, str, bool]]) -> None:
     (folder / "run.json").write_text(json.dumps({"task": task, "method": "greedy", "backend": "llamacpp", "model": None, "samples": 1,
                                                  "limit": None, "seed": 0, "data": None, "method_config": {}}))
     recs = [{"id": i, "sample": 0, "category": None, "prompt": "q", "output": out, "answer": None, "gold": gold,
-             "verdict": "correct" if ok else "incorrect", "correct": ok, "finish_reason": fin, "tokens": 5}
+             "verdict": "correct" if ok else "incorrect", "correct": ok, "finish_reason": fin, "tokens": 5, "seconds": 1.0}
             for i, gold, out, fin, ok in rows]
     (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    (folder / "metrics.json").write_text(json.dumps({"overall": {}}))
+    (folder / "metrics.json").write_text(json.dumps({"overall": {}, "samples": 1, "vote": "equivalence", "spec": {"task": task}}))
 
 
 def test_audit_lists_where_graders_differ_and_counts_missing_answers(tmp_path):
@@ -45,6 +45,31 @@ def test_audit_lists_where_graders_differ_and_counts_missing_answers(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "strop", "report", "--audit", str(run)], capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stderr
     assert "2 differ" in cli.stdout and "| restated | 0 | 91 | incorrect, 81 + 10 | correct, 81 + 10 |" in cli.stdout
+
+
+def test_regrade_writes_todays_verdicts_and_recomputes_the_metrics(tmp_path):
+    run = tmp_path / "run"
+    _run(run, "gsm8k", [
+        ("same", "18", "so she earns \\boxed{18} dollars.", "eos", True),
+        # graded by an older strop, which read the unit inside the equation as a symbol (5*bags): now right
+        ("unit", "5", "\\[ \\frac{550 \\text{ cups}}{110 \\text{ cups/bag}} = 5 \\text{ bags} \\]\n\nThus, the", "length", False),
+        ("wrong", "7", "so \\boxed{8}", "eos", False),
+    ])
+    before = (run / "records.jsonl").read_text()
+    a = audit_run(run)  # an audit alone changes no record
+    assert a.counts["recorded_differs"] == 1 and "regraded" not in a.counts and (run / "records.jsonl").read_text() == before
+    a = audit_run(run, regrade=True)
+    assert a.counts["regraded"] == 1
+    recs = {r["id"]: r for r in map(json.loads, (run / "records.jsonl").read_text().splitlines())}
+    assert recs["unit"]["correct"] is True and recs["unit"]["verdict"] == "correct"
+    assert recs["unit"]["regraded_from"]["verdict"] == "incorrect" and "regraded_from" not in recs["same"]
+    assert not recs["wrong"]["correct"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["overall"]["accuracy"] == 2 / 3 and metrics["spec"] == {"task": "gsm8k"} and metrics["audit"]["regraded"] == 1
+    again = audit_run(run, regrade=True)  # nothing left to change
+    assert again.counts["regraded"] == 0 and again.counts["recorded_differs"] == 0
+    cli = subprocess.run([sys.executable, "-m", "strop", "report", "--regrade", str(run)], capture_output=True, text=True, timeout=300)
+    assert cli.returncode != 0 and "--regrade goes with --audit" in cli.stderr and "Traceback" not in cli.stderr
 
 
 def test_audit_of_a_code_task_counts_only_extraction(tmp_path):

@@ -119,6 +119,34 @@ MATH_VERIFY_REPORTS = [
 ]
 
 
+# Units written in \text{} after a number: math-verify drops a lone trailing unit but reads one inside an equation or a
+# fraction as a symbol (5*bags); the first two rows are the 1.5B model's GSM8K outputs cut by the token cap.
+UNITS = [
+    ("5", "5. **Bags:**\n     \\[\n     \\frac{550 \\text{ cups}}{110 \\text{ cups/bag}} = 5 \\text{ bags}\n     \\]\n\nThus, the", C),  # was W
+    ("272", "one semester:\n\\[144 \\text{ hours} + 128 \\text{ hours} = 272 \\text{ hours}\\]\n\n", C),  # was W
+    ("5", "so she needs $\\boxed{\\text{5 bags}}$", C),  # was W
+    ("5", "The area is $\\boxed{5\\text{ cm}^2}$.", C),  # the unit's power goes with it
+    ("1, 2", "\\boxed{1 \\text{ or } 2}", C),  # a joining word is not a unit
+    # the other side: a wrong number keeps its verdict whatever its unit
+    ("5", "\\[\n\\frac{660 \\text{ cups}}{110 \\text{ cups/bag}} = 6 \\text{ bags}\n\\]", W),
+    ("6", "so she needs $\\boxed{\\text{5 bags}}$", W),
+    ("25", "The area is $\\boxed{5\\text{ cm}^2}$.", W),
+    ("2", "\\boxed{1 \\text{ or } 2}", W),
+]
+
+
+@pytest.mark.parametrize("gold,completion,expected", UNITS)
+def test_units_after_numbers_are_not_symbols(gold, completion, expected):
+    v = verify_math(gold, completion)
+    assert v.verdict is expected, v
+
+
+def test_votes_for_one_number_with_and_without_its_unit_pool():
+    assert equivalent_answers("\\text{5 bags}", "5")
+    assert equivalent_answers("5 \\text{ bags}", "\\frac{10}{2}")
+    assert not equivalent_answers("\\text{5 bags}", "6")
+
+
 @pytest.mark.parametrize("gold,completion,expected", MATH_VERIFY_REPORTS)
 def test_reported_math_verify_bug_classes_stay_graded_right(gold, completion, expected):
     v = verify_math(gold, completion)

@@ -9,13 +9,17 @@ For every record of the run:
   failures are counted (a code answer is the program that ran: none when the output holds no code).
 
 Outputs: ``audit.jsonl`` in the run folder (one line per disagreement), an ``audit`` entry in its
-``metrics.json`` (the counts), and a table. Extraction failures (no answer found) are split by why the
+``metrics.json`` (the counts), and a table. With ``regrade``, the verdicts of strop's check as it is now also
+replace the recorded ones (each changed record keeps the old one under ``regraded_from``) and ``metrics.json`` is
+recomputed from them, so a run graded by an older strop reports what a fresh run would; an RC record's per-turn
+verdicts stay as recorded (a record keeps only the end of each turn's text). Extraction failures (no answer found) are split by why the
 generation stopped: at the token cap ("length") or ended by the model ("eos", "stop").
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +27,7 @@ from typing import Any
 
 from strop.backends.thinking import THINK, strip_thinking
 from strop.errors import StropError
+from strop.evaluation.harness import compute_metrics
 from strop.records import read_records
 from strop.tasks import Problem, Task, resolve_task
 from strop.verifiers.base import Verification
@@ -61,8 +66,9 @@ def _problems(spec: dict[str, Any], task: Task, records: list[dict[str, Any]]) -
     return by_id
 
 
-def audit_run(folder: str | Path) -> Audit:
-    """Audit one eval run folder (see the module docstring); writes ``audit.jsonl`` and ``metrics.json``'s ``audit``."""
+def audit_run(folder: str | Path, *, regrade: bool = False) -> Audit:
+    """Audit one eval run folder (see the module docstring); writes ``audit.jsonl`` and ``metrics.json``'s ``audit``;
+    with ``regrade``, today's verdicts into the records and the metrics recomputed from them."""
     folder = Path(folder)
     spec_file, records = folder / "run.json", read_records(folder / "records.jsonl")
     if not spec_file.exists() or not records:
@@ -113,12 +119,28 @@ def audit_run(folder: str | Path) -> Audit:
         "agree": agree if other_name else None,
         "recorded_differs": recorded_differs,
     }
+    changed = [(r, mine) for r, (mine, _) in zip(records, verdicts) if mine.verdict.value != r["verdict"]]
+    if regrade:
+        counts["regraded"] = len(changed)
+    if regrade and changed:
+        for r, mine in changed:
+            r["regraded_from"] = {"verdict": r["verdict"], "detail": r.get("detail", "")}
+            r.update(verdict=mine.verdict.value, correct=mine.correct, detail=mine.detail)
+        # Written whole and swapped in, so a kill leaves the old records or the new ones, never a mix.
+        tmp = folder / "records.jsonl.regrade"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        os.replace(tmp, folder / "records.jsonl")
     with open(folder / AUDIT_FILE, "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
     metrics_file = folder / "metrics.json"
     if metrics_file.exists():
         metrics = json.loads(metrics_file.read_text())
+        if regrade and changed:
+            samples = metrics.get("samples", 1)
+            fresh = compute_metrics([r for r in records if r["sample"] < samples], samples,
+                                    vote=metrics.get("vote", "equivalence"))
+            metrics = {**fresh, **{k: v for k, v in metrics.items() if k not in fresh}}
         metrics["audit"] = counts
         metrics_file.write_text(json.dumps(metrics, indent=2))
     return Audit(str(folder), other_name, counts, rows)
@@ -131,7 +153,9 @@ def audit_table(audits: list[Audit], *, rows: int = 40) -> list[str]:
         c = a.counts
         fin = ", ".join(f"{k} {v}" for k, v in sorted(c["no_answer_by_finish"].items())) or "none"
         out.append(f"{a.run}: {c['records']} records; no answer found: {c['no_answer']} ({c['no_answer_rate']:.1%}; by finish: {fin}); "
-                   f"verdict now differs from the recorded one: {c['recorded_differs']}")
+                   f"verdict now differs from the recorded one: {c['recorded_differs']}"
+                   + ("" if "regraded" not in c else f"; regraded: {c['regraded']} records rewritten, metrics recomputed"
+                      if c["regraded"] else "; regraded: nothing to change"))
         if a.other is None:
             out.append("  no other grader for this task (code and countdown are checked by running them)")
             continue

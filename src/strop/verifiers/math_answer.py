@@ -29,6 +29,33 @@ from strop.verifiers.isolation import run_isolated
 # final answer (found by the audit on the embedded model's outputs, docs/evaluation.md); a quotient is: 1/2.
 _RESTATED = re.compile(r"\s*-?\d+(?:\s*[-+*]\s*-?\d+)+\s*\.?\s*")
 
+# A unit written in \text{} after a number ("5 \text{ bags}", "\text{5 bags}"). math-verify drops a lone trailing
+# unit, but inside an equation or a fraction it reads the word as a symbol, so "550/110 = 5 \text{ bags}" was 5*bags,
+# not 5 (found on the 1.5B model's GSM8K outputs cut by the token cap, docs/evaluation.md). Words that join answers
+# ("1 \text{ or } 2", "x \text{ if } ...") are not units and stay.
+_UNIT_WORDS = r"[A-Za-z][A-Za-z /.\-]*"
+_POWER = r"(?:\s*\^\s*(?:\{\s*\d+\s*\}|\d))?"  # cm^2 goes with its unit: 5 \text{ cm}^2 is 5, not 5^2
+_UNIT_AFTER = re.compile(r"(?<=[\d}])\s*\\(?:text|textrm|mbox)\s*\{\s*(" + _UNIT_WORDS + r")\}" + _POWER)
+_NUMBER_WITH_UNIT = re.compile(r"\\(?:text|textrm|mbox)\s*\{\s*(-?\d[\d.,]*)\s+(" + _UNIT_WORDS + r")\}" + _POWER)
+_JOINING = frozenset("and or if when where otherwise else for with but then so is are".split())
+
+
+def drop_units(s: str) -> str:
+    r"""``s`` with unit words after numbers removed: ``\frac{550 \text{ cups}}{110 \text{ cups/bag}} = 5 \text{ bags}``
+    reads ``\frac{550}{110} = 5``; ``\text{5 bags}`` and ``5 \text{ cm}^2`` read ``5``; ``1 \text{ or } 2`` is unchanged.
+
+    >>> drop_units(r"\boxed{\text{5 bags}} and 3 \text{ or } 4")
+    '\\boxed{5} and 3 \\text{ or } 4'
+    """
+
+    def unit(m: re.Match[str], keep: str) -> str:
+        words = set(re.findall(r"[A-Za-z]+", m.group(m.lastindex or 0).lower()))
+        return m.group(0) if words & _JOINING else keep.format(*m.groups())
+
+    s = _NUMBER_WITH_UNIT.sub(lambda m: unit(m, "{0}"), s)
+    return _UNIT_AFTER.sub(lambda m: unit(m, ""), s)
+
+
 # A final answer longer than this is not an answer; refusing it keeps SymPy
 # away from megabyte expressions.
 MAX_ANSWER_CHARS = 1000
@@ -78,7 +105,7 @@ def equivalent_answers(a: str, b: str, *, timeout_s: float = 5.0) -> bool:
         return True
     if len(a) > MAX_ANSWER_CHARS or len(b) > MAX_ANSWER_CHARS or shape_mismatch(a, b):
         return False
-    out = run_isolated(_same, (a, b), timeout_s=timeout_s, memory_mb=2048)
+    out = run_isolated(_same, (drop_units(a), drop_units(b)), timeout_s=timeout_s, memory_mb=2048)
     return bool(out.ok and out.value)
 
 
@@ -146,7 +173,7 @@ def verify_math(gold: str, completion: str, *, timeout_s: float = 5.0) -> Verifi
     mismatch = shape_mismatch(gold, boxed) if boxed is not None and len(gold) <= MAX_ANSWER_CHARS else None
     if mismatch:
         return Verification(Verdict.INCORRECT, mismatch, boxed)
-    out = run_isolated(_compare, (gold, answer), timeout_s=timeout_s, memory_mb=2048)
+    out = run_isolated(_compare, (drop_units(gold), drop_units(answer)), timeout_s=timeout_s, memory_mb=2048)
     if out.timed_out:
         return Verification(Verdict.TIMEOUT, f"no verdict within {timeout_s} CPU seconds", boxed)
     if not out.ok:
