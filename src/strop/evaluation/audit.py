@@ -94,11 +94,13 @@ def audit_run(folder: str | Path, *, regrade: bool = False) -> Audit:
 
     verdicts = parallel_map(both, records)
     no_answer: Counter[str] = Counter()
-    rows, recorded_differs, agree = [], 0, 0
+    rows, changed, recorded_differs, agree = [], [], 0, 0
     for r, (mine, theirs) in zip(records, verdicts):
         if mine.extracted is None:
             no_answer[r.get("finish_reason") or "unknown"] += 1
         recorded_differs += mine.correct != bool(r["correct"])
+        if mine.verdict.value != r["verdict"]:
+            changed.append((r, mine))
         if theirs is None:
             continue
         if mine.correct == theirs.correct:
@@ -119,7 +121,6 @@ def audit_run(folder: str | Path, *, regrade: bool = False) -> Audit:
         "agree": agree if other_name else None,
         "recorded_differs": recorded_differs,
     }
-    changed = [(r, mine) for r, (mine, _) in zip(records, verdicts) if mine.verdict.value != r["verdict"]]
     if regrade:
         counts["regraded"] = len(changed)
     if regrade and changed:
@@ -150,12 +151,12 @@ def audit_table(audits: list[Audit], *, rows: int = 40) -> list[str]:
     """Lines to print: per run, its counts, then its disagreements (up to ``rows``)."""
     out = []
     for a in audits:
-        c = a.counts
+        c, regraded = a.counts, a.counts.get("regraded")
         fin = ", ".join(f"{k} {v}" for k, v in sorted(c["no_answer_by_finish"].items())) or "none"
         out.append(f"{a.run}: {c['records']} records; no answer found: {c['no_answer']} ({c['no_answer_rate']:.1%}; by finish: {fin}); "
                    f"verdict now differs from the recorded one: {c['recorded_differs']}"
-                   + ("" if "regraded" not in c else f"; regraded: {c['regraded']} records rewritten, metrics recomputed"
-                      if c["regraded"] else "; regraded: nothing to change"))
+                   + ("" if regraded is None else f"; regraded: {regraded} records rewritten, metrics recomputed" if regraded
+                      else "; regraded: nothing to change"))
         if a.other is None:
             out.append("  no other grader for this task (code and countdown are checked by running them)")
             continue
