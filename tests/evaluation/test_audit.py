@@ -9,14 +9,16 @@ import sys
 from strop.evaluation.audit import audit_run
 
 
-def _run(folder, task: str, rows: list[tuple[str, str, str, bool]]) -> None:
-    """A run folder as ``strop eval`` writes it: run.json, records (id, gold, output, finish), metrics.json."""
+def _run(folder, task: str, rows: list[tuple]) -> None:
+    """A run folder as ``strop eval`` writes it: run.json, records (id, gold, output, finish, correct[, answer read]),
+    metrics.json."""
     folder.mkdir()
     (folder / "run.json").write_text(json.dumps({"task": task, "method": "greedy", "backend": "llamacpp", "model": None, "samples": 1,
                                                  "limit": None, "seed": 0, "data": None, "method_config": {}}))
-    recs = [{"id": i, "sample": 0, "category": None, "prompt": "q", "output": out, "answer": None, "gold": gold,
-             "verdict": "correct" if ok else "incorrect", "correct": ok, "finish_reason": fin, "tokens": 5, "seconds": 1.0}
-            for i, gold, out, fin, ok in rows]
+    recs = [{"id": i, "sample": 0, "category": None, "prompt": "q", "output": out, "answer": ans[0] if ans else None,
+             "gold": gold, "verdict": "correct" if ok else "incorrect", "correct": ok, "finish_reason": fin, "tokens": 5,
+             "seconds": 1.0}
+            for i, gold, out, fin, ok, *ans in rows]
     (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     (folder / "metrics.json").write_text(json.dumps({"overall": {}, "samples": 1, "vote": "equivalence", "spec": {"task": task}}))
 
@@ -50,10 +52,11 @@ def test_audit_lists_where_graders_differ_and_counts_missing_answers(tmp_path):
 def test_regrade_writes_todays_verdicts_and_recomputes_the_metrics(tmp_path):
     run = tmp_path / "run"
     _run(run, "gsm8k", [
-        ("same", "18", "so she earns \\boxed{18} dollars.", "eos", True),
+        ("same", "18", "so she earns \\boxed{18} dollars.", "eos", True, "18"),
         # graded by an older strop, which read the unit inside the equation as a symbol (5*bags): now right
-        ("unit", "5", "\\[ \\frac{550 \\text{ cups}}{110 \\text{ cups/bag}} = 5 \\text{ bags} \\]\n\nThus, the", "length", False),
-        ("wrong", "7", "so \\boxed{8}", "eos", False),
+        ("unit", "5", "\\[ \\frac{550 \\text{ cups}}{110 \\text{ cups/bag}} = 5 \\text{ bags} \\]\n\nThus, the", "length", False,
+         "5 \\text{ bags}"),
+        ("wrong", "7", "so \\boxed{8}", "eos", False, "8"),
     ])
     before = (run / "records.jsonl").read_text()
     a = audit_run(run)  # an audit alone changes no record
@@ -63,6 +66,7 @@ def test_regrade_writes_todays_verdicts_and_recomputes_the_metrics(tmp_path):
     recs = {r["id"]: r for r in map(json.loads, (run / "records.jsonl").read_text().splitlines())}
     assert recs["unit"]["correct"] is True and recs["unit"]["verdict"] == "correct"
     assert recs["unit"]["regraded_from"]["verdict"] == "incorrect" and "regraded_from" not in recs["same"]
+    assert recs["unit"]["answer"] == "\\frac{550}{110} = 5" and recs["unit"]["regraded_from"]["answer"] == "5 \\text{ bags}"
     assert not recs["wrong"]["correct"]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["overall"]["accuracy"] == 2 / 3 and metrics["spec"] == {"task": "gsm8k"} and metrics["audit"]["regraded"] == 1
@@ -70,6 +74,18 @@ def test_regrade_writes_todays_verdicts_and_recomputes_the_metrics(tmp_path):
     assert again.counts["regraded"] == 0 and again.counts["recorded_differs"] == 0
     cli = subprocess.run([sys.executable, "-m", "strop", "report", "--regrade", str(run)], capture_output=True, text=True, timeout=300)
     assert cli.returncode != 0 and "--regrade goes with --audit" in cli.stderr and "Traceback" not in cli.stderr
+
+
+def test_regrade_writes_todays_answer_where_only_the_reading_changed(tmp_path):
+    # An older strop recorded a HumanEval answer as the last number of the text; the verdict (the program's tests)
+    # was right all along, but votes between samples group by the answer, so a regrade brings the program in.
+    run = tmp_path / "code"
+    program = "def add(a, b):\n    return a + b"
+    _run(run, "humaneval", [("HumanEval/53", "x", f"```python\n{program}\n```\nadd(2, 3) gives 5", "eos", True, "5")])
+    a = audit_run(run, regrade=True)
+    rec = json.loads((run / "records.jsonl").read_text())
+    assert a.counts["regraded"] == 1 and rec["answer"] == program and rec["regraded_from"]["answer"] == "5"
+    assert audit_run(run, regrade=True).counts["regraded"] == 0
 
 
 def test_audit_of_a_code_task_counts_only_extraction(tmp_path):

@@ -176,8 +176,9 @@ def report(
     audit: Annotated[bool, typer.Option(help="Eval runs: re-grade every record and list where strop's verdict differs from "
                                              "Math-Verify's default parse/verify (integrals: the numeric check), and the "
                                              "answers not found by finish reason; writes RUN/audit.jsonl and metrics.json's audit.")] = False,
-    regrade: Annotated[bool, typer.Option(help="With --audit: write today's verdicts into the records (the old one kept as "
-                                               "regraded_from) and recompute metrics.json, as a fresh run would grade them.")] = False,
+    regrade: Annotated[bool, typer.Option(help="With --audit: write today's verdicts and answers into the records (the old "
+                                               "ones kept as regraded_from) and recompute metrics.json, as a fresh run "
+                                               "would grade them.")] = False,
 ) -> None:
     """Compare finished eval runs, or training runs, side by side (--audit: where graders disagree)."""
     from pathlib import Path

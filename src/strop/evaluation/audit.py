@@ -9,8 +9,8 @@ For every record of the run:
   failures are counted (a code answer is the program that ran: none when the output holds no code).
 
 Outputs: ``audit.jsonl`` in the run folder (one line per disagreement), an ``audit`` entry in its
-``metrics.json`` (the counts), and a table. With ``regrade``, the verdicts of strop's check as it is now also
-replace the recorded ones (each changed record keeps the old one under ``regraded_from``) and ``metrics.json`` is
+``metrics.json`` (the counts), and a table. With ``regrade``, the verdicts and answers of strop's check as it is now
+also replace the recorded ones (each changed record keeps the old ones under ``regraded_from``) and ``metrics.json`` is
 recomputed from them, so a run graded by an older strop reports what a fresh run would; an RC record's per-turn
 verdicts stay as recorded (a record keeps only the end of each turn's text). Extraction failures (no answer found) are split by why the
 generation stopped: at the token cap ("length") or ended by the model ("eos", "stop").
@@ -66,9 +66,15 @@ def _problems(spec: dict[str, Any], task: Task, records: list[dict[str, Any]]) -
     return by_id
 
 
+def _answer(r: dict[str, Any], mine: Verification) -> Any:
+    """The answer a fresh run would record: what today's check reads, else the method's own (as the harness does).
+    Votes group records by it, so a regrade that left an older strop's reading would vote on stale answers."""
+    return mine.extracted if mine.extracted is not None else r.get("answer")
+
+
 def audit_run(folder: str | Path, *, regrade: bool = False) -> Audit:
     """Audit one eval run folder (see the module docstring); writes ``audit.jsonl`` and ``metrics.json``'s ``audit``;
-    with ``regrade``, today's verdicts into the records and the metrics recomputed from them."""
+    with ``regrade``, today's verdicts and answers into the records and the metrics recomputed from them."""
     folder = Path(folder)
     spec_file, records = folder / "run.json", read_records(folder / "records.jsonl")
     if not spec_file.exists() or not records:
@@ -99,7 +105,7 @@ def audit_run(folder: str | Path, *, regrade: bool = False) -> Audit:
         if mine.extracted is None:
             no_answer[r.get("finish_reason") or "unknown"] += 1
         recorded_differs += mine.correct != bool(r["correct"])
-        if mine.verdict.value != r["verdict"]:
+        if mine.verdict.value != r["verdict"] or _answer(r, mine) != r.get("answer"):
             changed.append((r, mine))
         if theirs is None:
             continue
@@ -125,8 +131,8 @@ def audit_run(folder: str | Path, *, regrade: bool = False) -> Audit:
         counts["regraded"] = len(changed)
     if regrade and changed:
         for r, mine in changed:
-            r["regraded_from"] = {"verdict": r["verdict"], "detail": r.get("detail", "")}
-            r.update(verdict=mine.verdict.value, correct=mine.correct, detail=mine.detail)
+            r["regraded_from"] = {"verdict": r["verdict"], "detail": r.get("detail", ""), "answer": r.get("answer")}
+            r.update(verdict=mine.verdict.value, correct=mine.correct, detail=mine.detail, answer=_answer(r, mine))
         # Written whole and swapped in, so a kill leaves the old records or the new ones, never a mix.
         tmp = folder / "records.jsonl.regrade"
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
