@@ -16,7 +16,7 @@ Suites (problems fixed before any arm ran; settings chosen on development proble
 - humaneval: all 164 problems, the same four arms (pass@1, code run in strop's sandbox).
 - rc: MATH500 levels 1-3, the first 100 in file order; RC with 4 turns against one long generation with the
   same total tokens and against greedy with one turn's budget. Per turn: accuracy, verdicts lost and gained, and
-  how many summaries still hold the turn's answer.
+  how many summaries still hold the turn's answer; the last turn is paired with the first (the rise RC claims).
 
 Each arm is one ``strop eval`` invocation (printed before it runs) writing its own folder under ``--out``:
 killing the script loses at most the attempts in flight, and running it again resumes every folder where it
@@ -250,7 +250,7 @@ def report(args: argparse.Namespace) -> None:
             continue
         lines += [f"### {suite.name}", "", "| arm | n | correct | accuracy | 95% CI | decoded tokens / problem | s / problem | no answer | at token cap |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        rows, first = [], {}
+        rows, first, turns = [], {}, {}
         for arm, recs in present:
             first[arm.name] = _by_id(recs)
             row = _row(arm.label, list(first[arm.name].values()), suite.name)
@@ -269,6 +269,8 @@ def report(args: argparse.Namespace) -> None:
                     plot_data[suite.name].append((f"RC turn {t + 1}", tok, c / len(ts), ci, len(ts)))
                     row.setdefault("per_turn", []).append({"turn": t + 1, "n": len(ts), "correct": c, "ci95": ci, "tokens": tok})
                 row["turn_dynamics"] = _turn_dynamics(per_turn)
+                # RC's claim is a rise over turns: its last turn against its first on the same problems.
+                turns[arm.name] = tuple({r["id"]: {"correct": r["turns"][t]["correct"]} for r in per_turn} for t in (0, -1))
         maj = []
         for arm, recs in present:
             if arm.samples > 1 and any(r["sample"] > 0 for r in recs):
@@ -290,13 +292,17 @@ def report(args: argparse.Namespace) -> None:
         names = [a.name for a, _ in present]
         labels = {a.name: a.label for a, _ in present}
         pairs = [(x, y) for i, x in enumerate(names) for y in names[i + 1:]]
-        if pairs or (maj and "power" in first):  # a table of paired tests only when something is paired
+        if pairs or turns or (maj and "power" in first):  # a table of paired tests only when something is paired
             lines += ["", "| A | B | paired problems | only A right | only B right | exact McNemar p |", "|---|---|---|---|---|---|"]
         tests = []
         for x, y in pairs:
             n, oa, ob, p = _paired(first[x], first[y])
             tests.append({"a": x, "b": y, "n": n, "only_a": oa, "only_b": ob, "p": p})
             lines.append(f"| {labels[x]} | {labels[y]} | {n} | {oa} | {ob} | {p:.3g} |")
+        for name, (turn1, last) in turns.items():
+            n, oa, ob, p = _paired(last, turn1)
+            tests.append({"a": f"{name} last turn", "b": f"{name} turn 1", "n": n, "only_a": oa, "only_b": ob, "p": p})
+            lines.append(f"| {labels[name]}, last turn | {labels[name]}, after turn 1 | {n} | {oa} | {ob} | {p:.3g} |")
         if maj and "power" in first:
             power_tok = next(r["tokens"] for r in rows if r["arm"] == labels["power"])
             match = min(maj, key=lambda m: abs(m["tokens"] - power_tok))

@@ -78,3 +78,20 @@ def test_turn_dynamics_count_lost_and_gained_verdicts_and_carried_answers(monkey
     recs[1]["turns"][1] |= {"reasoning_tokens": 511, "summary_tokens": 127}
     d = rep._turn_dynamics(recs, hr=512, hs=128)
     assert [(x["counted"], x["reasoning_cut"], x["summary_cut"]) for x in d] == [(2, 1, 1), (1, 0, 0), (0, 0, 0)]
+
+
+def test_report_pairs_rcs_last_turn_with_its_first(tmp_path):
+    # RC's claim is a rise over turns: the report tests the last turn against the first on the same problems.
+    folder = tmp_path / "runs" / "rc-rc"
+    folder.mkdir(parents=True)
+    rights = {"a": (False, True), "b": (False, True), "c": (True, False), "d": (True, True), "e": (False, False)}
+    recs = [{"id": i, "sample": 0, "correct": last, "answer": "1", "tokens": 20, "seconds": 1.0, "finish_reason": "eos", "output": "",
+             "turns": [{"turn": t + 1, "answer": "1", "correct": ok, "cumulative_tokens": 10 * (t + 1), "summary": ""}
+                       for t, ok in enumerate((first, last))]}
+            for i, (first, last) in rights.items()]
+    (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    rep = bench("report", "--out", str(tmp_path / "runs"), "--md", str(tmp_path / "t.md"))
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    (test,) = json.loads((tmp_path / "runs" / "summary.json").read_text())["suites"]["rc"]["paired"]
+    assert (test["a"], test["b"], test["n"], test["only_a"], test["only_b"]) == ("rc last turn", "rc turn 1", 5, 2, 1)
+    assert "| RC (T 4, H_R 512, H_S 128), last turn | RC (T 4, H_R 512, H_S 128), after turn 1 | 5 | 2 | 1 | 1 |" in (tmp_path / "t.md").read_text()
