@@ -6,7 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from strop.errors import StropError
 from strop.evaluation.audit import audit_run
+from strop.records import writer_lock
 
 
 def _run(folder, task: str, rows: list[tuple]) -> None:
@@ -86,6 +90,22 @@ def test_regrade_writes_todays_answer_where_only_the_reading_changed(tmp_path):
     rec = json.loads((run / "records.jsonl").read_text())
     assert a.counts["regraded"] == 1 and rec["answer"] == program and rec["regraded_from"]["answer"] == "5"
     assert audit_run(run, regrade=True).counts["regraded"] == 0
+
+
+def test_a_regrade_waits_for_the_eval_writing_the_run_and_an_audit_does_not_disturb_it(tmp_path):
+    run = tmp_path / "run"
+    _run(run, "gsm8k", [("unit", "5", "= 5 \\text{ bags} \\]", "length", False, "5 \\text{ bags}")])
+    with (run / "records.jsonl").open("a") as f:
+        f.write('{"id": "next", "sam')  # the line the running eval is writing
+    before = (run / "records.jsonl").read_text()
+    with writer_lock(run, "strop eval"):
+        assert audit_run(run).counts["records"] == 1  # reads beside the writer, its unfinished line not a record
+        with pytest.raises(StropError, match=r"being written by pid \d+ \(strop eval\)"):
+            audit_run(run, regrade=True)  # swapping the file would lose what the eval appends to the old one
+        assert (run / "records.jsonl").read_text() == before  # neither cut the line being written
+    with pytest.raises(StropError, match="not an eval run"):
+        audit_run(tmp_path / "absent", regrade=True)
+    assert not (tmp_path / "absent").exists()
 
 
 def test_audit_of_a_code_task_counts_only_extraction(tmp_path):

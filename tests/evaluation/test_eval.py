@@ -16,6 +16,7 @@ from strop.backends.scripted import ScriptedBackend
 from strop.errors import StropError
 from strop.evaluation.harness import EvalSpec, compute_metrics, evaluate
 from strop.evaluation.metrics import majority_correct, pass_at_k
+from strop.records import writer_lock
 from strop.tasks import get_task, jsonl_task
 
 
@@ -59,6 +60,19 @@ def test_a_line_cut_by_a_kill_is_dropped_and_redone(tmp_path):
     evaluate(spec, task, problems, b, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == sorted(p.id for p in problems)
+
+
+def test_one_process_writes_a_run_folder_at_a_time(tmp_path):
+    task = get_task("arithmetic")
+    problems = task.load()[:2]
+    b = ScriptedBackend(lambda p: "1")
+    spec = EvalSpec("arithmetic", "sample", "scripted", None)
+    with writer_lock(tmp_path, "strop eval"):  # as a second strop eval on the folder finds the first
+        with pytest.raises(StropError, match=rf"being written by pid {os.getpid()} \(strop eval\)"):
+            evaluate(spec, task, problems, b, tmp_path)
+    assert not (tmp_path / "records.jsonl").exists()
+    evaluate(spec, task, problems, b, tmp_path)  # the lock left with its holder (a kill releases it too: next test)
+    assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 2
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ from typing import Any
 from strop.backends.thinking import THINK, strip_thinking
 from strop.errors import StropError
 from strop.evaluation.harness import compute_metrics
-from strop.records import read_records
+from strop.records import read_records, writer_lock
 from strop.tasks import Problem, Task, resolve_task
 from strop.verifiers.base import Verification
 from strop.verifiers.isolation import parallel_map
@@ -74,10 +74,22 @@ def _answer(r: dict[str, Any], mine: Verification) -> Any:
 
 def audit_run(folder: str | Path, *, regrade: bool = False) -> Audit:
     """Audit one eval run folder (see the module docstring); writes ``audit.jsonl`` and ``metrics.json``'s ``audit``;
-    with ``regrade``, today's verdicts and answers into the records and the metrics recomputed from them."""
+    with ``regrade``, today's verdicts and answers into the records and the metrics recomputed from them.
+
+    An audit only reads the records, so it may run beside the eval still writing them; a regrade rewrites
+    them, so it takes the folder's writer lock and is refused while an eval holds it."""
     folder = Path(folder)
+    if not (folder / "run.json").exists() or not (folder / "records.jsonl").exists():
+        raise StropError(f"{folder} is not an eval run with records (no run.json or records.jsonl)")
+    if not regrade:
+        return _audit(folder, regrade=False)
+    with writer_lock(folder, "strop report --audit --regrade"):
+        return _audit(folder, regrade=True)
+
+
+def _audit(folder: Path, *, regrade: bool) -> Audit:
     spec_file, records = folder / "run.json", read_records(folder / "records.jsonl")
-    if not spec_file.exists() or not records:
+    if not records:
         raise StropError(f"{folder} is not an eval run with records (no run.json or records.jsonl)")
     spec = json.loads(spec_file.read_text())
     # A jsonl task's check reads only the gold answer: its field mapping (not in run.json) does not matter here.

@@ -34,7 +34,7 @@ from strop.evaluation.solvers import is_solver, solver
 from strop.methods import make_steps
 from strop.methods.base import MethodResult
 from strop.methods.basic import mean_logprob
-from strop.records import read_records
+from strop.records import read_records, writer_lock
 from strop.tasks.base import Problem, Task
 from strop.verifiers.isolation import default_size, parallel_map
 from strop.verifiers.voting import Same, check_vote, identical, vote_relation
@@ -96,11 +96,19 @@ def evaluate(
     the records' seconds add up to the run's wall time. Problem-level solvers
     (``strop.evaluation.solvers``, e.g. ttrl) run one attempt at a time.
 
-    Long (mostly this docstring) because resuming, writing and verifying share one file handle, one lock and
-    one count, which its short nested callbacks close over.
+    One process writes a run folder at a time (``writer_lock``): a second ``strop eval`` on it, or a regrade
+    of it, is refused with a message while this one runs.
     """
     check_vote(vote)
     out.mkdir(parents=True, exist_ok=True)
+    with writer_lock(out, "strop eval"):
+        return _evaluate(spec, task, problems, backend, out, method_kwargs, progress, batch_size, vote)
+
+
+def _evaluate(spec: EvalSpec, task: Task, problems: list[Problem], backend: Backend, out: Path, method_kwargs: dict[str, Any] | None,
+              progress: Callable[[int, int], None] | None, batch_size: int | None, vote: str) -> dict[str, Any]:
+    """``evaluate``'s work, under the folder's lock. Long because resuming, writing and verifying share one
+    file handle, one lock and one count, which its short nested callbacks close over."""
     spec_file = out / "run.json"
     mine = json.loads(json.dumps(asdict(spec), default=str))
     if spec_file.exists():
@@ -112,7 +120,7 @@ def evaluate(
             raise StropError(f"{out} holds a different run (differs in: {', '.join(diff)}); pass another --out")
     spec_file.write_text(json.dumps(mine, indent=2))
     path = out / RECORDS
-    records = read_records(path)
+    records = read_records(path, repair=True)
     done = {(r["id"], r["sample"]) for r in records}
     total = len(problems) * spec.samples
     finished = sum(1 for p in problems for s in range(spec.samples) if (p.id, s) in done)

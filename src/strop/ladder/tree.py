@@ -95,7 +95,7 @@ class TreeBuilder:
         header = {"spec": asdict(self.spec), "kind": self.kind.name}
         log = self.log_path
         assert log is not None
-        entries = read_records(log)
+        entries = read_records(log, repair=True)  # the build appends to both files
         if entries and entries[0].get("spec") is not None:
             # A spec key added later (validity) is absent from older logs: those trees were built with its default.
             old = {"spec": {**asdict(TreeSpec()), **entries[0]["spec"]}, "kind": entries[0].get("kind")}
@@ -105,7 +105,7 @@ class TreeBuilder:
             raise ConfigError(f"{path} exists but has no build log {log.name}: not a tree strop can resume; use another file")
         else:
             log.write_text(json.dumps(header) + "\n")
-        self.nodes = read_records(path)
+        self.nodes = read_records(path, repair=True)
         self.expanded = {e["expanded"] for e in entries if "expanded" in e}
         for e in entries:
             self.rejected.update(e.get("rejected", {}))
