@@ -72,6 +72,10 @@ def _answer(r: dict[str, Any], mine: Verification) -> Any:
     return mine.extracted if mine.extracted is not None else r.get("answer")
 
 
+def _not_a_run(folder: Path) -> StropError:
+    return StropError(f"{folder} is not an eval run with records (no run.json or records.jsonl)")
+
+
 def audit_run(folder: str | Path, *, regrade: bool = False) -> Audit:
     """Audit one eval run folder (see the module docstring); writes ``audit.jsonl`` and ``metrics.json``'s ``audit``;
     with ``regrade``, today's verdicts and answers into the records and the metrics recomputed from them.
@@ -80,7 +84,7 @@ def audit_run(folder: str | Path, *, regrade: bool = False) -> Audit:
     them, so it takes the folder's writer lock and is refused while an eval holds it."""
     folder = Path(folder)
     if not (folder / "run.json").exists() or not (folder / "records.jsonl").exists():
-        raise StropError(f"{folder} is not an eval run with records (no run.json or records.jsonl)")
+        raise _not_a_run(folder)
     if not regrade:
         return _audit(folder, regrade=False)
     with writer_lock(folder, "strop report --audit --regrade"):
@@ -90,7 +94,7 @@ def audit_run(folder: str | Path, *, regrade: bool = False) -> Audit:
 def _audit(folder: Path, *, regrade: bool) -> Audit:
     spec_file, records = folder / "run.json", read_records(folder / "records.jsonl")
     if not records:
-        raise StropError(f"{folder} is not an eval run with records (no run.json or records.jsonl)")
+        raise _not_a_run(folder)
     spec = json.loads(spec_file.read_text())
     # A jsonl task's check reads only the gold answer: its field mapping (not in run.json) does not matter here.
     fields = {"question": "question", "answer": "answer"} if spec["task"] == "jsonl" else None
@@ -117,8 +121,9 @@ def _audit(folder: Path, *, regrade: bool) -> Audit:
         if mine.extracted is None:
             no_answer[r.get("finish_reason") or "unknown"] += 1
         recorded_differs += mine.correct != bool(r["correct"])
-        if mine.verdict.value != r["verdict"] or _answer(r, mine) != r.get("answer"):
-            changed.append((r, mine))
+        answer = _answer(r, mine)
+        if mine.verdict.value != r["verdict"] or answer != r.get("answer"):
+            changed.append((r, mine, answer))
         if theirs is None:
             continue
         if mine.correct == theirs.correct:
@@ -142,9 +147,9 @@ def _audit(folder: Path, *, regrade: bool) -> Audit:
     if regrade:
         counts["regraded"] = len(changed)
     if regrade and changed:
-        for r, mine in changed:
+        for r, mine, answer in changed:
             r["regraded_from"] = {"verdict": r["verdict"], "detail": r.get("detail", ""), "answer": r.get("answer")}
-            r.update(verdict=mine.verdict.value, correct=mine.correct, detail=mine.detail, answer=_answer(r, mine))
+            r.update(verdict=mine.verdict.value, correct=mine.correct, detail=mine.detail, answer=answer)
         # Written whole and swapped in, so a kill leaves the old records or the new ones, never a mix.
         tmp = folder / "records.jsonl.regrade"
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
